@@ -1,0 +1,3 @@
+from relaxkd.cli import main
+
+main()

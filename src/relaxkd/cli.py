@@ -1,0 +1,267 @@
+"""The ``relaxkd`` command line: one subcommand per stage, plus run / sweep / report / export."""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import nullcontext
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from relaxkd.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Crossmodal knowledge distillation with WordNet-relaxed CLIP text embeddings.",
+)
+embed_app = typer.Typer(no_args_is_help=True, help="CLIP embeddings of images or WordNet nouns.")
+app.add_typer(embed_app, name="embed")
+
+ConfigArg = typer.Argument(..., help="experiment YAML, e.g. configs/demo.yaml")
+OverridesArg = typer.Argument(None, help="key=value overrides, e.g. distill.temperature=3")
+
+
+def _pipeline(config: Path, overrides: list[str] | None):
+    from relaxkd.config import load_config
+    from relaxkd.stages.pipeline import Pipeline
+
+    return Pipeline(load_config(config, overrides or []))
+
+
+def _locked(pipeline):
+    """Exclusive use of the run directory (not in DDP workers, which share the parent's)."""
+    from relaxkd.engine.trainer import is_main_process
+    from relaxkd.stages.artifacts import run_lock
+
+    return run_lock(pipeline.cfg.run_dir) if is_main_process() else nullcontext()
+
+
+def _say(line: str) -> None:
+    typer.echo(line)
+
+
+@embed_app.command("images")
+def embed_images(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """CLIP image embeddings of the training and validation sets."""
+    p = _pipeline(config, overrides)
+    with _locked(p):
+        art = p.embed_images()
+    _say(f"image embeddings: {art.file('embeddings.safetensors')}")
+
+
+@embed_app.command("nouns")
+def embed_nouns(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """CLIP text embeddings of the candidate WordNet nouns (shared by all datasets)."""
+    p = _pipeline(config, overrides)
+    with _locked(p):
+        art = p.embed_nouns()
+    _say(f"noun embeddings: {art.file('embeddings.safetensors')}")
+
+
+@app.command()
+def relax(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Algorithm 1: select WordNet-relaxed nouns per image cluster (the relaxed bank)."""
+    p = _pipeline(config, overrides)
+    with _locked(p):
+        art = p.relax()
+    _say(f"relaxed bank: {art.file('bank.safetensors')}")
+    _say(f"nouns per cluster: {art.file('nouns.txt')}")
+
+
+class TeacherKind(str, Enum):
+    unimodal = "unimodal"
+    multimodal = "multimodal"
+
+
+class Aug(str, Enum):
+    strong = "strong"
+    weak = "weak"
+
+
+@app.command()
+def teacher(
+    config: Path = ConfigArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    kind: TeacherKind = typer.Option(TeacherKind.multimodal, help="unimodal (T_m member) or multimodal (T_x)"),
+    member: Optional[str] = typer.Option(None, help="unimodal member name from the config"),
+    aug: Optional[Aug] = typer.Option(None, help="unimodal augmentation (picks or adds a member)"),
+    seed: int = typer.Option(0, help="unimodal member seed, with --aug"),
+) -> None:
+    """Train a teacher: a unimodal ResNet (T_m member) or the multimodal teacher T_x."""
+    p = _pipeline(config, overrides)
+    with _locked(p):
+        if kind == TeacherKind.multimodal:
+            art = p.multimodal()
+        else:
+            name = member or _member_for(p, aug.value if aug else "strong", seed)
+            art = p.unimodal(name)
+    _report_metrics(art)
+
+
+def _member_for(pipeline, aug: str, seed: int) -> str:
+    from relaxkd.config import UnimodalMember
+
+    for m in pipeline.cfg.unimodal.members:
+        if m.aug == aug and m.seed == seed:
+            return m.name
+    name = f"{aug}-seed{seed}"
+    pipeline.cfg.unimodal.members = [*pipeline.cfg.unimodal.members, UnimodalMember(name=name, aug=aug, seed=seed)]
+    return name
+
+
+def _report_metrics(art) -> None:
+    metrics = art.read_json("metrics.json")
+    shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("top1", "top5", "many_shot", "medium_shot", "few_shot") if k in metrics)
+    _say(f"{art.stage}: {shown}")
+    _say(f"artifact: {art.path}")
+
+
+@app.command()
+def distill(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Distil the student from the configured teachers (trains missing teachers first)."""
+    p = _pipeline(config, overrides)
+    with _locked(p):
+        art = p.distill()
+    _report_metrics(art)
+
+
+@app.command()
+def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Integrated Gradients on T_x: image vs text attribution shares."""
+    from relaxkd.stages.experiment import attribute_stage
+
+    p = _pipeline(config, overrides)
+    with _locked(p):
+        art = attribute_stage(p)
+    result = art.read_json("attribution.json")
+    _say(f"image share {result['image_share']:.3f}, text share {result['text_share']:.3f}")
+    _say(f"artifact: {art.path}")
+
+
+@app.command()
+def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """The whole pipeline for one experiment, reusing every artifact that already exists."""
+    from relaxkd.stages.experiment import run_experiment
+
+    p = _pipeline(config, overrides)
+    with _locked(p):
+        report = run_experiment(p)
+    _say(f"report: {report}")
+
+
+@app.command()
+def sweep(
+    config: Path = ConfigArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    family: str = typer.Option("table2", help="trial family: table1, table2, table3, figure2"),
+    trials: Optional[str] = typer.Option(None, help="comma-separated trial names (default: all)"),
+    print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial and exit"),
+) -> None:
+    """A family of trials (the paper's tables and figures) sharing artifacts."""
+    from relaxkd.stages.experiment import run_sweep, sweep_commands
+
+    if print_commands:
+        for line in sweep_commands(config, overrides or [], family, trials):
+            _say(line)
+        return
+    p = _pipeline(config, overrides)
+    with _locked(p):
+        report = run_sweep(p, config, overrides or [], family, trials)
+    _say(f"report: {report}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory, e.g. runs/demo")) -> None:
+    """Tables (Markdown, CSV) and figures (PNG) from the artifacts of a run directory."""
+    from relaxkd.report import write_report
+
+    _say(f"report: {write_report(run_dir)}")
+
+
+@app.command()
+def export(
+    config: Path = ConfigArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    out: Path = typer.Option(Path("export"), help="output directory"),
+    format: str = typer.Option("torchscript", help="torchscript or onnx (safetensors is always written)"),
+    artifact: Optional[Path] = typer.Option(None, help="a distill-* artifact directory (default: the newest)"),
+) -> None:
+    """Export the trained student: safetensors + TorchScript or ONNX."""
+    from relaxkd.stages.export import export_student
+
+    p = _pipeline(config, overrides)
+    for path in export_student(p, out, format, artifact):
+        _say(f"wrote {path}")
+
+
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="image files"),
+    model: Path = typer.Option(..., help="directory written by `relaxkd export`"),
+    top: int = typer.Option(1, help="how many classes to print per image"),
+) -> None:
+    """Classify image files with an exported student."""
+    from relaxkd.stages.export import predict_files
+
+    for line in predict_files(model, images, top):
+        _say(line)
+
+
+@app.command("validate")
+def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Validate a config (and its registry names) and print the resolved YAML."""
+    import yaml
+
+    from relaxkd.config import check_names, load_config
+
+    cfg = load_config(config, overrides or [])
+    check_names(cfg)
+    _say(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    # errors re-raised from DataLoader workers carry the original message on their last line
+    return text[-1] if text else type(exc).__name__
+
+
+def _find_user_error(exc: BaseException) -> UserError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, UserError):
+            return exc
+        if "UserError: " in str(exc):  # raised inside a DataLoader worker process
+            return UserError(str(exc).rsplit("UserError: ", 1)[1])
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        typer.echo(f"error: {_one_line(exc) if not exc.message else exc.format_message()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: completed artifacts are kept; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
+        user_error = _find_user_error(exc)
+        if user_error is None:
+            raise
+        typer.echo(f"error: {_one_line(user_error)}", err=True)
+        sys.exit(UserError.exit_code)
+
+
+if __name__ == "__main__":
+    main()

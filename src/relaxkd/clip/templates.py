@@ -1,0 +1,33 @@
+"""Prompt templates for word embeddings (DESIGN §2.1)."""
+from __future__ import annotations
+
+from relaxkd.errors import UserError
+
+# The seven templates TAC and the authors' code use, in that order.
+TEMPLATES: tuple[str, ...] = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+
+
+def word_to_text(word: str) -> str:
+    """The text a word stands for in a prompt: WordNet/class-name underscores become spaces."""
+    return word.replace("_", " ")
+
+
+def check_templates(templates: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Validate prompt templates: at least one, each with exactly one ``{}`` slot."""
+    templates = tuple(templates)
+    if not templates:
+        raise UserError("no prompt templates given; give at least one template containing '{}'")
+    for template in templates:
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise UserError(
+                f"prompt template {template!r} must contain exactly one '{{}}' where the word goes"
+            )
+    return templates

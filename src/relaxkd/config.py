@@ -1,0 +1,352 @@
+"""Typed experiment configuration.
+
+One YAML file per experiment under ``configs/``; ``key=value`` overrides on the command line use
+dotted paths (``distill.temperature=3``). Unknown keys and invalid values are rejected before any
+work starts, with one line naming the key and the valid choices.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from relaxkd.errors import UserError
+
+TEXT_MODES = ("gt", "wn", "noise", "none")
+
+#: eq. 6 weights: the paper's and those of the authors' released code.
+MULTIMODAL_PRESETS = {
+    "paper": {"lambda_hier": 0.1, "lambda_cos": 0.01},
+    "authors_code": {"lambda_hier": 0.2, "lambda_cos": 0.005},
+}
+#: eq. 2-3 weights: the paper's (CE + KD, tau 4) and those of the authors' released code.
+DISTILL_PRESETS = {
+    "paper": {"ce_weight": 1.0, "kd_weight": 1.0, "temperature": 4.0},
+    "authors_code": {"ce_weight": 0.6, "kd_weight": 0.4, "temperature": 3.0},
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    dataset: str = "digits"
+    root: str | None = None
+    download: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    image_size: int = Field(224, gt=0)
+    #: augmentation family for the strong pipeline: AutoAugment+Cutout ("cifar") or RandAugment.
+    policy: Literal["cifar", "imagenet"] = "cifar"
+    synset_overrides: str | None = None
+    num_workers: int = Field(0, ge=0)
+
+
+class ClipConfig(Strict):
+    model: str = "ViT-B-32"
+    weights: str = "openai"
+    batch_size: int = Field(256, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+
+class NounsConfig(Strict):
+    candidates: Literal["all", "neighbourhood"] = "all"
+    hypernym_depth: int = Field(2, ge=0)
+    exclude_class_names: bool = False
+
+
+class RelaxConfig(Strict):
+    num_clusters: int | None = Field(None, gt=0)
+    top_k: int = Field(5, gt=0)
+    iterations: int = Field(20, gt=0)
+    restarts: int = Field(1, gt=0)
+    sample_size: int | None = Field(None, gt=0)
+    temperature: float = Field(0.005, gt=0)
+
+
+class OptimConfig(Strict):
+    epochs: int = Field(61, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    warmup_epochs: int = Field(8, ge=0)
+    milestones: list[int] = Field(default_factory=lambda: [25, 40, 60])
+    gamma: float = Field(0.1, gt=0)
+
+
+class TrainerConfig(Strict):
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, gt=0)
+    strategy: str = "auto"
+    #: Lightning precision; "auto" = bf16-mixed on GPUs that support it, else 32-true.
+    precision: str = "auto"
+    accumulate_grad_batches: int = Field(1, gt=0)
+    deterministic: bool = True
+    progress: bool = True
+    logger: Literal["csv", "tensorboard", "none"] = "csv"
+
+
+class UnimodalMember(Strict):
+    name: str
+    aug: Literal["strong", "weak"]
+    seed: int = 0
+
+
+class UnimodalConfig(Strict):
+    arch: str = "resnet50"
+    weights: str = "imagenet"
+    members: list[UnimodalMember] = Field(
+        default_factory=lambda: [
+            UnimodalMember(name="strong", aug="strong", seed=0),
+            UnimodalMember(name="weak", aug="weak", seed=0),
+            UnimodalMember(name="strong2", aug="strong", seed=1),
+        ]
+    )
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+
+    @field_validator("members")
+    @classmethod
+    def _unique_names(cls, members: list[UnimodalMember]) -> list[UnimodalMember]:
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique, got {names}")
+        if "tx" in names:
+            raise ValueError("'tx' is reserved for the multimodal teacher")
+        return members
+
+
+class MultimodalConfig(Strict):
+    head: str = "mlp"
+    hidden_dim: int = Field(512, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    proportions: dict[str, float] = Field(default_factory=lambda: {"gt": 0.2, "wn": 0.8})
+    bank: Literal["learnable", "fixed"] = "learnable"
+    #: Figure 2's text-only teacher: the image half of the input is zeroed.
+    text_only: bool = False
+    preset: Literal["paper", "authors_code"] = "paper"
+    lambda_hier: float = Field(0.1, ge=0)
+    lambda_cos: float = Field(0.01, ge=0)
+    bank_weight_decay: float = Field(1e-4, ge=0)
+    #: "cached": train on the embed stage's clean-image embeddings; "online": CLIP per augmented batch.
+    input: Literal["cached", "online"] = "cached"
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(epochs=200, batch_size=512, milestones=[50, 100, 150])
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "preset" in values:
+            preset = MULTIMODAL_PRESETS.get(values["preset"], {})
+            values = {**preset, **values}
+        return values
+
+    @field_validator("proportions")
+    @classmethod
+    def _check_proportions(cls, proportions: dict[str, float]) -> dict[str, float]:
+        unknown = [m for m in proportions if m not in TEXT_MODES]
+        if unknown:
+            raise ValueError(f"unknown text mode {unknown[0]!r}; valid modes: {', '.join(TEXT_MODES)}")
+        negative = {m: p for m, p in proportions.items() if p < 0}
+        if negative:
+            raise ValueError(f"proportions must be non-negative, got {negative}")
+        total = sum(proportions.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"proportions must sum to 1, got {total:g} ({proportions})")
+        return proportions
+
+
+class DistillConfig(Strict):
+    student: str = "resnet18"
+    #: names of unimodal members and/or "tx" (the multimodal teacher).
+    teachers: list[str] = Field(default_factory=lambda: ["strong", "weak", "tx"])
+    loss: Literal["kd", "zscore", "dkd", "none"] = "kd"
+    aggregate: Literal["mean_logits", "mean_losses", "adaptive"] = "mean_logits"
+    preset: Literal["paper", "authors_code"] = "paper"
+    temperature: float = Field(4.0, gt=0)
+    ce_weight: float = Field(1.0, ge=0)
+    kd_weight: float = Field(1.0, ge=0)
+    dkd_alpha: float = Field(1.0, ge=0)
+    dkd_beta: float = Field(8.0, ge=0)
+    #: T_x during distillation: "online" CLIP on every augmented batch, or "cached" clean embeddings.
+    tx_input: Literal["cached", "online"] = "online"
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(epochs=500, milestones=[300, 400])
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "preset" in values:
+            preset = DISTILL_PRESETS.get(values["preset"], {})
+            values = {**preset, **values}
+        return values
+
+    @model_validator(mode="after")
+    def _teachers_for_loss(self) -> "DistillConfig":
+        if self.loss != "none" and not self.teachers:
+            raise ValueError(f"loss {self.loss!r} needs teachers; list them in distill.teachers or set distill.loss=none")
+        if len(set(self.teachers)) != len(self.teachers):
+            raise ValueError(f"distill.teachers lists a teacher twice: {self.teachers}")
+        return self
+
+
+class AttributeConfig(Strict):
+    #: number of validation samples; None = the whole validation set.
+    num_samples: int | None = Field(None, gt=0)
+    steps: int = Field(50, gt=0)
+    batch_size: int = Field(128, gt=0)
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    seed: int = 0
+    run_root: str = "runs"
+    #: where artifacts shared across datasets live (the WordNet noun-embedding table).
+    cache_root: str = "runs/_shared"
+    data: DataConfig = Field(default_factory=DataConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    nouns: NounsConfig = Field(default_factory=NounsConfig)
+    relax: RelaxConfig = Field(default_factory=RelaxConfig)
+    unimodal: UnimodalConfig = Field(default_factory=UnimodalConfig)
+    multimodal: MultimodalConfig = Field(default_factory=MultimodalConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    attribute: AttributeConfig = Field(default_factory=AttributeConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @model_validator(mode="after")
+    def _teachers_exist(self) -> "ExperimentConfig":
+        known = [m.name for m in self.unimodal.members] + ["tx"]
+        for name in self.distill.teachers:
+            if name not in known:
+                raise ValueError(f"distill.teachers names unknown teacher {name!r}; valid teachers: {', '.join(known)}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run_root) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def section_hash(self, *sections: str) -> str:
+        data = {s: self.to_dict()[s] for s in sections}
+        return stable_hash(data)
+
+
+def stable_hash(data: Any) -> str:
+    """Hash of JSON-able data, independent of key order."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent_fields = _fields_at(first["loc"][:-1])
+        hint = ""
+        if parent_fields:
+            close = difflib.get_close_matches(str(first["loc"][-1]), parent_fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint += f"; valid keys here: {', '.join(parent_fields)}"
+        return f"config: unknown key {loc!r}{hint}"
+    msg = first["msg"].removeprefix("Value error, ")
+    where = f"{loc}: " if loc else ""
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"config: {where}{msg}{shown}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", None)
+        candidates = [ann, *(args or ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserError(f"override {text!r} is not key=value; write e.g. distill.temperature=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"override {text!r} has an empty key; write e.g. distill.temperature=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {str(path)!r} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(path)!r} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def build_config(data: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_validation_error(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config (or the defaults), apply ``key=value`` overrides and validate."""
+    data = load_yaml(path) if path is not None else {}
+    if "name" not in data and path is not None:
+        data["name"] = Path(path).stem
+    return build_config(apply_overrides(data, list(overrides or [])))
+
+
+def check_names(cfg: ExperimentConfig) -> None:
+    """Validate names that live in registries (dataset, models) before any work starts."""
+    from relaxkd.data import DATASETS
+    from relaxkd.models import BACKBONES, FUSION_HEADS
+
+    DATASETS.get(cfg.data.dataset)
+    BACKBONES.get(cfg.unimodal.arch)
+    BACKBONES.get(cfg.distill.student)
+    FUSION_HEADS.get(cfg.multimodal.head)

@@ -1,0 +1,1 @@
+"""Shared training machinery on Lightning: samplers, optimisers, metrics, trainer construction."""

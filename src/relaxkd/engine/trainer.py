@@ -1,0 +1,152 @@
+"""Lightning Trainer construction and resumable fitting, shared by every training stage."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset
+
+from relaxkd.config import TrainerConfig
+from relaxkd.engine.sampling import EpochAwareSampler
+from relaxkd.errors import UserError
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def is_main_process() -> bool:
+    """False in the worker processes Lightning's DDP launcher starts (they re-run the command)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+class RngState(Callback):
+    """Saves and restores every RNG in checkpoints so a resumed run continues bit-identically."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+
+
+class NonFiniteLossGuard(Callback):
+    """Stops training on a NaN/inf loss, naming the step and the last good checkpoint."""
+
+    def __init__(self, checkpoint_dir: Path):
+        self.checkpoint_dir = checkpoint_dir
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss.detach()).all():
+            last = self.checkpoint_dir / LAST_CHECKPOINT
+            where = str(last) if last.exists() else "none yet"
+            raise UserError(
+                f"training stopped: non-finite loss at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                f"last good checkpoint: {where}; lower the learning rate or check the data"
+            )
+
+
+class SeededDataModule(L.LightningDataModule):
+    """Train/val loaders with deterministic, rank-aware, resumable sampling."""
+
+    def __init__(self, train: Dataset, val: Dataset | None, batch_size: int, num_workers: int, seed: int):
+        super().__init__()
+        self.train_set, self.val_set = train, val
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = EpochAwareSampler(
+            dataset,
+            seed=self.seed,
+            shuffle=shuffle,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+
+
+def build_trainer(
+    cfg: TrainerConfig, work_dir: Path, max_epochs: int, callbacks: list[Callback] | None = None
+) -> L.Trainer:
+    checkpoint_dir = work_dir / "checkpoints"
+    checkpointing = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_epochs=1)
+    progress: list[Callback] = []
+    if cfg.progress:
+        progress = [RichProgressBar(leave=True)] if sys.stderr.isatty() else [TQDMProgressBar(refresh_rate=50)]
+    if cfg.logger == "csv":
+        logger: Any = CSVLogger(work_dir, name="logs", version=0)
+    elif cfg.logger == "tensorboard":
+        logger = TensorBoardLogger(work_dir, name="logs", version=0)
+    else:
+        logger = False
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=resolve_precision(cfg.precision),
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        deterministic=cfg.deterministic,
+        use_distributed_sampler=False,  # SeededDataModule shards by rank itself
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        logger=logger,
+        log_every_n_steps=10,
+        default_root_dir=work_dir,
+        callbacks=[checkpointing, RngState(), NonFiniteLossGuard(checkpoint_dir), *progress, *(callbacks or [])],
+    )
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModule, work_dir: Path) -> None:
+    """Fit, resuming from the stage's last checkpoint when a previous run was interrupted."""
+    last = work_dir / "checkpoints" / LAST_CHECKPOINT
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    if trainer.global_rank != 0:
+        # DDP worker processes re-run the whole command; only rank 0 goes on to write artifacts.
+        sys.exit(0)
+
+
+def seed_everything(seed: int) -> None:
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    return max(1, math.ceil(num_samples / batch_size))

@@ -1,0 +1,16 @@
+"""User-facing errors.
+
+A :class:`UserError` is a problem with the user's input (a path, a name, a config value). The CLI
+prints its message as one line, exits with code 2 and shows no traceback. Everything else is a bug
+and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input: the message says what is wrong and what to do, on one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

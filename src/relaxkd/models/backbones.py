@@ -1,0 +1,136 @@
+"""Image classifier backbones: torchvision ResNets and a tiny CNN for tests and the offline demo.
+
+Every backbone maps images ``[B, 3, H, W]`` to logits ``[B, num_classes]``, names its classifier
+``fc`` and carries ``input_stats`` (the name of the normalisation statistics it expects).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import Conv2dNormActivation
+
+from relaxkd.errors import UserError
+from relaxkd.registry import Registry
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    factory: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
+    input_stats: str
+    imagenet_weights: str | None = None  # torchvision weights name, e.g. "ResNet50_Weights.IMAGENET1K_V2"
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+
+
+class TinyCNN(nn.Module):
+    """Three conv-BN-ReLU blocks and a linear classifier (~95k parameters); any input size ≥ 4 px."""
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(
+            Conv2dNormActivation(3, width, kernel_size=3),
+            Conv2dNormActivation(width, 2 * width, kernel_size=3, stride=2),
+            Conv2dNormActivation(2 * width, 4 * width, kernel_size=3, stride=2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+BACKBONES.register("resnet18")(
+    BackboneSpec(
+        lambda c: torchvision.models.resnet18(weights=None, num_classes=c),
+        input_stats="imagenet",
+        imagenet_weights="ResNet18_Weights.IMAGENET1K_V1",  # the only ImageNet weights for resnet18
+    )
+)
+BACKBONES.register("resnet50")(
+    BackboneSpec(
+        lambda c: torchvision.models.resnet50(weights=None, num_classes=c),
+        input_stats="imagenet",
+        imagenet_weights="ResNet50_Weights.IMAGENET1K_V2",
+    )
+)
+BACKBONES.register("tiny_cnn")(BackboneSpec(TinyCNN, input_stats="imagenet"))
+
+
+def _download_imagenet_state_dict(weights_name: str) -> dict[str, Any]:
+    """Fetch (or read from torch hub's cache) torchvision's ImageNet weights."""
+    return torchvision.models.get_weight(weights_name).get_state_dict(progress=False, check_hash=True)
+
+
+def _read_state_dict_file(name: str, path: Path) -> dict[str, Any]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle/zip errors vary by file; all mean "not a state dict"
+        raise UserError(f"cannot read weights for {name} from {path}: {error}") from None
+    # Accept checkpoints that nest the weights under "state_dict".
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise UserError(f"{path} is not a state dict of tensors (weights for {name})")
+    return loaded
+
+
+def _load_with_new_classifier(
+    spec: BackboneSpec, name: str, state_dict: dict[str, Any], num_classes: int, source: str
+) -> nn.Module:
+    """Build the model with the state dict's classifier size, load strictly, then swap ``fc``."""
+    fc_weight = state_dict.get("fc.weight")
+    if not isinstance(fc_weight, torch.Tensor) or fc_weight.dim() != 2:
+        raise UserError(f"weights {source} do not fit backbone {name}: no 'fc.weight' classifier")
+    model = spec.factory(fc_weight.shape[0])
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        if len(detail) > 400:  # a wrong architecture lists every key; the start says enough
+            detail = detail[:400] + " ..."
+        raise UserError(f"weights {source} do not fit backbone {name}: {detail}") from None
+    if fc_weight.shape[0] != num_classes:
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def build_backbone(name: str, num_classes: int, weights: str | Path = "none") -> nn.Module:
+    """Build backbone ``name`` with a ``num_classes``-way classifier.
+
+    ``weights``: ``"none"`` (random init), ``"imagenet"`` (torchvision's ImageNet weights,
+    downloaded when online) or a path to a state-dict file; pretrained classifiers of another
+    size are replaced by a fresh ``fc``.
+    """
+    spec = BACKBONES.get(name)
+    if num_classes < 1:
+        raise UserError(f"num_classes must be ≥ 1, got {num_classes}")
+    weights_str = str(weights)
+    if weights_str == "none":
+        model = spec.factory(num_classes)
+    elif weights_str == "imagenet":
+        if spec.imagenet_weights is None:
+            raise UserError(f"backbone {name} has no ImageNet weights; use weights=none or a state-dict file")
+        try:
+            state_dict = _download_imagenet_state_dict(spec.imagenet_weights)
+        except (OSError, RuntimeError) as error:
+            raise UserError(
+                f"cannot get ImageNet weights {spec.imagenet_weights} for {name} ({error}); "
+                f"offline, download them elsewhere and pass the state-dict file path as weights"
+            ) from None
+        model = _load_with_new_classifier(spec, name, state_dict, num_classes, spec.imagenet_weights)
+    else:
+        path = Path(weights_str).expanduser()
+        if not path.is_file():
+            raise UserError(
+                f"weights for {name} must be 'none', 'imagenet' or a state-dict file; no file {path}"
+            )
+        model = _load_with_new_classifier(spec, name, _read_state_dict_file(name, path), num_classes, str(path))
+    model.input_stats = spec.input_stats
+    return model

@@ -1,0 +1,1 @@
+"""Stage runners over the artifact store: embed, relax, teachers, distill, attribute, run, sweep."""

@@ -1,0 +1,206 @@
+"""Content-addressed artifact store.
+
+Each stage writes one directory ``<root>/<stage>-<key>`` where ``key`` hashes everything that
+determines the result (config subset, input artifact keys, code-relevant versions). A directory is
+built under a temporary name and renamed into place only after its ``manifest.json`` (with the
+SHA-256 of every file) is written, so a killed run never leaves a directory that looks complete.
+A directory whose files no longer match its manifest is treated as absent and rebuilt.
+
+Training stages keep resumable state (Lightning checkpoints) in ``<root>/.work/<stage>-<key>``,
+which survives a kill and is deleted once the artifact is committed.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from relaxkd.config import stable_hash
+from relaxkd.errors import UserError
+
+MANIFEST = "manifest.json"
+#: bump when a stage's output format or semantics change, so stale artifacts are rebuilt.
+FORMAT_VERSION = 1
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("relaxkd", "torch", "torchvision", "open_clip_torch", "lightning", "faiss-cpu", "nltk"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    stage: str
+    key: str
+    path: Path
+    manifest: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.file(name).read_text())
+
+
+class ArtifactStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def key(self, stage: str, spec: dict[str, Any]) -> str:
+        return stable_hash({"stage": stage, "format": FORMAT_VERSION, "spec": spec})[:16]
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / f"{stage}-{key}"
+
+    def work_dir(self, stage: str, key: str) -> Path:
+        """Resumable scratch space for a stage (checkpoints); kept across kills."""
+        path = self.root / ".work" / f"{stage}-{key}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def lookup(self, stage: str, spec: dict[str, Any], verify: bool = True) -> Artifact | None:
+        key = self.key(stage, spec)
+        path = self.path(stage, key)
+        manifest = self._valid_manifest(path, verify)
+        if manifest is None:
+            if path.exists():
+                # corrupt or partial: move aside rather than trust it
+                shutil.move(str(path), str(self.root / f".corrupt-{path.name}-{uuid.uuid4().hex[:6]}"))
+            return None
+        return Artifact(stage, key, path, manifest)
+
+    def _valid_manifest(self, path: Path, verify: bool) -> dict[str, Any] | None:
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            return None
+        for name, digest in files.items():
+            target = path / name
+            if not target.is_file():
+                return None
+            if verify and file_sha256(target) != digest:
+                return None
+        return manifest
+
+    @contextlib.contextmanager
+    def create(
+        self, stage: str, spec: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> Iterator[Path]:
+        """Yield a temporary directory; on success commit it atomically with a manifest."""
+        key = self.key(stage, spec)
+        final = self.path(stage, key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{stage}-{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            files = {
+                str(p.relative_to(tmp)): file_sha256(p)
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file()
+            }
+            manifest = {
+                "stage": stage,
+                "key": key,
+                "format": FORMAT_VERSION,
+                "spec": spec,
+                "files": files,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "versions": package_versions(),
+                "git_commit": git_commit(),
+                "command": " ".join(sys.argv),
+                **(extra or {}),
+            }
+            _write_json_atomic(tmp / MANIFEST, manifest)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(self.root / ".work" / f"{stage}-{key}", ignore_errors=True)
+
+    def artifacts(self, stage: str | None = None) -> list[Artifact]:
+        found = []
+        if not self.root.is_dir():
+            return found
+        for path in sorted(self.root.iterdir()):
+            if path.name.startswith(".") or not path.is_dir():
+                continue
+            manifest = self._valid_manifest(path, verify=False)
+            if manifest is None or (stage is not None and manifest.get("stage") != stage):
+                continue
+            found.append(Artifact(manifest["stage"], manifest["key"], path, manifest))
+        return found
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    _write_json_atomic(Path(path), data)
+
+
+@contextlib.contextmanager
+def run_lock(root: str | Path, wait: bool = True) -> Iterator[None]:
+    """Exclusive lock on a run directory so two processes never write it at once."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise UserError(f"run directory {str(root)!r} is busy: another relaxkd process is using it") from None
+            print(f"waiting for another relaxkd process using {root} ...", file=sys.stderr)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,91 @@
+"""Export a trained student (safetensors + TorchScript or ONNX) and classify image files with it."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from relaxkd.errors import UserError
+
+FORMATS = ("torchscript", "onnx")
+
+
+def _find_student(pipeline, artifact: Path | None = None):
+    """The student artifact to export: the one given, else the newest in the run directory."""
+    from relaxkd.stages.artifacts import ArtifactStore
+
+    if artifact is not None:
+        found = [a for a in ArtifactStore(artifact.parent).artifacts("distill") if a.path == artifact]
+        if not found:
+            raise UserError(f"{str(artifact)!r} is not a complete distill artifact; pass a distill-* directory of a run")
+        return found[0]
+    artifacts = pipeline.store.artifacts("distill")
+    if not artifacts:
+        raise UserError(f"no trained student in {str(pipeline.cfg.run_dir)!r}; run `relaxkd distill` first")
+    return max(artifacts, key=lambda a: a.manifest.get("created", ""))
+
+
+def export_student(pipeline, out: Path, fmt: str = "torchscript", artifact: Path | None = None) -> list[Path]:
+    from relaxkd.models import build_backbone
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    art = _find_student(pipeline, artifact)
+    info = json.loads((art.path / "student.json").read_text())
+    model = build_backbone(info["arch"], info["num_classes"], "none")
+    model.load_state_dict(load_file(str(art.path / "student.safetensors")))
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "student.safetensors", out / "student.json"]
+    shutil.copyfile(art.path / "student.safetensors", written[0])
+    shutil.copyfile(art.path / "student.json", written[1])
+    size = int(info.get("image_size", 224))
+    example = torch.zeros(1, 3, size, size)
+    if fmt == "torchscript":
+        path = out / "student.torchscript.pt"
+        torch.jit.trace(model, example).save(str(path))
+    else:
+        path = out / "student.onnx"
+        torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    written.append(path)
+    return written
+
+
+def load_exported(model_dir: Path) -> tuple[torch.nn.Module, dict]:
+    from relaxkd.models import build_backbone
+
+    info_path = model_dir / "student.json"
+    if not info_path.is_file():
+        raise UserError(f"{str(model_dir)!r} is not an export directory (no student.json); run `relaxkd export` first")
+    info = json.loads(info_path.read_text())
+    model = build_backbone(info["arch"], info["num_classes"], "none")
+    model.load_state_dict(load_file(str(model_dir / "student.safetensors")))
+    return model.eval(), info
+
+
+def predict_files(model_dir: Path, images: list[Path], top: int = 1) -> list[str]:
+    from PIL import Image, UnidentifiedImageError
+
+    from relaxkd.data.transforms import IMAGENET_STATS, build_transform
+
+    model, info = load_exported(model_dir)
+    transform = build_transform("test", int(info.get("image_size", 224)), IMAGENET_STATS)
+    lines = []
+    for path in images:
+        try:
+            with Image.open(path) as img:
+                x = transform(img.convert("RGB"))[None]
+        except FileNotFoundError:
+            raise UserError(f"image file {str(path)!r} does not exist") from None
+        except (UnidentifiedImageError, OSError):
+            raise UserError(f"image file {str(path)!r} is not a readable image") from None
+        with torch.inference_mode():
+            probs = model(x).softmax(dim=1)[0]
+        values, indices = probs.topk(min(top, len(probs)))
+        ranked = ", ".join(f"{info['classes'][i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist()))
+        lines.append(f"{path}: {ranked}")
+    return lines

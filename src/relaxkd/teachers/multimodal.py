@@ -1,0 +1,133 @@
+"""Multimodal teacher T_x: a classifier over concat(CLIP image embedding, text embedding).
+
+The text of each sample follows its text mode (DESIGN §2.4): the exact class name (``gt``), a
+random class name (``noise``), soft retrieval from the learnable WordNet-relaxed bank (``wn``)
+or nothing (``none``). Trained with eq. 6: CE + λ_hier·hierarchical + λ_cos·cosine regulariser.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from relaxkd.config import OptimConfig
+from relaxkd.engine import optim
+from relaxkd.engine.evaluation import ClassifierModule
+from relaxkd.losses import multimodal_teacher_loss
+from relaxkd.models import TextBank, build_fusion_head
+from relaxkd.relax import retrieve
+from relaxkd.teachers.text_modes import MODE_IDS
+
+GT, WN, NOISE = MODE_IDS["gt"], MODE_IDS["wn"], MODE_IDS["noise"]
+
+
+class MultimodalTeacher(ClassifierModule):
+    def __init__(
+        self,
+        *,
+        head: str,
+        embed_dim: int,
+        num_classes: int,
+        optim_cfg: dict,
+        bank_size: int,
+        bank_learnable: bool = True,
+        text_only: bool = False,
+        temperature: float = 0.005,
+        lambda_hier: float = 0.1,
+        lambda_cos: float = 0.01,
+        bank_weight_decay: float = 1e-4,
+        head_kwargs: dict | None = None,
+        num_train: int = 0,
+        num_val: int = 0,
+        class_counts: list[int] | None = None,
+    ):
+        super().__init__(class_counts)
+        self.save_hyperparameters(ignore=["class_counts"])
+        self.optim_cfg = OptimConfig.model_validate(optim_cfg)
+        self.head = build_fusion_head(head, 2 * embed_dim, num_classes, **(head_kwargs or {}))
+        self.bank = TextBank(torch.zeros(bank_size, embed_dim), learnable=bank_learnable) if bank_size else None
+        # set by the stage (or restored from the state dict): class-name embeddings and per-sample modes
+        self.register_buffer("class_text", torch.zeros(num_classes, embed_dim))
+        for split, n in (("train", num_train), ("val", num_val)):
+            self.register_buffer(f"{split}_modes", torch.zeros(n, dtype=torch.long))
+            self.register_buffer(f"{split}_noise", torch.zeros(n, dtype=torch.long))
+        #: maps an image batch to CLIP image embeddings in online mode; None = batches are embeddings
+        self.image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def init_bank(self, bank: torch.Tensor | None) -> None:
+        if self.bank is not None and bank is not None:
+            self.bank = TextBank(bank, learnable=self.hparams.bank_learnable)
+
+    # -- text ----------------------------------------------------------------------------------
+    def text_embeddings(
+        self, image_emb: torch.Tensor, targets: torch.Tensor, modes: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        text = torch.zeros_like(image_emb)
+        gt, noisy, wn = modes == GT, modes == NOISE, modes == WN
+        text[gt] = self.class_text[targets[gt]].to(text.dtype)
+        text[noisy] = self.class_text[noise[noisy]].to(text.dtype)
+        if wn.any():
+            text[wn] = retrieve(image_emb[wn], self.bank.embeddings, self.hparams.temperature).to(text.dtype)
+        return text
+
+    def fuse(self, image_emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if self.hparams.text_only:
+            image_emb = torch.zeros_like(image_emb)
+        return torch.cat([image_emb, text], dim=1)
+
+    def logits(self, image_emb: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str) -> torch.Tensor:
+        """T_x logits for samples of ``split`` (their text modes are looked up by index)."""
+        modes, noise = self.sample_text(indices, split)
+        return self.head(self.fuse(image_emb, self.text_embeddings(image_emb, targets, modes, noise)))
+
+    def sample_text(self, indices: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"{split}_modes")[indices], getattr(self, f"{split}_noise")[indices]
+
+    def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        """Logits from the 2d fused input (what attribution differentiates)."""
+        return self.head(fused)
+
+    # -- training ------------------------------------------------------------------------------
+    def _embed(self, batch_inputs: torch.Tensor) -> torch.Tensor:
+        if self.image_encoder is None:
+            return batch_inputs.float()
+        with torch.no_grad():
+            return self.image_encoder(batch_inputs).float()
+
+    def training_step(self, batch, batch_idx):
+        inputs, targets, indices = batch
+        image_emb = self._embed(inputs)
+        modes, noise = self.sample_text(indices, "train")
+        text = self.text_embeddings(image_emb, targets, modes, noise)
+        logits = self.head(self.fuse(image_emb, text))
+        wn = modes == WN
+        bank = self.bank
+        terms = multimodal_teacher_loss(
+            logits,
+            targets,
+            self.class_text[targets[wn]],
+            text[wn],
+            bank.embeddings if bank is not None and bank.learnable else None,
+            bank.pretrained if bank is not None else None,
+            lambda_hier=self.hparams.lambda_hier,
+            lambda_cos=self.hparams.lambda_cos,
+        )
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=False)
+        self.log("train/loss", terms["loss"], prog_bar=True)
+        return terms["loss"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # the relaxed bank lives on the unit sphere: project back after every optimiser step
+        if self.bank is not None and self.bank.learnable:
+            self.bank.renormalize_()
+
+    def validation_step(self, batch, batch_idx):
+        inputs, targets, indices = batch
+        self.store_validation(self.logits(self._embed(inputs), targets, indices, "val"), targets, indices)
+
+    def configure_optimizers(self):
+        bank_params = [self.bank.embeddings] if self.bank is not None and self.bank.learnable else []
+        groups = [{"params": list(self.head.parameters())}]
+        if bank_params:
+            groups.append({"params": bank_params, "weight_decay": self.hparams.bank_weight_decay})
+        return optim.configure(groups, self.optim_cfg)

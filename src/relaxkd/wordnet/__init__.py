@@ -1,0 +1,38 @@
+"""WordNet 3.0 layer: install/find NLTK's corpus, map classes to synsets, list candidate nouns."""
+from relaxkd.wordnet.candidates import (
+    CANDIDATE_KINDS,
+    all_noun_lemmas,
+    candidate_nouns,
+    lemma_to_text,
+    neighbourhood_nouns,
+)
+from relaxkd.wordnet.install import (
+    WORDNET_VERSION,
+    build_wordnet_corpus,
+    default_data_dir,
+    ensure_wordnet,
+)
+from relaxkd.wordnet.synsets import (
+    builtin_override_datasets,
+    class_synsets,
+    load_overrides,
+    resolve_class_synsets,
+    wnid_to_synset,
+)
+
+__all__ = [
+    "CANDIDATE_KINDS",
+    "WORDNET_VERSION",
+    "all_noun_lemmas",
+    "build_wordnet_corpus",
+    "builtin_override_datasets",
+    "candidate_nouns",
+    "class_synsets",
+    "default_data_dir",
+    "ensure_wordnet",
+    "lemma_to_text",
+    "load_overrides",
+    "neighbourhood_nouns",
+    "resolve_class_synsets",
+    "wnid_to_synset",
+]

@@ -1,0 +1,169 @@
+"""Class name (or ImageNet wnid) → WordNet 3.0 noun synset name such as ``goldfish.n.01``.
+
+Precedence for each class: the user's overrides, then the dataset's wnid, then the overrides that
+ship for known datasets (``overrides/<dataset>.yaml``), then the first noun sense WordNet lists
+for the class name.
+"""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import yaml
+from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
+
+from relaxkd.errors import UserError
+from relaxkd.wordnet.install import ensure_wordnet
+
+OVERRIDES_CONFIG_KEY = "data.synset_overrides"
+WNID_PATTERN = re.compile(r"^n\d{8}$")
+# Long-tailed variants share their balanced dataset's classes.
+_DATASET_ALIASES = {"cifar100_lt": "cifar100", "cifar_100": "cifar100", "cifar_100_lt": "cifar100"}
+
+Overrides = Mapping[str, str] | str | Path | None
+
+
+def normalise_class_name(name: str) -> str:
+    """Key under which class names are compared: lower case, spaces and underscores unified."""
+    return "_".join(str(name).replace("_", " ").split()).lower()
+
+
+def class_name_to_lemma(name: str) -> str:
+    """WordNet spells multi-word lemmas with underscores: ``maple tree`` → ``maple_tree``."""
+    return "_".join(str(name).split())
+
+
+def wnid_to_synset(wnid: str, wn: WordNetCorpusReader | None = None) -> Synset:
+    """``n01440764`` → ``Synset('tench.n.01')`` (an ImageNet wnid is a noun offset)."""
+    wn = wn or ensure_wordnet()
+    if not WNID_PATTERN.match(str(wnid)):
+        raise UserError(f"{wnid!r} is not a WordNet noun id; expected 'n' and 8 digits, e.g. n01440764")
+    try:
+        return wn.synset_from_pos_and_offset("n", int(wnid[1:]))
+    except Exception:  # NLTK raises WordNetError or ValueError for an offset it does not know
+        raise UserError(f"WordNet 3.0 has no noun synset with id {wnid!r}") from None
+
+
+def synset_by_name(name: str, wn: WordNetCorpusReader, source: str) -> Synset:
+    """A noun synset from ``goldfish.n.01`` or a wnid; bad names raise UserError naming ``source``."""
+    name = str(name).strip()
+    if WNID_PATTERN.match(name):
+        return wnid_to_synset(name, wn)
+    try:
+        synset = wn.synset(name)
+    except Exception:  # WordNetError for an unknown lemma/sense, ValueError for a malformed name
+        raise UserError(
+            f"{source}: {name!r} is not a WordNet 3.0 synset; use a name like 'goldfish.n.01' "
+            "or a wnid like 'n01443537'"
+        ) from None
+    if synset.pos() != "n":
+        raise UserError(f"{source}: {name!r} is not a noun synset; classes need '<lemma>.n.<NN>'")
+    return synset
+
+
+def _read_overrides_file(path: Path) -> dict[str, str]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"synset override file {path} does not exist (set by {OVERRIDES_CONFIG_KEY})")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"synset override file {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+        raise UserError(
+            f"synset override file {path} must map class names to synset names, one "
+            "`class_name: synset_name` per line (e.g. `aquarium_fish: fish.n.01`)"
+        )
+    return {str(key): value for key, value in loaded.items()}
+
+
+def load_overrides(overrides: Overrides) -> dict[str, str]:
+    """Overrides as ``{normalised class name: synset name}`` from a dict or a YAML file path."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, (str, Path)):
+        overrides = _read_overrides_file(Path(overrides))
+    return {normalise_class_name(key): str(value) for key, value in overrides.items()}
+
+
+def builtin_override_path(dataset: str | None) -> Path | None:
+    """The override file shipped for ``dataset`` (cifar100, cifar100_lt, scene, utkface, digits)."""
+    if not dataset:
+        return None
+    key = str(dataset).strip().lower().replace("-", "_")
+    key = _DATASET_ALIASES.get(key, key)
+    resource = resources.files("relaxkd.wordnet").joinpath("overrides").joinpath(f"{key}.yaml")
+    return Path(str(resource)) if resource.is_file() else None
+
+
+def builtin_override_datasets() -> list[str]:
+    folder = resources.files("relaxkd.wordnet").joinpath("overrides")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_class_synsets(
+    class_names: Sequence[str],
+    wnids: Sequence[str] | None = None,
+    overrides: Overrides = None,
+    dataset: str | None = None,
+    wn: WordNetCorpusReader | None = None,
+) -> list[Synset]:
+    """Like :func:`class_synsets` but returns NLTK ``Synset`` objects."""
+    wn = wn or ensure_wordnet()
+    class_names = list(class_names)
+    if wnids is not None and len(wnids) != len(class_names):
+        raise UserError(f"got {len(wnids)} wnids for {len(class_names)} classes")
+
+    user_source = f"synset override file {overrides}" if isinstance(overrides, (str, Path)) else (
+        "synset overrides"
+    )
+    user = {k: synset_by_name(v, wn, f"{user_source}, class {k!r}") for k, v in load_overrides(overrides).items()}
+    builtin_path = builtin_override_path(dataset)
+    builtin = load_overrides(builtin_path)
+
+    resolved: list[Synset | None] = []
+    unresolved: list[str] = []
+    for index, name in enumerate(class_names):
+        key = normalise_class_name(name)
+        if key in user:
+            resolved.append(user[key])
+        elif wnids is not None:
+            resolved.append(wnid_to_synset(wnids[index], wn))
+        elif key in builtin:
+            resolved.append(synset_by_name(builtin[key], wn, f"built-in overrides {builtin_path}"))
+        elif WNID_PATTERN.match(str(name)):
+            resolved.append(wnid_to_synset(str(name), wn))
+        else:
+            senses = wn.synsets(class_name_to_lemma(name), pos="n")
+            resolved.append(senses[0] if senses else None)
+            if not senses:
+                unresolved.append(str(name))
+    if unresolved:
+        names = ", ".join(repr(n) for n in unresolved)
+        example = class_name_to_lemma(unresolved[0])
+        raise UserError(
+            f"WordNet 3.0 has no noun for class {names}; write a YAML file of "
+            f"`class_name: synset_name` lines (e.g. `{example}: fish.n.01`) and set "
+            f"{OVERRIDES_CONFIG_KEY}=<that file>"
+        )
+    return resolved  # type: ignore[return-value]
+
+
+def class_synsets(
+    class_names: Sequence[str],
+    wnids: Sequence[str] | None = None,
+    overrides: Overrides = None,
+    dataset: str | None = None,
+    wn: WordNetCorpusReader | None = None,
+) -> list[str]:
+    """One WordNet noun synset name (``goldfish.n.01``) per class, in class order.
+
+    ``wnids`` (``n01440764``) map directly; otherwise each class name resolves to its first noun
+    synset, after ``overrides`` (a ``{class_name: synset_name}`` dict or YAML file path) and the
+    built-in overrides of ``dataset``. An unknown class or a bad synset name raises UserError.
+    """
+    return [s.name() for s in resolve_class_synsets(class_names, wnids, overrides, dataset, wn)]
