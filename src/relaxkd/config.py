@@ -27,7 +27,7 @@ MULTIMODAL_PRESETS = {
 #: eq. 2-3 weights: the paper's (CE + KD, tau 4) and those of the authors' released code.
 DISTILL_PRESETS = {
     "paper": {"ce_weight": 1.0, "kd_weight": 1.0, "temperature": 4.0},
-    "authors_code": {"ce_weight": 0.6, "kd_weight": 0.4, "temperature": 3.0},
+    "authors_code": {"ce_weight": 0.6, "kd_weight": 0.4, "temperature": 3.0, "aggregate": "mean_losses"},
 }
 
 
@@ -211,6 +211,8 @@ class ExperimentConfig(Strict):
     run_root: str = "runs"
     #: where artifacts shared across datasets live (the WordNet noun-embedding table).
     cache_root: str = "runs/_shared"
+    #: sweep families (table1, table2, table3, figure2) that `relaxkd run` also runs
+    sweeps: list[str] = Field(default_factory=list)
     data: DataConfig = Field(default_factory=DataConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
     nouns: NounsConfig = Field(default_factory=NounsConfig)

@@ -123,7 +123,7 @@ def build_transform(
         steps = [
             random_crop,
             T.RandomHorizontalFlip(),
-            T.AutoAugment(T.AutoAugmentPolicy.CIFAR10, interpolation=InterpolationMode.NEAREST),
+            T.AutoAugment(T.AutoAugmentPolicy.CIFAR10),
             *to_tensor,
             Cutout(cutout_length(image_size)),
         ]

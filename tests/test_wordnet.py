@@ -1,0 +1,263 @@
+"""WordNet layer: offline install, class → synset mapping, candidate nouns (DESIGN §2.2, §4)."""
+from __future__ import annotations
+
+import shutil
+
+import nltk
+import pytest
+from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+from relaxkd.errors import UserError
+from relaxkd.wordnet import (
+    all_noun_lemmas,
+    builtin_override_datasets,
+    candidate_nouns,
+    class_synsets,
+    ensure_wordnet,
+    lemma_to_text,
+    load_overrides,
+    neighbourhood_nouns,
+)
+from relaxkd.wordnet import install
+from relaxkd.wordnet.__main__ import main as wordnet_main
+from relaxkd.wordnet.synsets import builtin_override_path, synset_by_name
+
+CIFAR100_CLASSES = [
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
+    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
+    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
+    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+]
+CIFAR100_PEOPLE = {"baby", "boy", "girl", "man", "woman"}
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="session")
+def wn(tmp_path_factory) -> WordNetCorpusReader:
+    # The user's corpus when NLTK has one; otherwise built into a session temp dir, so the test
+    # run never writes to ~/nltk_data.
+    return ensure_wordnet(tmp_path_factory.mktemp("nltk_data"))
+
+
+needs_debian_files = pytest.mark.skipif(
+    bool(install.missing_debian_files()), reason="Debian wordnet-base/wordnet-sense-index not installed"
+)
+
+
+@pytest.fixture
+def no_installed_wordnet(monkeypatch):
+    """Hide every installed corpus and reader so ensure_wordnet must take the build path."""
+    monkeypatch.setattr(nltk.data, "path", [])
+    monkeypatch.delenv("NLTK_DATA", raising=False)
+    monkeypatch.setattr(install, "_READERS", {})
+
+
+# --- install -------------------------------------------------------------------------------
+
+
+def test_lexnames_are_the_45_standard_files():
+    lines = install.lexnames_text().splitlines()
+    assert len(lines) == 45
+    assert lines[0] == "00\tadj.all\t3"
+    assert lines[3] == "03\tnoun.Tops\t1"
+    assert lines[18] == "18\tnoun.person\t1"
+    assert lines[44] == "44\tadj.ppl\t3"
+
+
+def test_version_is_3_0(wn):
+    assert wn.get_version() == "3.0"
+
+
+@needs_debian_files
+def test_build_from_debian_files_into_tmp_dir(tmp_path, no_installed_wordnet):
+    built = ensure_wordnet(tmp_path)
+    root = tmp_path / "corpora" / "wordnet"
+    assert built.root.path == str(root)
+    for name in [*install.DICT_FILES, "lexnames"]:
+        assert (root / name).is_file() and not (root / name).is_symlink()
+    assert [p.name for p in (tmp_path / "corpora").iterdir()] == ["wordnet"]  # no staging left
+
+    fresh = WordNetCorpusReader(nltk.data.FileSystemPathPointer(str(root)), None)
+    assert fresh.get_version() == "3.0"
+    assert fresh.synset_from_pos_and_offset("n", 1440764).name() == "tench.n.01"
+    assert fresh.synset("dog.n.01").lexname() == "noun.animal"
+    assert fresh.lemma_from_key("dog%1:05:00::").synset().name() == "dog.n.01"  # index.sense
+
+
+@needs_debian_files
+def test_interrupted_build_leaves_no_corpus(tmp_path, monkeypatch):
+    copied = []
+    real_copyfile = shutil.copyfile
+
+    def failing_copy(src, dst):
+        if len(copied) == 3:
+            raise KeyboardInterrupt  # a kill half-way through the copy
+        copied.append(src)
+        return real_copyfile(src, dst)
+
+    monkeypatch.setattr(install.shutil, "copyfile", failing_copy)
+    with pytest.raises(KeyboardInterrupt):
+        install.build_wordnet_corpus(tmp_path)
+    assert list((tmp_path / "corpora").iterdir()) == []
+
+
+def test_missing_wordnet_names_the_install_commands(tmp_path, monkeypatch, no_installed_wordnet):
+    monkeypatch.setattr(install, "missing_debian_files", lambda source_dir=None: ["data.noun"])
+    monkeypatch.setattr(install, "_apt_install_debian_packages", lambda: False)
+    with pytest.raises(UserError) as err:
+        ensure_wordnet(tmp_path)
+    message = str(err.value)
+    assert "sudo apt-get install wordnet-base wordnet-sense-index" in message
+    assert "python -m nltk.downloader wordnet" in message
+    assert not (tmp_path / "corpora").exists()
+
+
+def test_module_entry_point_reports_ready(wn, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(nltk.data, "path", list(nltk.data.path))
+    assert wordnet_main(["--data-dir", str(tmp_path)]) == 0
+    assert "WordNet 3.0 ready" in capsys.readouterr().out
+
+
+# --- class → synset ------------------------------------------------------------------------
+
+
+def test_wnids_map_directly(wn):
+    assert class_synsets(["tench", "goldfish"], wnids=["n01440764", "n01443537"], wn=wn) == [
+        "tench.n.01",
+        "goldfish.n.01",
+    ]
+    assert class_synsets(["n01440764"], wn=wn) == ["tench.n.01"]  # ImageFolder of wnid folders
+    with pytest.raises(UserError, match="n0144"):
+        class_synsets(["tench"], wnids=["n0144"], wn=wn)
+
+
+def test_every_cifar100_class_resolves_to_a_distinct_sensible_synset(wn):
+    assert len(CIFAR100_CLASSES) == 100
+    names = class_synsets(CIFAR100_CLASSES, dataset="cifar100", wn=wn)
+    assert len(set(names)) == 100
+    by_class = dict(zip(CIFAR100_CLASSES, names))
+    assert by_class["maple_tree"] == "maple.n.02"
+    assert by_class["oak_tree"] == "oak.n.02"
+    assert by_class["ray"] == "ray.n.07"
+    assert by_class["lawn_mower"] == "lawn_mower.n.01"
+    assert by_class["sweet_pepper"] == "sweet_pepper.n.02"
+    for name, synset in by_class.items():
+        lexname = wn.synset(synset).lexname()
+        # First senses that are a person (tiger) or a fur (otter) are what the overrides fix.
+        assert (lexname == "noun.person") == (name in CIFAR100_PEOPLE), (name, synset)
+        assert lexname != "noun.substance", (name, synset)
+    # CIFAR-100-LT shares the classes and hence the overrides.
+    assert class_synsets(CIFAR100_CLASSES, dataset="cifar100_lt", wn=wn) == names
+
+
+def test_digits_resolve_to_digit_senses(wn):
+    names = class_synsets(DIGITS, dataset="digits", wn=wn)
+    assert names[0] == "zero.n.02"
+    digit = wn.synset("digit.n.01")
+    assert all(wn.synset(name).hypernyms() == [digit] for name in names)
+
+
+def test_scene_and_utkface_classes_resolve(wn):
+    scene = class_synsets(["buildings", "forest", "glacier", "mountain", "sea", "street"], dataset="scene", wn=wn)
+    assert scene == ["building.n.01", "forest.n.02", "glacier.n.01", "mountain.n.01", "sea.n.01", "street.n.01"]
+    for classes in (["White", "Black", "Asian", "Indian", "Others"], ["male", "female"], ["child", "adult", "senior"]):
+        for name in class_synsets(classes, dataset="utkface", wn=wn):
+            assert wn.synset(name).lexname() in ("noun.person", "noun.Tops"), name
+
+
+def test_builtin_override_files_are_valid(wn):
+    assert {"cifar100", "digits", "scene", "utkface"} <= set(builtin_override_datasets())
+    for dataset in builtin_override_datasets():
+        path = builtin_override_path(dataset)
+        for synset in load_overrides(path).values():
+            assert synset_by_name(synset, wn, str(path)).pos() == "n"
+
+
+def test_unknown_class_names_the_class_and_the_override(wn):
+    with pytest.raises(UserError) as err:
+        class_synsets(["apple", "florbnax_widget"], wn=wn)
+    message = str(err.value)
+    assert "florbnax_widget" in message and "apple" not in message
+    assert "data.synset_overrides" in message and "YAML" in message
+
+
+def test_override_file_and_dict(wn, tmp_path):
+    path = tmp_path / "overrides.yaml"
+    path.write_text("florbnax widget: goldfish.n.01\nray: n01440764\n")
+    assert class_synsets(["florbnax_widget", "ray", "apple"], overrides=path, wn=wn) == [
+        "goldfish.n.01",
+        "tench.n.01",
+        "apple.n.01",
+    ]
+    # The user's choice wins over the built-in overrides and over wnids.
+    assert class_synsets(["ray"], overrides={"ray": "beam.n.04"}, dataset="cifar100", wn=wn) == ["beam.n.04"]
+    assert class_synsets(["x"], wnids=["n01440764"], overrides={"x": "apple.n.01"}, wn=wn) == ["apple.n.01"]
+
+
+def test_bad_override_synset_is_named(wn, tmp_path):
+    path = tmp_path / "overrides.yaml"
+    path.write_text("apple: goldfsh.n.01\n")
+    with pytest.raises(UserError, match="goldfsh.n.01"):
+        class_synsets(["apple"], overrides=path, wn=wn)
+    with pytest.raises(UserError, match="not a noun"):
+        class_synsets(["apple"], overrides={"apple": "run.v.01"}, wn=wn)
+    path.write_text("- apple\n")
+    with pytest.raises(UserError, match="class_name: synset_name"):
+        class_synsets(["apple"], overrides=path, wn=wn)
+    with pytest.raises(UserError, match="does not exist"):
+        class_synsets(["apple"], overrides=tmp_path / "missing.yaml", wn=wn)
+
+
+# --- candidate nouns -----------------------------------------------------------------------
+
+
+def test_all_noun_lemmas_counts_and_order(wn):
+    entries = [name for synset in wn.all_synsets("n") for name in synset.lemma_names()]
+    assert len(entries) == 146_347
+    lemmas = all_noun_lemmas(wn)
+    assert len(lemmas) == len(set(lemmas)) == 119_034
+    assert lemmas == list(dict.fromkeys(entries))  # first-seen order, recomputed independently
+    assert lemmas[0] == "entity"
+    assert "sea_lion" in lemmas and "sea lion" not in lemmas
+    assert all_noun_lemmas() == lemmas  # default reader, cached
+
+
+def test_lemma_to_text():
+    assert lemma_to_text("sea_lion") == "sea lion"
+    assert lemma_to_text("Canis_familiaris") == "Canis familiaris"
+
+
+def test_neighbourhood_has_synonyms_hypernyms_and_hyponyms(wn):
+    nouns = neighbourhood_nouns(["dog.n.01"], hypernym_depth=2, wn=wn)
+    assert nouns[:3] == ["dog", "domestic_dog", "Canis_familiaris"]
+    assert {"canine", "domestic_animal", "carnivore", "animal", "puppy"} <= set(nouns)
+    assert len(nouns) == len(set(nouns))
+    assert nouns == neighbourhood_nouns([wn.synset("dog.n.01")], hypernym_depth=2, wn=wn)
+    shallow = neighbourhood_nouns(["dog.n.01"], hypernym_depth=1, include_hyponyms=False, wn=wn)
+    assert "canine" in shallow and "carnivore" not in shallow and "puppy" not in shallow
+
+
+def test_candidate_nouns_exclude_class_names(wn):
+    nouns = candidate_nouns("all", None, ["Sea Lion", "apple"], exclude_class_names=True, wn=wn)
+    assert "sea_lion" not in nouns and "apple" not in nouns
+    assert len(nouns) == 119_034 - 2
+    assert "sea_lion" in candidate_nouns("all", None, ["Sea Lion"], exclude_class_names=False, wn=wn)
+
+    near = candidate_nouns("neighbourhood", ["dog.n.01"], ["dog"], exclude_class_names=True, wn=wn)
+    assert "dog" not in near and "domestic_dog" in near and "canine" in near
+
+
+def test_candidate_nouns_errors(wn):
+    with pytest.raises(UserError, match="no candidate nouns"):
+        candidate_nouns("neighbourhood", ["tench.n.01"], ["tench", "Tinca tinca"], True, 0, wn=wn)
+    with pytest.raises(UserError, match="neighbourhood"):
+        candidate_nouns("nearby", ["tench.n.01"], ["tench"], wn=wn)
+    with pytest.raises(UserError, match="tench.n.99"):
+        candidate_nouns("neighbourhood", ["tench.n.99"], ["tench"], wn=wn)
