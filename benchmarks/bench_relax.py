@@ -74,8 +74,6 @@ def synthetic_nouns(seed: int):
 
 def mean_best_cosine(images, centers, max_points: int = 50_000) -> float:
     """k-means quality: mean cosine of (up to ``max_points``) images to their nearest centre."""
-    import torch
-
     points = images[:: max(1, images.shape[0] // max_points)][:max_points]
     return float((points @ centers.T).max(dim=1).values.mean())
 

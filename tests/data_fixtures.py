@@ -61,12 +61,18 @@ def cifar100_labels(per_class: int, num_classes: int = 100, seed: int = 0) -> np
 
 
 def write_cifar100(
-    root: Path, train_per_class: int = 5, test_per_class: int = 2, class_names: Sequence[str] = CIFAR100_CLASSES
+    root: Path,
+    train_per_class: int = 5,
+    test_per_class: int = 2,
+    class_names: Sequence[str] = CIFAR100_CLASSES,
+    protocol: int = 2,
 ) -> Path:
     """``root/cifar-100-python/{train,test,meta}`` pickles as in the official archive.
 
     Images are zeros except pixel (0, 0), whose R/G channels encode the image's position in its file
     (``index % 256``, ``index // 256``), so a test can tell which images a loader kept.
+    The official files are Python 2 pickles (protocol 2); a newer ``protocol`` writes and reads
+    large fixtures faster and torchvision reads both.
     """
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,10 +90,10 @@ def write_cifar100(
             "data": data,
         }
         with (folder / name).open("wb") as handle:
-            pickle.dump(entry, handle, protocol=2)
+            pickle.dump(entry, handle, protocol=protocol)
     meta = {"fine_label_names": list(class_names), "coarse_label_names": [f"super{i}" for i in range(20)]}
     with (folder / "meta").open("wb") as handle:
-        pickle.dump(meta, handle, protocol=2)
+        pickle.dump(meta, handle, protocol=protocol)
     return root
 
 

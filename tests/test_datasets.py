@@ -107,7 +107,8 @@ def test_cifar100_missing_and_corrupt_files(tmp_path):
 @pytest.fixture(scope="module")
 def full_cifar100(tmp_path_factory) -> Path:
     # Full-size train file (50,000 images, 500 per class, shuffled label order) to check the LT rule.
-    return write_cifar100(tmp_path_factory.mktemp("cifar_full"), train_per_class=500, test_per_class=1)
+    folder = tmp_path_factory.mktemp("cifar_full")
+    return write_cifar100(folder, train_per_class=500, test_per_class=1, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def ldam_reference_selection(targets: list[int], imb_factor: float) -> np.ndarray:
@@ -343,7 +344,8 @@ def test_digits_offline_demo_dataset():
     val = build_dataset("digits", "/ignored", "val")
     assert train.classes[0] == "zero" and train.classes[-1] == "nine" and len(train.classes) == 10
     assert (len(train), len(val)) == (1437, 360) and train.wnids is None
-    assert np.bincount(val.targets).tolist() == [36, 37, 35, 37, 36, 37, 36, 36, 35, 35]
+    totals = np.bincount(train.targets) + np.bincount(val.targets)
+    assert np.all(np.abs(np.bincount(val.targets) - 0.2 * totals) <= 1)  # stratified by class
     check_contract(train, 10)
     image = train[0][0]
     assert image.size == (32, 32)

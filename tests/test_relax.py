@@ -148,6 +148,14 @@ def test_spherical_kmeans_sklearn_fallback():
     torch.testing.assert_close(centers.norm(dim=1), torch.ones(3))
 
 
+def test_spherical_kmeans_falls_back_to_sklearn_without_faiss(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # makes `import faiss` fail
+    _, info = spherical_kmeans_with_info(clustered(300, 8, groups=2, seed=16), 2, iterations=5)
+    assert info["backend"] == "sklearn"
+    with pytest.raises(UserError):
+        spherical_kmeans(clustered(300, 8, groups=2, seed=16), 2, backend="faiss")
+
+
 # --- relax_nouns ------------------------------------------------------------------------------
 
 

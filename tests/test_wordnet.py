@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import nltk
 import pytest
@@ -17,6 +18,7 @@ from relaxkd.wordnet import (
     lemma_to_text,
     load_overrides,
     neighbourhood_nouns,
+    noun_lemma_entries,
 )
 from relaxkd.wordnet import install
 from relaxkd.wordnet.__main__ import main as wordnet_main
@@ -76,10 +78,13 @@ def test_version_is_3_0(wn):
 
 
 @needs_debian_files
-def test_build_from_debian_files_into_tmp_dir(tmp_path, no_installed_wordnet):
-    built = ensure_wordnet(tmp_path)
+@pytest.mark.filterwarnings("ignore:The multilingual functions")
+def test_build_from_debian_files_into_tmp_dir(tmp_path, monkeypatch, no_installed_wordnet):
+    # ensure_wordnet must take the build path; skip its (slow) reader load, done once below.
+    monkeypatch.setattr(install, "_load_reader", lambda pointer: pointer)
+    pointer = ensure_wordnet(tmp_path)
     root = tmp_path / "corpora" / "wordnet"
-    assert built.root.path == str(root)
+    assert pointer.path == str(root)
     for name in [*install.DICT_FILES, "lexnames"]:
         assert (root / name).is_file() and not (root / name).is_symlink()
     assert [p.name for p in (tmp_path / "corpora").iterdir()] == ["wordnet"]  # no staging left
@@ -117,6 +122,25 @@ def test_missing_wordnet_names_the_install_commands(tmp_path, monkeypatch, no_in
     assert "sudo apt-get install wordnet-base wordnet-sense-index" in message
     assert "python -m nltk.downloader wordnet" in message
     assert not (tmp_path / "corpora").exists()
+
+
+def test_apt_install_retries_after_update(monkeypatch):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd[:2])
+        failed = calls.count(["apt-get", "install"]) == 1  # no package lists on a fresh machine
+        return subprocess.CompletedProcess(cmd, 100 if failed else 0)
+
+    monkeypatch.setattr(install.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(install.shutil, "which", lambda name: "/usr/bin/apt-get")
+    monkeypatch.setattr(install.subprocess, "run", fake_run)
+    monkeypatch.setattr(install, "missing_debian_files", lambda source_dir=None: [])
+    assert install._apt_install_debian_packages()
+    assert calls == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
+
+    monkeypatch.setattr(install.os, "geteuid", lambda: 1000)
+    assert not install._apt_install_debian_packages()  # never sudo on the user's behalf
 
 
 def test_module_entry_point_reports_ready(wn, tmp_path, capsys, monkeypatch):
@@ -165,9 +189,15 @@ def test_digits_resolve_to_digit_senses(wn):
 
 
 def test_scene_and_utkface_classes_resolve(wn):
-    scene = class_synsets(["buildings", "forest", "glacier", "mountain", "sea", "street"], dataset="scene", wn=wn)
-    assert scene == ["building.n.01", "forest.n.02", "glacier.n.01", "mountain.n.01", "sea.n.01", "street.n.01"]
-    for classes in (["White", "Black", "Asian", "Indian", "Others"], ["male", "female"], ["child", "adult", "senior"]):
+    scene = ["buildings", "forest", "glacier", "mountain", "sea", "street"]
+    assert class_synsets(scene, dataset="scene", wn=wn) == [
+        "building.n.01", "forest.n.02", "glacier.n.01", "mountain.n.01", "sea.n.01", "street.n.01",
+    ]
+    races = ["White", "Black", "Asian", "Indian", "Others"]
+    ages = [f"person aged {low}-{high}" for low, high in [(0, 2), (3, 9), (10, 19), (20, 29)]]
+    ages += ["person aged 30-39", "person aged 40-49", "person aged 50-59", "person aged 60-69"]
+    ages += ["person aged 70+", "child", "adult", "senior"]
+    for classes in (races, ["male", "female"], ages):
         for name in class_synsets(classes, dataset="utkface", wn=wn):
             assert wn.synset(name).lexname() in ("noun.person", "noun.Tops"), name
 
@@ -219,14 +249,20 @@ def test_bad_override_synset_is_named(wn, tmp_path):
 
 
 def test_all_noun_lemmas_counts_and_order(wn):
-    entries = [name for synset in wn.all_synsets("n") for name in synset.lemma_names()]
+    entries = noun_lemma_entries(wn)
     assert len(entries) == 146_347
     lemmas = all_noun_lemmas(wn)
     assert len(lemmas) == len(set(lemmas)) == 119_034
-    assert lemmas == list(dict.fromkeys(entries))  # first-seen order, recomputed independently
+    assert lemmas == list(dict.fromkeys(entries))  # first-seen order
     assert lemmas[0] == "entity"
     assert "sea_lion" in lemmas and "sea lion" not in lemmas
     assert all_noun_lemmas() == lemmas  # default reader, cached
+
+
+@pytest.mark.slow
+def test_all_noun_lemmas_recomputed_independently_is_identical(wn):
+    entries = [name for synset in wn.all_synsets("n") for name in synset.lemma_names()]
+    assert all_noun_lemmas(wn) == list(dict.fromkeys(entries))
 
 
 def test_lemma_to_text():

@@ -126,6 +126,8 @@ class MultimodalConfig(Strict):
     head: str = "mlp"
     hidden_dim: int = Field(512, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
+    #: BatchNorm in the mlp head's hidden layers (not in the paper; helps near-parallel embeddings)
+    batch_norm: bool = False
     proportions: dict[str, float] = Field(default_factory=lambda: {"gt": 0.2, "wn": 0.8})
     bank: Literal["learnable", "fixed"] = "learnable"
     #: Figure 2's text-only teacher: the image half of the input is zeroed.

@@ -9,6 +9,7 @@ import difflib
 import logging
 import re
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -434,15 +435,22 @@ class ClipEncoder:
         words_per_batch = max(1, batch_size // len(templates))
         tokenize = PromptTokenizer(self.tokenizer, templates)
         out = torch.empty(len(texts), self.embed_dim)
-        with torch.inference_mode(), tqdm(
+        starts = range(0, len(texts), words_per_batch)
+        # BPE tokenisation is pure Python: one worker thread prepares the next batch while torch
+        # (which releases the GIL) encodes the current one.
+        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode(), tqdm(
             total=len(texts), desc="CLIP word embeddings", unit="word", disable=not progress
         ) as bar:
-            for start in range(0, len(texts), words_per_batch):
-                chunk = texts[start : start + words_per_batch]
-                features = self._encode_tokens(tokenize(chunk))
-                features = features.view(len(chunk), len(templates), -1).mean(dim=1)
-                out[start : start + len(chunk)] = F.normalize(features, dim=-1)
-                bar.update(len(chunk))
+            pending = pool.submit(tokenize, texts[:words_per_batch])
+            for start in starts:
+                tokens = pending.result()
+                after = start + words_per_batch
+                if after < len(texts):
+                    pending = pool.submit(tokenize, texts[after : after + words_per_batch])
+                n_words = len(tokens) // len(templates)
+                features = self._encode_tokens(tokens).view(n_words, len(templates), -1).mean(dim=1)
+                out[start : start + n_words] = F.normalize(features, dim=-1)
+                bar.update(n_words)
         return out
 
 

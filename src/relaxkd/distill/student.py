@@ -130,7 +130,7 @@ class StudentDistiller(ClassifierModule):
         images, targets, indices = batch
         teacher_logits = self.teacher_logits(images, targets, indices, "train") if self.hparams.loss != "none" else []
         terms = self._loss(self(images), teacher_logits, targets)
-        self.log_dict({f"train/{k}": v for k, v in terms.items()})
+        self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"})
         self.log("train/loss", terms["loss"], prog_bar=True)
         return terms["loss"]
 

@@ -16,12 +16,22 @@ FUSION_HEADS: Registry[Callable[..., nn.Module]] = Registry("fusion head")
 
 @FUSION_HEADS.register("mlp")
 class MLPHead(nn.Module):
-    """in_dim → hidden → hidden → num_classes with ReLU and dropout (paper default: 512, 0.1)."""
+    """in_dim → hidden → hidden → num_classes with ReLU and dropout (paper default: 512, 0.1).
 
-    def __init__(self, in_dim: int, num_classes: int, hidden_dim: int = 512, dropout: float = 0.1):
+    ``batch_norm=True`` adds BatchNorm after each hidden linear layer: it conditions inputs whose
+    rows are nearly parallel (e.g. a random-weight CLIP's embeddings); the paper's head has none.
+    """
+
+    def __init__(
+        self, in_dim: int, num_classes: int, hidden_dim: int = 512, dropout: float = 0.1, batch_norm: bool = False
+    ):
         super().__init__()
         layers = torchvision.ops.MLP(
-            in_dim, [hidden_dim, hidden_dim, num_classes], activation_layer=nn.ReLU, dropout=dropout
+            in_dim,
+            [hidden_dim, hidden_dim, num_classes],
+            norm_layer=nn.BatchNorm1d if batch_norm else None,
+            activation_layer=nn.ReLU,
+            dropout=dropout,
         )
         # torchvision's MLP also puts dropout after the output layer; logits must not be dropped.
         self.net = nn.Sequential(*[layer for layer in layers][:-1])

@@ -403,7 +403,7 @@ class Pipeline:
             lambda_hier=m.lambda_hier,
             lambda_cos=m.lambda_cos,
             bank_weight_decay=m.bank_weight_decay,
-            head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout} if m.head == "mlp" else {},
+            head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout, "batch_norm": m.batch_norm} if m.head == "mlp" else {},
             num_train=num_train,
             num_val=num_val,
             class_counts=self.class_counts,

@@ -112,7 +112,7 @@ class MultimodalTeacher(ClassifierModule):
             lambda_hier=self.hparams.lambda_hier,
             lambda_cos=self.hparams.lambda_cos,
         )
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=False)
+        self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"})
         self.log("train/loss", terms["loss"], prog_bar=True)
         return terms["loss"]
 

@@ -5,6 +5,7 @@ from relaxkd.wordnet.candidates import (
     candidate_nouns,
     lemma_to_text,
     neighbourhood_nouns,
+    noun_lemma_entries,
 )
 from relaxkd.wordnet.install import (
     WORDNET_VERSION,
@@ -33,6 +34,7 @@ __all__ = [
     "lemma_to_text",
     "load_overrides",
     "neighbourhood_nouns",
+    "noun_lemma_entries",
     "resolve_class_synsets",
     "wnid_to_synset",
 ]

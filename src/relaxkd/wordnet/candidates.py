@@ -28,9 +28,19 @@ def _unique(items: Iterable[str]) -> list[str]:
 
 
 @functools.cache
-def _all_noun_lemmas(wn: WordNetCorpusReader) -> tuple[str, ...]:
+def _noun_lemma_entries(wn: WordNetCorpusReader) -> tuple[str, ...]:
     # all_synsets walks data.noun in file (offset) order: deterministic, and takes seconds.
-    return tuple(_unique(name for synset in wn.all_synsets("n") for name in synset.lemma_names()))
+    return tuple(name for synset in wn.all_synsets("n") for name in synset.lemma_names())
+
+
+@functools.cache
+def _all_noun_lemmas(wn: WordNetCorpusReader) -> tuple[str, ...]:
+    return tuple(_unique(_noun_lemma_entries(wn)))
+
+
+def noun_lemma_entries(wn: WordNetCorpusReader | None = None) -> list[str]:
+    """``lemma_names()`` of every noun synset, duplicates kept (146,347 in WordNet 3.0)."""
+    return list(_noun_lemma_entries(wn or ensure_wordnet()))
 
 
 def all_noun_lemmas(wn: WordNetCorpusReader | None = None) -> list[str]:

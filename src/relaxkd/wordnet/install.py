@@ -83,12 +83,12 @@ def build_wordnet_corpus(data_dir: Path, source_dir: Path = DEBIAN_WORDNET_DIR) 
     target = corpora / "wordnet"
     if target.exists():
         return target
-    corpora.mkdir(parents=True, exist_ok=True)
+    # Explicit modes: NLTK refuses data that other accounts could have written (umask 002).
+    corpora.mkdir(parents=True, exist_ok=True, mode=0o755)
     staging = Path(tempfile.mkdtemp(prefix=".wordnet-partial-", dir=corpora))
     try:
         for name in DICT_FILES:
             shutil.copyfile(source_dir / name, staging / name)
-            # NLTK refuses group/world-writable data files; make the mode explicit.
             os.chmod(staging / name, 0o644)
         (staging / "lexnames").write_text(lexnames_text(), encoding="utf-8")
         os.chmod(staging / "lexnames", 0o644)
@@ -173,13 +173,20 @@ def ensure_wordnet(data_dir: Path | None = None) -> WordNetCorpusReader:
     ``data_dir`` (default :func:`default_data_dir`) is where a corpus is built; it is added to
     ``nltk.data.path`` so NLTK finds the result.
     """
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).expanduser()
+    data_dir = data_dir.absolute()
     _add_to_nltk_path(data_dir)
     found = _find_nltk_wordnet()
     if found is None:
         if missing_debian_files() and not _apt_install_debian_packages():
             raise UserError(f"WordNet {WORDNET_VERSION} is not installed for NLTK; {INSTALL_HINT}")
-        build_wordnet_corpus(data_dir)
+        try:
+            build_wordnet_corpus(data_dir)
+        except OSError as exc:
+            raise UserError(
+                f"cannot build WordNet under {data_dir} ({exc}); set {DATA_DIR_ENV} to a "
+                "writable directory"
+            ) from None
         found = _find_nltk_wordnet()
         if found is None:
             raise UserError(

@@ -121,7 +121,10 @@ def resolve_class_synsets(
     user_source = f"synset override file {overrides}" if isinstance(overrides, (str, Path)) else (
         "synset overrides"
     )
-    user = {k: synset_by_name(v, wn, f"{user_source}, class {k!r}") for k, v in load_overrides(overrides).items()}
+    user = {
+        key: synset_by_name(value, wn, f"{user_source}, class {key!r}")
+        for key, value in load_overrides(overrides).items()
+    }
     builtin_path = builtin_override_path(dataset)
     builtin = load_overrides(builtin_path)
 
