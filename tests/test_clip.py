@@ -182,6 +182,17 @@ def test_prompt_tokenizer_splices_for_the_default_templates(tiny):
     assert PromptTokenizer(tiny.tokenizer, TEMPLATES)._affixes is not None
 
 
+def test_background_tokenisation_gives_the_same_batches(tiny):
+    from relaxkd.clip.encoder import _tokenized_batches
+
+    tokenize = PromptTokenizer(tiny.tokenizer, TEMPLATES)
+    words = [f"word {i}" for i in range(23)]
+    sequential = list(_tokenized_batches(tokenize, words, 5, background=False))
+    threaded = list(_tokenized_batches(tokenize, words, 5, background=True))
+    assert len(sequential) == len(threaded) == 5
+    assert all(torch.equal(a, b) for a, b in zip(sequential, threaded))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not WORDNET_DATA_NOUN.is_file(), reason="Debian wordnet-base not installed")
 def test_prompt_tokenizer_matches_on_all_wordnet_nouns(tiny):

@@ -422,7 +422,7 @@ class ClipEncoder:
         self,
         words: Sequence[str],
         templates: Sequence[str] = TEMPLATES,
-        batch_size: int = 2048,
+        batch_size: int = 1024,
         progress: bool = True,
     ) -> torch.Tensor:
         """Words -> ``[V,d]``: normalise(mean over templates of normalised text embeddings).
@@ -435,21 +435,19 @@ class ClipEncoder:
         words_per_batch = max(1, batch_size // len(templates))
         tokenize = PromptTokenizer(self.tokenizer, templates)
         out = torch.empty(len(texts), self.embed_dim)
-        starts = range(0, len(texts), words_per_batch)
-        # BPE tokenisation is pure Python: one worker thread prepares the next batch while torch
-        # (which releases the GIL) encodes the current one.
-        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode(), tqdm(
+        with torch.inference_mode(), tqdm(
             total=len(texts), desc="CLIP word embeddings", unit="word", disable=not progress
         ) as bar:
-            pending = pool.submit(tokenize, texts[:words_per_batch])
-            for start in starts:
-                tokens = pending.result()
-                after = start + words_per_batch
-                if after < len(texts):
-                    pending = pool.submit(tokenize, texts[after : after + words_per_batch])
+            start = 0
+            # On an accelerator, tokenising the next batch in a thread hides the GPU time; on the
+            # CPU that thread would fight torch's own threads for the cores, so stay sequential.
+            for tokens in _tokenized_batches(
+                tokenize, texts, words_per_batch, background=self.device.type != "cpu"
+            ):
                 n_words = len(tokens) // len(templates)
                 features = self._encode_tokens(tokens).view(n_words, len(templates), -1).mean(dim=1)
                 out[start : start + n_words] = F.normalize(features, dim=-1)
+                start += n_words
                 bar.update(n_words)
         return out
 
@@ -519,6 +517,28 @@ class PromptTokenizer:
                     ids[-1] = eot
                 rows[first + t, : len(ids)] = ids
         return torch.from_numpy(rows)
+
+
+def _tokenized_batches(
+    tokenize: Callable[[Sequence[str]], torch.Tensor],
+    texts: Sequence[str],
+    batch_size: int,
+    background: bool,
+) -> Iterator[torch.Tensor]:
+    """``tokenize`` over consecutive batches of ``texts``, optionally one batch ahead in a thread."""
+    batches = (texts[start : start + batch_size] for start in range(0, len(texts), batch_size))
+    if not background:
+        yield from map(tokenize, batches)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for batch in batches:
+            submitted = pool.submit(tokenize, batch)
+            if pending is not None:
+                yield pending.result()
+            pending = submitted
+        if pending is not None:
+            yield pending.result()
 
 
 def _splice_safe_template(prefix: str, suffix: str) -> bool:

@@ -62,12 +62,17 @@ class Pipeline:
         self.cfg = cfg
         self.store = ArtifactStore(cfg.run_dir)
         self.shared = ArtifactStore(cfg.cache_root)
+        self._resolved: dict[tuple[str, str], Artifact] = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def _stage(self, store: ArtifactStore, stage: str, spec: dict, build: Callable[[Path], dict | None]) -> Artifact:
+        memo_key = (str(store.root), store.key(stage, spec))
+        if memo_key in self._resolved:  # verified once per process; later stages ask again
+            return self._resolved[memo_key]
         found = store.lookup(stage, spec)
         if found is not None:
             log(f"{stage}: reusing {found.path}")
+            self._resolved[memo_key] = found
             return found
         log(f"{stage}: computing -> {store.path(stage, store.key(stage, spec))}")
         started = time.time()
@@ -76,6 +81,7 @@ class Pipeline:
             build(tmp)
         artifact = store.lookup(stage, spec, verify=False)
         assert artifact is not None
+        self._resolved[memo_key] = artifact
         log(f"{stage}: done in {time.time() - started:.1f}s")
         return artifact
 
