@@ -163,16 +163,19 @@ def sweep(
     print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial and exit"),
 ) -> None:
     """A family of trials (the paper's tables and figures) sharing artifacts."""
-    from relaxkd.stages.experiment import run_sweep, sweep_commands
+    from relaxkd.report import write_report
+    from relaxkd.stages.experiment import run_sweep, select_trials, sweep_commands
 
     if print_commands:
         for line in sweep_commands(config, overrides or [], family, trials):
             _say(line)
         return
+    select_trials(family, trials)  # reject unknown names before any work
     p = _pipeline(config, overrides)
     with _locked(p):
-        report = run_sweep(p, config, overrides or [], family, trials)
-    _say(f"report: {report}")
+        run_sweep(p, family, trials)
+        report_path = write_report(p.cfg.run_dir)
+    _say(f"report: {report_path}")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from relaxkd.errors import UserError
 
 TEXT_MODES = ("gt", "wn", "noise", "none")
+SWEEP_FAMILIES = ("table1", "table2", "table3", "figure2")
 
 #: eq. 6 weights: the paper's and those of the authors' released code.
 MULTIMODAL_PRESETS = {
@@ -215,6 +216,8 @@ class ExperimentConfig(Strict):
     cache_root: str = "runs/_shared"
     #: sweep families (table1, table2, table3, figure2) that `relaxkd run` also runs
     sweeps: list[str] = Field(default_factory=list)
+    #: train the students of sweep trials; false keeps sweeps to teachers and attribution
+    sweep_students: bool = True
     data: DataConfig = Field(default_factory=DataConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
     nouns: NounsConfig = Field(default_factory=NounsConfig)
@@ -224,6 +227,14 @@ class ExperimentConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     attribute: AttributeConfig = Field(default_factory=AttributeConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("sweeps")
+    @classmethod
+    def _known_sweeps(cls, sweeps: list[str]) -> list[str]:
+        for family in sweeps:
+            if family not in SWEEP_FAMILIES:
+                raise ValueError(f"unknown sweep family {family!r}; valid families: {', '.join(SWEEP_FAMILIES)}")
+        return sweeps
 
     @model_validator(mode="after")
     def _teachers_exist(self) -> "ExperimentConfig":

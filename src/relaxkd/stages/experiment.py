@@ -50,7 +50,7 @@ class StageProgress:
     def __init__(self, names: list[str]):
         self.names, self.started, self.done = names, time.time(), 0
 
-    def run(self, name: str, fn: Callable[[], Artifact]) -> Artifact:
+    def run(self, name: str, fn: Callable[[], object]) -> object:
         elapsed = time.time() - self.started
         remaining = len(self.names) - self.done
         eta = f", about {elapsed / self.done * remaining / 60:.1f} min left" if self.done else ""
@@ -79,6 +79,7 @@ def run_experiment(p: Pipeline) -> Path:
     from relaxkd.report import write_report
 
     stages = pipeline_stages(p)
+    stages += [(f"sweep {family}", lambda f=family: run_sweep(p, f)) for family in p.cfg.sweeps]
     progress = StageProgress([n for n, _ in stages] + ["report"])
     for name, fn in stages:
         progress.run(name, fn)
@@ -170,31 +171,33 @@ def sweep_commands(config: Path, overrides: list[str], family: str, names: str |
     ]
 
 
-def run_sweep(p: Pipeline, config: Path, overrides: list[str], family: str, names: str | None) -> Path:
-    from relaxkd.report import write_report
+def run_sweep(p: Pipeline, family: str, names: str | None = None) -> None:
+    """Run the trials of one family on top of ``p``'s config; record them for the report."""
+    from relaxkd.config import apply_overrides, build_config
 
     trials = select_trials(family, names)
     record_path = p.cfg.run_dir / f"sweep-{family}.json"
     record = _read_record(record_path)
-    progress = StageProgress([t.name for t in trials] + ["report"])
+    progress = StageProgress([t.name for t in trials])
     for trial in trials:
-        cfg = load_config(config, [*overrides, *trial.overrides])
-        trial_pipeline = Pipeline(cfg)
+        stages = [s for s in trial.stages if s != "distill" or p.cfg.sweep_students]
+        if not stages:
+            continue
+        tp = Pipeline(build_config(apply_overrides(p.cfg.to_dict(), list(trial.overrides))))
+        tp._resolved = p._resolved  # share verified artifacts across trials
 
-        def execute(tp: Pipeline = trial_pipeline, trial: Trial = trial) -> Artifact:
+        def execute(tp: Pipeline = tp, trial: Trial = trial, stages: list[str] = stages) -> None:
             found: dict[str, str] = {}
-            if "tx" in trial.stages:
+            if "tx" in stages:
                 found["tx"] = str(tp.multimodal().path)
-            if "attribute" in trial.stages:
+            if "attribute" in stages:
                 found["attribute"] = str(attribute_stage(tp).path)
-            if "distill" in trial.stages:
+            if "distill" in stages:
                 found["distill"] = str(tp.distill().path)
             record[trial.name] = {"labels": trial.labels, "artifacts": found, "overrides": trial.overrides}
             write_json(record_path, record)
-            return None  # type: ignore[return-value]
 
-        progress.run(f"trial {trial.name}", execute)
-    return write_report(p.cfg.run_dir)
+        progress.run(f"{family} trial {trial.name}", execute)
 
 
 def _read_record(path: Path) -> dict:
