@@ -40,6 +40,10 @@ _PRECISIONS = {
 def register_tiny_model() -> None:
     """Make ``relaxkd-tiny`` (the shipped tiny random-weight CLIP config) known to open_clip."""
     if TINY_MODEL not in open_clip.list_models():
+        if not _TINY_CONFIG.is_file():  # a packaging bug, not a user error
+            raise FileNotFoundError(
+                f"{_TINY_CONFIG} is missing: the package must ship relaxkd/clip/model_configs/*.json"
+            )
         open_clip.add_model_config(_TINY_CONFIG)
 
 

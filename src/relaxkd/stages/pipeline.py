@@ -103,6 +103,14 @@ class Pipeline:
             spec["weights_sha256"] = file_sha256(Path(c.weights))
         if c.weights == "none":
             spec["seed"] = self.cfg.seed  # random init is seeded
+            from importlib.metadata import version
+
+            from relaxkd.clip.encoder import _TINY_CONFIG, TINY_MODEL
+
+            # a random-weight model is defined by its architecture and the library that builds it
+            spec["open_clip"] = version("open_clip_torch")
+            if c.model == TINY_MODEL:
+                spec["config_sha256"] = file_sha256(_TINY_CONFIG)
         return spec
 
     def provenance(self) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""Whole experiments: `run` end to end, reruns that recompute nothing, sweeps, reports."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from relaxkd.config import load_config
+from relaxkd.errors import UserError
+from relaxkd.report import write_report
+from relaxkd.stages import experiment
+from relaxkd.stages.artifacts import ArtifactStore
+from relaxkd.stages.pipeline import Pipeline
+
+from conftest import REPO, tiny_overrides
+
+
+def test_run_end_to_end_then_rerun_recomputes_nothing(tiny_cfg, monkeypatch):
+    report = experiment.run_experiment(Pipeline(tiny_cfg))
+    text = report.read_text()
+    assert report == tiny_cfg.run_dir / "report" / "report.md"
+    assert "random-weight CLIP" in text and "demo data" in text
+    assert (report.parent / "validation_history.png").stat().st_size > 0
+    stages = {a.stage for a in ArtifactStore(tiny_cfg.run_dir).artifacts()}
+    assert {"embed-images", "relax", "teacher-unimodal", "teacher-multimodal", "attribute", "distill"} <= stages
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a rerun with nothing changed must not build any artifact")
+
+    monkeypatch.setattr(ArtifactStore, "create", no_build)
+    assert experiment.run_experiment(Pipeline(tiny_cfg)) == report
+
+
+def test_sweep_commands_are_independent_lines():
+    lines = experiment.sweep_commands(REPO / "configs" / "cifar100.yaml", ["seed=1"], "table2", None)
+    assert len(lines) == len(experiment.table2_trials()) == 18
+    assert all(line.startswith("relaxkd sweep ") and "--trials" in line and "seed=1" in line for line in lines)
+
+
+def test_table2_trials_cover_the_paper_grid():
+    labels = {(t.labels["gt"], t.labels["other"]) for t in experiment.table2_trials()}
+    assert labels == {(g, "wn") for g in (1.0, 0.8, 0.5, 0.2, 0.0)} | {(g, "noise") for g in (0.8, 0.5, 0.2, 0.0)}
+    for trial in experiment.table2_trials():
+        cfg = load_config(REPO / "configs" / "demo.yaml", trial.overrides)
+        assert abs(sum(cfg.multimodal.proportions.values()) - 1) < 1e-9
+
+
+def test_unknown_sweep_family_and_trial_are_rejected():
+    with pytest.raises(UserError, match="unknown sweep family 'table9'; valid families: table1, table2"):
+        experiment.select_trials("table9", None)
+    with pytest.raises(UserError, match="unknown trial 'gt42' in sweep table2; valid trials:"):
+        experiment.select_trials("table2", "gt42")
+    with pytest.raises(UserError, match="unknown sweep family"):
+        load_config(None, ["sweeps=[table7]"])
+
+
+def test_report_over_an_empty_run_directory_is_an_error(tmp_path):
+    with pytest.raises(UserError, match="no results in"):
+        write_report(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_table2_sweep_reproduces_the_papers_teacher_ordering(tmp_path):
+    """More gt text -> higher T_x accuracy (100 % gt ~ 100 %); more noise -> larger image share."""
+    overrides = tiny_overrides(tmp_path / "runs") + [
+        "multimodal.optim={epochs: 20, batch_size: 128, lr: 0.05, warmup_epochs: 2, milestones: [15]}",
+        "attribute.num_samples=200",
+        "attribute.steps=16",
+        "sweep_students=false",
+    ]
+    p = Pipeline(load_config(REPO / "configs" / "demo.yaml", overrides))
+    experiment.run_sweep(p, "table2")
+    record = json.loads((p.cfg.run_dir / "sweep-table2.json").read_text())
+    rows = {}
+    for trial in record.values():
+        labels, arts = trial["labels"], trial["artifacts"]
+        if "tx" in arts:
+            top1 = json.loads((tmp_path / arts["tx"] / "metrics.json").read_text())["top1"]
+            share = json.loads((tmp_path / arts["attribute"] / "attribution.json").read_text())["image_share"]
+            rows[(labels["other"], labels["gt"])] = (top1, share)
+    assert rows[("wn", 1.0)][0] >= 99.0
+    for other, gts in (("wn", (1.0, 0.8, 0.5, 0.2, 0.0)), ("noise", (0.8, 0.5, 0.2, 0.0))):
+        accuracies = [rows[(other, g)][0] for g in gts]
+        # more gt text never makes the teacher clearly worse (2-point tolerance for noise)
+        assert all(a >= b - 2.0 for a, b in zip(accuracies, accuracies[1:])), (other, accuracies)
+        assert accuracies[0] > accuracies[-1] + 5.0, (other, accuracies)
+    noise_shares = [rows[("noise", g)][1] for g in (0.8, 0.5, 0.2, 0.0)]
+    assert noise_shares[-1] > noise_shares[0] + 0.1, noise_shares
+    assert all(a <= b + 0.05 for a, b in zip(noise_shares, noise_shares[1:])), noise_shares
+    report = write_report(p.cfg.run_dir).read_text()
+    assert "Table 2" in report and "table2_accuracy_attribution.png" in report
