@@ -354,3 +354,11 @@ def test_digits_offline_demo_dataset():
     small = build_dataset("digits", None, "val", image_size=16, transform=build_transform("weak", 16))
     batch = next(iter(torch.utils.data.DataLoader(small, batch_size=8)))
     assert batch[0].shape == (8, 3, 16, 16) and batch[2].tolist() == list(range(8))
+
+
+def test_datasets_expose_their_wordnet_synsets():
+    from relaxkd.data import build_dataset
+
+    digits = build_dataset("digits", None, "val")
+    assert digits.synsets()[0] == "zero.n.02"
+    assert len(set(digits.synsets())) == 10

@@ -62,8 +62,9 @@ def test_report_over_an_empty_run_directory_is_an_error(tmp_path):
 @pytest.mark.slow
 def test_table2_sweep_reproduces_the_papers_teacher_ordering(tmp_path):
     """More gt text -> higher T_x accuracy (100 % gt ~ 100 %); more noise -> larger image share."""
+    demo_teacher = load_config(REPO / "configs" / "demo.yaml").multimodal.optim.model_dump()
     overrides = tiny_overrides(tmp_path / "runs") + [
-        "multimodal.optim={epochs: 20, batch_size: 128, lr: 0.05, warmup_epochs: 2, milestones: [15]}",
+        f"multimodal.optim={json.dumps(demo_teacher)}",  # the demo's T_x schedule: the tiny one underfits
         "attribute.num_samples=200",
         "attribute.steps=16",
         "sweep_students=false",

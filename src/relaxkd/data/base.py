@@ -59,6 +59,12 @@ class LabelledImageDataset:
         targets = self.targets if self.split == "train" else self.train_targets()
         return np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(self.classes)).tolist()
 
+    def synsets(self, overrides: str | Path | dict[str, str] | None = None) -> list[str]:
+        """WordNet synset name of each class (wnids map directly; names via WordNet + overrides)."""
+        from relaxkd.wordnet import class_synsets
+
+        return class_synsets(self.classes, wnids=self.wnids, overrides=overrides, dataset=getattr(self, "name", None))
+
     def train_targets(self) -> list[int]:
         """Labels of the training split with the same root and parameters (no image is read)."""
         return type(self)(self.root, "train", **self.params).targets  # type: ignore[attr-defined]

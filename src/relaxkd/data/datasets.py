@@ -61,7 +61,9 @@ def build_dataset(
             f"dataset {name!r} has no parameter(s) {', '.join(unknown)}; "
             f"valid parameters: {', '.join(valid) or 'none'}"
         )
-    return dataset_cls(root, split, transform=transform, download=download, **params)
+    dataset = dataset_cls(root, split, transform=transform, download=download, **params)
+    dataset.name = name
+    return dataset
 
 
 def dataset_params(name: str) -> dict[str, Any]:

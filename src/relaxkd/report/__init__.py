@@ -205,6 +205,9 @@ def _table2(run_dir: Path, out: Path) -> tuple[list[Table], list[str]]:
     ordered = sorted(rows.items(), key=lambda kv: (kv[0][1] != "wn", -kv[0][0]))
     for (gt, other, share), row in ordered:
         t.add(round(gt * 100), other, round(share * 100), row.get("tx"), row.get("T_x S_s"), row.get("T_m T_x S_s"), row.get("image_share"))
+    if not any(row.get(k) is not None for _, row in ordered for k in ("T_x S_s", "T_m T_x S_s")):
+        t.notes.append("students were not trained in this sweep (sweep_students=false); "
+                       "`relaxkd sweep CONFIG --family table2 sweep_students=true` trains them")
     figures = _plot_table2(ordered, out)
     return [t], figures
 

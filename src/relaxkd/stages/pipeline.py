@@ -155,14 +155,7 @@ class Pipeline:
 
     @cached_property
     def synsets(self) -> list[str]:
-        from relaxkd.wordnet import class_synsets
-
-        return class_synsets(
-            self.classes,
-            wnids=getattr(self.raw_train, "wnids", None),
-            overrides=self.cfg.data.synset_overrides,
-            dataset=self.cfg.data.dataset,
-        )
+        return self.raw_train.synsets(self.cfg.data.synset_overrides)
 
     def augmented(self, raw, kind: str, stats, image_size: int | None = None):
         from relaxkd.data.transforms import build_transform
