@@ -101,9 +101,24 @@ class SeededDataModule(L.LightningDataModule):
         return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
 
 
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up banners and warnings that do not apply to frozen teachers."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # frozen teachers are deliberately in eval mode inside a training module
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
+
+
 def build_trainer(
     cfg: TrainerConfig, work_dir: Path, max_epochs: int, callbacks: list[Callback] | None = None
 ) -> L.Trainer:
+    quiet_lightning()
     checkpoint_dir = work_dir / "checkpoints"
     checkpointing = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_epochs=1)
     progress: list[Callback] = []
