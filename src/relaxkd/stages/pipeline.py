@@ -207,14 +207,25 @@ class Pipeline:
             hypernym_depth=n.hypernym_depth,
         )
 
+    def nouns_spec(self) -> dict[str, Any]:
+        """What determines the candidate list, without building it (a WordNet pass takes seconds)."""
+        from relaxkd.wordnet import WORDNET_VERSION
+
+        n = self.cfg.nouns
+        spec: dict[str, Any] = {"candidates": n.candidates, "wordnet": WORDNET_VERSION, "exclude_class_names": n.exclude_class_names}
+        if n.exclude_class_names or n.candidates == "neighbourhood":
+            spec["classes"] = self.classes
+        if n.candidates == "neighbourhood":
+            spec.update(synsets=self.synsets, hypernym_depth=n.hypernym_depth)
+        return spec
+
     def embed_nouns(self) -> Artifact:
         from relaxkd.clip import TEMPLATES
-        from relaxkd.config import stable_hash
 
-        nouns = self.candidate_nouns()
-        spec = {"clip": self.clip_spec(), "templates": list(TEMPLATES), "nouns_sha256": stable_hash(nouns)}
+        spec = {"clip": self.clip_spec(), "templates": list(TEMPLATES), "nouns": self.nouns_spec()}
 
         def build(out: Path) -> None:
+            nouns = self.candidate_nouns()
             emb = self.clip.embed_words(nouns).half().contiguous()
             save_file({"embeddings": emb}, str(out / "embeddings.safetensors"))
             write_json(out / "nouns.json", nouns)
