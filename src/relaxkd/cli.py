@@ -10,6 +10,7 @@ from typing import Optional
 
 import click
 import typer
+import typer._click.exceptions as typer_click
 
 from relaxkd.errors import UserError
 
@@ -233,37 +234,68 @@ def _one_line(exc: BaseException) -> str:
     return text[-1] if text else type(exc).__name__
 
 
+#: Typer >= 0.20 vendors its own copy of click: catch both, or usage errors escape as tracebacks.
+_CLICK_ERRORS = (typer_click.ClickException, click.exceptions.ClickException)
+_NO_ARGS_HELP = (typer_click.NoArgsIsHelpError, getattr(click.exceptions, "NoArgsIsHelpError", typer_click.NoArgsIsHelpError))
+_ABORTS = (typer.Abort, click.exceptions.Abort)
+_WORKER_MARK = "UserError: "
+
+
 def _find_user_error(exc: BaseException) -> UserError | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        text = str(exc)
+        # A DataLoader worker re-raises "Caught UserError in DataLoader worker ... Original Traceback
+        # ... relaxkd.errors.UserError: <message>", as a UserError when it can rebuild the type: keep
+        # only the original message.
+        if "Original Traceback" in text and _WORKER_MARK in text:
+            return UserError(text.rsplit(_WORKER_MARK, 1)[1])
         if isinstance(exc, UserError):
             return exc
-        if "UserError: " in str(exc):  # raised inside a DataLoader worker process
-            return UserError(str(exc).rsplit("UserError: ", 1)[1])
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _usage_message(exc: BaseException) -> str:
+    message = " ".join(exc.format_message().split()).replace("Value error, ", "")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see `{ctx.command_path} --help`)"
+    return message
+
+
+def _interrupted() -> None:
+    typer.echo("interrupted: completed artifacts are kept; rerun the same command to resume", err=True)
+    sys.exit(130)
 
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Abort:
+        # typer turns a KeyboardInterrupt inside a command into an exit code it returns
+        code = app(standalone_mode=False)
+    except _ABORTS:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        typer.echo(f"error: {_one_line(exc) if not exc.message else exc.format_message()}", err=True)
+    except _NO_ARGS_HELP as exc:  # `relaxkd` or `relaxkd embed` alone: the help text, as click does
+        typer.echo(exc.format_message(), err=True)
+        sys.exit(2)
+    except _CLICK_ERRORS as exc:
+        typer.echo(f"error: {_usage_message(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted: completed artifacts are kept; rerun the same command to resume", err=True)
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
         user_error = _find_user_error(exc)
         if user_error is None:
             raise
         typer.echo(f"error: {_one_line(user_error)}", err=True)
         sys.exit(UserError.exit_code)
+    if code == 130:
+        _interrupted()
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import default_loader
@@ -102,9 +102,10 @@ def load_rgb_image(path: str | Path) -> Image.Image:
     """Read an image file as RGB, turning an unreadable file into a :class:`UserError` naming it."""
     try:
         return default_loader(str(path))
+    except UnidentifiedImageError:  # PIL's message repeats the path inside a file-object repr
+        raise UserError(f"cannot read image {path}: not an image file PIL can identify; replace or remove the file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        # PIL reports truncated/garbage files as OSError (UnidentifiedImageError), some codecs as
-        # ValueError/SyntaxError.
+        # PIL reports truncated files as OSError, some codecs as ValueError/SyntaxError.
         raise UserError(f"cannot read image {path}: {exc}; replace or remove the file") from None
 
 

@@ -64,29 +64,26 @@ class Table:
             writer.writerows(self.rows)
 
 
-def _metrics(path: str | Path | None) -> dict[str, Any]:
-    if not path:
+def _read_json(directory: str | Path | None, name: str) -> dict[str, Any]:
+    """A JSON file of an artifact directory, or {} when the trial has no such artifact."""
+    if not directory:
         return {}
     try:
-        return json.loads((Path(path) / "metrics.json").read_text())
+        return json.loads((Path(directory) / name).read_text())
     except (OSError, ValueError):
         return {}
 
 
-def _attribution(path: str | Path | None) -> dict[str, Any]:
-    if not path:
-        return {}
-    try:
-        return json.loads((Path(path) / "attribution.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def _metrics(directory: str | Path | None) -> dict[str, Any]:
+    return _read_json(directory, "metrics.json")
+
+
+def _attribution(directory: str | Path | None) -> dict[str, Any]:
+    return _read_json(directory, "attribution.json")
 
 
 def _sweep(run_dir: Path, family: str) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / f"sweep-{family}.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return _read_json(run_dir, f"sweep-{family}.json")
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -107,11 +104,7 @@ def write_report(run_dir: str | Path) -> Path:
         if art.stage not in ("teacher-unimodal", "teacher-multimodal", "distill"):
             continue
         m = _metrics(art.path)
-        info_file = "student.json" if art.stage == "distill" else "teacher.json"
-        try:
-            info = json.loads((art.path / info_file).read_text())
-        except (OSError, ValueError):
-            info = {}
+        info = _read_json(art.path, "student.json" if art.stage == "distill" else "teacher.json")
         name = info.get("name") or info.get("arch") or info.get("kind", "")
         if art.stage == "teacher-multimodal":
             prov = m.get("provenance", {})

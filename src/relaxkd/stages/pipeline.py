@@ -179,6 +179,7 @@ class Pipeline:
         def build(out: Path) -> None:
             from relaxkd.engine.sampling import SeededAugmentation
 
+            synsets = self.synsets  # a class missing from WordNet fails before minutes of encoding
             enc = self.clip
             tensors: dict[str, torch.Tensor] = {}
             for split, raw in (("train", self.raw_train), ("val", self.raw_val)):
@@ -190,7 +191,7 @@ class Pipeline:
                 tensors[f"{split}_labels"] = labels.long().contiguous()
             tensors["class_text"] = enc.embed_words(self.classes).float().contiguous()
             save_file(tensors, str(out / "embeddings.safetensors"))
-            write_json(out / "classes.json", {"classes": self.classes, "synsets": self.synsets})
+            write_json(out / "classes.json", {"classes": self.classes, "synsets": synsets})
 
         return self._stage(self.store, "embed-images", spec, build)
 
