@@ -274,12 +274,13 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         # typer turns a KeyboardInterrupt inside a command into an exit code it returns
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="relaxkd")  # also under `python -m relaxkd`
     except _ABORTS:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except _NO_ARGS_HELP as exc:  # `relaxkd` or `relaxkd embed` alone: the help text, as click does
-        typer.echo(exc.format_message(), err=True)
+    except _NO_ARGS_HELP as exc:  # `relaxkd` or `relaxkd embed` alone: the help, exit 2 as click does
+        if exc.format_message().strip():  # with rich installed, typer has printed it already
+            typer.echo(exc.format_message(), err=True)
         sys.exit(2)
     except _CLICK_ERRORS as exc:
         typer.echo(f"error: {_usage_message(exc)}", err=True)

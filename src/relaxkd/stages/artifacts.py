@@ -4,7 +4,9 @@ Each stage writes one directory ``<root>/<stage>-<key>`` where ``key`` hashes ev
 determines the result (config subset, input artifact keys, code-relevant versions). A directory is
 built under a temporary name and renamed into place only after its ``manifest.json`` (with the
 SHA-256 of every file) is written, so a killed run never leaves a directory that looks complete.
-A directory whose files no longer match its manifest is treated as absent and rebuilt.
+A directory whose files no longer match its manifest is treated as absent and rebuilt. The temporary
+name records the host and process that build it, so a later build of the same artifact removes the
+leftovers of a killed process (never those of a live one).
 
 Training stages keep resumable state (Lightning checkpoints) in ``<root>/.work/<stage>-<key>``,
 which survives a kill and is deleted once the artifact is committed.
@@ -12,12 +14,14 @@ which survives a kill and is deleted once the artifact is committed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -86,6 +90,18 @@ class ArtifactStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    def _tmp_prefix(self, stage: str, key: str) -> str:
+        return f".tmp-{stage}-{key}-"
+
+    def _remove_stale_tmp(self, stage: str, key: str) -> None:
+        """Delete temporary directories of this artifact left by killed processes on this host."""
+        prefix = self._tmp_prefix(stage, key)
+        for path in self.root.glob(f"{prefix}*"):
+            host, _, rest = path.name[len(prefix):].partition("-")
+            pid = rest.partition("-")[0]
+            if host == _HOST and pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
     def key(self, stage: str, spec: dict[str, Any]) -> str:
         return stable_hash({"stage": stage, "format": FORMAT_VERSION, "spec": spec})[:16]
 
@@ -133,7 +149,8 @@ class ArtifactStore:
         key = self.key(stage, spec)
         final = self.path(stage, key)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".tmp-{stage}-{key}-{uuid.uuid4().hex[:8]}"
+        self._remove_stale_tmp(stage, key)
+        tmp = self.root / f"{self._tmp_prefix(stage, key)}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             yield tmp
@@ -155,13 +172,23 @@ class ArtifactStore:
                 **(extra or {}),
             }
             _write_json_atomic(tmp / MANIFEST, manifest)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            self._commit(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         shutil.rmtree(self.root / ".work" / f"{stage}-{key}", ignore_errors=True)
+
+    def _commit(self, tmp: Path, final: Path) -> None:
+        """Rename ``tmp`` into place. Another process sharing this store (e.g. a cache root) may
+        have committed the same key meanwhile: same inputs, same content, so keep theirs."""
+        if final.exists() and self._valid_manifest(final, verify=False) is None:
+            shutil.move(str(final), str(self.root / f".corrupt-{final.name}-{uuid.uuid4().hex[:6]}"))
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or self._valid_manifest(final, verify=False) is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def artifacts(self, stage: str | None = None) -> list[Artifact]:
         found = []
@@ -175,6 +202,20 @@ class ArtifactStore:
                 continue
             found.append(Artifact(manifest["stage"], manifest["key"], path, manifest))
         return found
+
+
+#: the host in temporary names: a hash, since host names may hold '-' and shared file systems span hosts
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

@@ -1,0 +1,368 @@
+"""Bad input at the `relaxkd` command line: one `error: ...` line on stderr, exit code 2, no traceback.
+
+Most cases call `relaxkd.cli.main()` in-process (fast); `test_real_entry_point_*` run the installed
+console script to prove the same holds for what users type. docs/errors.md lists every message.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from relaxkd import cli
+
+from conftest import REPO, tiny_overrides
+from data_fixtures import write_corrupt_image, write_image, write_image_folder
+
+DEMO = str(REPO / "configs" / "demo.yaml")
+ENTRY_POINT = Path(sys.executable).with_name("relaxkd")
+#: stage runs print progress before failing: `[relaxkd] stage: computing -> ...` and tqdm bars
+PROGRESS_LINE = re.compile(r"^(\[relaxkd\] |.*: +\d+%\|)")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def relaxkd(capsys, monkeypatch, *args: str) -> Result:
+    """Run `relaxkd ARGS` in this process through the console script's `main()`."""
+    capsys.readouterr()  # drop anything printed before
+    monkeypatch.setattr(sys, "argv", ["relaxkd", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+def relaxkd_subprocess(*args: str, cwd: Path) -> Result:
+    proc = subprocess.run([str(ENTRY_POINT), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def one_line_error(result: Result, *fragments: str, after_progress: bool = False) -> str:
+    """Assert exit 2, no traceback and exactly one stderr line, `error: ...`, holding every fragment.
+
+    With ``after_progress`` (a stage that started work), progress lines may precede the error line.
+    """
+    assert result.code == 2, result
+    assert "Traceback" not in result.err
+    lines = [line for line in re.split(r"[\r\n]", result.err) if line.strip()]
+    assert lines, "nothing on stderr"
+    message = lines[-1]
+    assert message.startswith("error: "), result.err
+    others = lines[:-1]
+    if after_progress:
+        others = [line for line in others if not PROGRESS_LINE.match(line)]
+    assert others == [], f"stderr has more than the error line: {others}"
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+@pytest.fixture
+def run_root(tmp_path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def tiny(run_root) -> list[str]:
+    return tiny_overrides(run_root)
+
+
+def image_folder_args(tiny: list[str], root: Path) -> list[str]:
+    return [*tiny, "data.dataset=imagefolder", f"data.root={root}"]
+
+
+def cat_dog_folder(root: Path) -> Path:
+    return write_image_folder(root, {"train": {"cat": 2, "dog": 2}, "val": {"cat": 1, "dog": 1}})
+
+
+# -- good path ---------------------------------------------------------------------------------
+def test_validate_demo_config_prints_resolved_yaml(capsys, monkeypatch):
+    result = relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.temperature=3")
+    assert result.code == 0 and result.err == ""
+    resolved = yaml.safe_load(result.out)
+    assert resolved["name"] == "demo"
+    assert resolved["data"]["dataset"] == "digits"
+    assert resolved["distill"]["temperature"] == 3.0
+
+
+# -- config: files, keys, values ----------------------------------------------------------------
+def test_missing_config_file(capsys, monkeypatch, tmp_path):
+    missing = tmp_path / "nope.yaml"
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "validate", missing),
+        f"error: config file '{missing}' does not exist; pass a YAML file such as configs/demo.yaml",
+    )
+
+
+def test_invalid_yaml_names_the_line(capsys, monkeypatch, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: broken\ndata: [1, 2\n  foo: }\n")
+    one_line_error(relaxkd(capsys, monkeypatch, "validate", bad), f"error: config file '{bad}' is not valid YAML at line 3; fix the syntax")
+
+
+def test_yaml_that_is_not_a_mapping(capsys, monkeypatch, tmp_path):
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    one_line_error(relaxkd(capsys, monkeypatch, "validate", listing), "must hold a mapping of sections, not list")
+
+
+def test_unknown_config_key_suggests_the_close_one(capsys, monkeypatch):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, "data.datset=digits"),
+        "error: config: unknown key 'data.datset' (did you mean 'dataset'?); valid keys here: dataset, root,",
+    )
+
+
+def test_unknown_top_level_section(capsys, monkeypatch):
+    one_line_error(relaxkd(capsys, monkeypatch, "validate", DEMO, "foo.bar=1"), "error: config: unknown key 'foo'; valid keys here: name, seed,")
+
+
+def test_override_without_equals(capsys, monkeypatch):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, "noequals"),
+        "error: override 'noequals' is not key=value; write e.g. distill.temperature=3",
+    )
+
+
+def test_proportions_that_do_not_sum_to_one(capsys, monkeypatch):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, "multimodal.proportions={gt: 0.5, wn: 0.6}"),
+        "error: config: multimodal.proportions: proportions must sum to 1, got 1.1",
+    )
+
+
+def test_unknown_text_mode_in_proportions(capsys, monkeypatch):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, "multimodal.proportions={gt: 0.5, xx: 0.5}"),
+        "unknown text mode 'xx'; valid modes: gt, wn, noise, none",
+    )
+
+
+def test_value_out_of_range_shows_the_value(capsys, monkeypatch):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.temperature=-1"),
+        "error: config: distill.temperature: Input should be greater than 0 (got -1)",
+    )
+
+
+def test_unknown_teacher_lists_the_members(capsys, monkeypatch):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.teachers=[strong, nope]"),
+        "distill.teachers names unknown teacher 'nope'; valid teachers: strong, weak, strong2, tx",
+    )
+
+
+# -- registry names: rejected before any work starts --------------------------------------------
+def test_unknown_dataset_is_rejected_before_the_run_starts(capsys, monkeypatch, tiny, run_root):
+    message = one_line_error(relaxkd(capsys, monkeypatch, "run", DEMO, *tiny, "data.dataset=nope"), "error: unknown dataset 'nope'; valid datasets: ")
+    assert "imagefolder" in message and "digits" in message
+    assert not run_root.exists()  # nothing was written
+
+
+def test_unknown_student_model(capsys, monkeypatch):
+    message = one_line_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.student=vgg99"), "error: unknown backbone 'vgg99'; valid backbones: "
+    )
+    assert "resnet18" in message and "resnet50" in message
+
+
+# -- data on disk ---------------------------------------------------------------------------------
+def test_missing_data_directory(capsys, monkeypatch, tiny, tmp_path):
+    missing = tmp_path / "nonexistent"
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, missing)),
+        f"error: data directory {missing} for dataset 'imagefolder' does not exist: set data.root to the folder holding train/<class>/<image>",
+        after_progress=True,
+    )
+
+
+def test_empty_class_folder(capsys, monkeypatch, tiny, tmp_path):
+    root = write_image_folder(tmp_path / "data", {"train": {"cat": 2, "dog": 0}, "val": {"cat": 1, "dog": 1}})
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, root)),
+        f"error: empty class folder {root / 'train' / 'dog'}: each class folder needs at least one image",
+        after_progress=True,
+    )
+
+
+@pytest.mark.parametrize("num_workers", [0, 2], ids=["main-process", "dataloader-workers"])
+def test_corrupt_image_file_is_one_line_even_from_dataloader_workers(capsys, monkeypatch, tiny, tmp_path, num_workers):
+    root = cat_dog_folder(tmp_path / "data")
+    bad = write_corrupt_image(root / "train" / "dog" / "bad.jpg")
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, root), f"data.num_workers={num_workers}"),
+        f"error: cannot read image {bad}: not an image file PIL can identify; replace or remove the file",
+        after_progress=True,
+    )
+
+
+def test_class_missing_from_wordnet_says_how_to_override_then_the_override_works(capsys, monkeypatch, tiny, tmp_path):
+    root = write_image_folder(tmp_path / "data", {"train": {"cat": 2, "qwxzzyv": 2}, "val": {"cat": 1, "qwxzzyv": 1}})
+    args = ["embed", "images", DEMO, *image_folder_args(tiny, root)]
+    one_line_error(
+        relaxkd(capsys, monkeypatch, *args),
+        "error: WordNet 3.0 has no noun for class 'qwxzzyv'; write a YAML file of `class_name: synset_name` lines "
+        "(e.g. `qwxzzyv: fish.n.01`) and set data.synset_overrides=<that file>",
+        after_progress=True,
+    )
+    # following the message's advice fixes it
+    overrides = tmp_path / "synsets.yaml"
+    overrides.write_text("qwxzzyv: fish.n.01\n")
+    result = relaxkd(capsys, monkeypatch, *args, f"data.synset_overrides={overrides}")
+    assert result.code == 0, result.err
+    classes = json.loads((Path(result.out.split("image embeddings: ")[1].strip()).parent / "classes.json").read_text())
+    assert classes["synsets"] == ["cat.n.01", "fish.n.01"]
+
+
+# -- other subcommands --------------------------------------------------------------------------
+def test_report_on_an_empty_run_directory(capsys, monkeypatch, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "report", empty), f"error: no results in '{empty}': run `relaxkd run CONFIG` first"
+    )
+
+
+def test_sweep_unknown_family_fails_before_any_work(capsys, monkeypatch, tiny, run_root):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "sweep", DEMO, *tiny, "--family", "nope"),
+        "error: unknown sweep family 'nope'; valid families: table1, table2, table3, figure2",
+    )
+    assert not run_root.exists()
+
+
+def test_sweep_unknown_trial_lists_the_trials(capsys, monkeypatch, tiny, run_root):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "sweep", DEMO, *tiny, "--trials", "nope"),
+        "error: unknown trial 'nope' in sweep table2; valid trials: gt100-wn0/tx-s, gt100-wn0/tm-tx-s,",
+    )
+    assert not run_root.exists()
+
+
+def test_export_unknown_format(capsys, monkeypatch, tiny, tmp_path):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "export", DEMO, *tiny, "--format", "xyz", "--out", tmp_path / "export"),
+        "error: unknown export format 'xyz'; valid formats: torchscript, onnx",
+    )
+
+
+def test_export_without_a_trained_student(capsys, monkeypatch, tiny, run_root, tmp_path):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "export", DEMO, *tiny, "--out", tmp_path / "export"),
+        f"error: no trained student in '{run_root / 'demo'}'; run `relaxkd distill` first",
+    )
+
+
+@pytest.fixture
+def export_dir(tmp_path) -> Path:
+    """What `relaxkd export` writes, from an untrained tiny student (predict only needs the files)."""
+    from safetensors.torch import save_file
+
+    from relaxkd.models import build_backbone
+
+    out = tmp_path / "export"
+    out.mkdir()
+    model = build_backbone("tiny_cnn", 3, "none")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "student.safetensors"))
+    info = {"arch": "tiny_cnn", "num_classes": 3, "classes": ["cat", "dog", "fish"], "image_size": 8}
+    (out / "student.json").write_text(json.dumps(info))
+    return out
+
+
+def test_predict_good_image_prints_a_class(capsys, monkeypatch, export_dir, tmp_path):
+    image = write_image(tmp_path / "cat.png")
+    result = relaxkd(capsys, monkeypatch, "predict", image, "--model", export_dir)
+    assert result.code == 0, result.err
+    assert re.fullmatch(rf"{re.escape(str(image))}: (cat|dog|fish) \d\.\d{{3}}\n", result.out)
+
+
+def test_predict_missing_image(capsys, monkeypatch, export_dir, tmp_path):
+    missing = tmp_path / "missing.png"
+    one_line_error(relaxkd(capsys, monkeypatch, "predict", missing, "--model", export_dir), f"error: image file '{missing}' does not exist")
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "garbage.jpg"])
+def test_predict_non_image_file(capsys, monkeypatch, export_dir, tmp_path, name):
+    path = write_corrupt_image(tmp_path / name)
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "predict", path, "--model", export_dir), f"error: image file '{path}' is not a readable image"
+    )
+
+
+def test_predict_with_a_folder_that_is_no_export(capsys, monkeypatch, tmp_path):
+    one_line_error(
+        relaxkd(capsys, monkeypatch, "predict", tmp_path / "x.png", "--model", tmp_path),
+        f"error: '{tmp_path}' is not an export directory (no student.json); run `relaxkd export` first",
+    )
+
+
+# -- command-line syntax (click/typer usage errors) ---------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["bogus"], "error: No such command 'bogus'. (see `relaxkd --help`)"),
+        (["validate"], "error: Missing argument 'config'. (see `relaxkd validate --help`)"),
+        (["validate", DEMO, "--nope"], "error: No such option: --nope (see `relaxkd validate --help`)"),
+        (["teacher", DEMO, "--kind", "bogus"], "error: Invalid value for '--kind': 'bogus' is not one of 'unimodal', 'multimodal'."),
+        (["predict", "x.png", "--model", ".", "--top", "abc"], "error: Invalid value for '--top': Input should be a valid integer"),
+    ],
+    ids=["unknown-command", "missing-argument", "unknown-option", "bad-choice", "bad-integer"],
+)
+def test_usage_errors(capsys, monkeypatch, args, expected):
+    one_line_error(relaxkd(capsys, monkeypatch, *args), expected)
+
+
+def test_group_without_a_subcommand_prints_its_help(capsys, monkeypatch):
+    result = relaxkd(capsys, monkeypatch, "embed")
+    assert result.code == 2
+    assert "Traceback" not in result.err
+    shown = result.out + result.err  # typer prints help with rich on stdout, plain click on stderr
+    assert "images" in shown and "nouns" in shown
+
+
+def test_ctrl_c_says_how_to_resume(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("relaxkd.config.load_config", interrupted)
+    result = relaxkd(capsys, monkeypatch, "validate", DEMO)
+    assert result.code == 130
+    assert result.err == "interrupted: completed artifacts are kept; rerun the same command to resume\n"
+
+
+def test_a_bug_keeps_its_traceback(capsys, monkeypatch):
+    """Only bad input is shortened: an unexpected error must stay debuggable."""
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("relaxkd.config.load_config", bug)
+    monkeypatch.setattr(sys, "argv", ["relaxkd", "validate", DEMO])
+    with pytest.raises(ZeroDivisionError):
+        cli.main()
+
+
+# -- the installed console script ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["validate", DEMO, "data.datset=digits"], "error: config: unknown key 'data.datset' (did you mean 'dataset'?)"),
+        (["bogus"], "error: No such command 'bogus'."),
+    ],
+    ids=["config-error", "usage-error"],
+)
+def test_real_entry_point_prints_one_line(tmp_path, args, expected):
+    one_line_error(relaxkd_subprocess(*args, cwd=tmp_path), expected)
