@@ -17,7 +17,9 @@ from relaxkd.config import OptimConfig
 from relaxkd.data.transforms import Stats, renormalize
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
+from relaxkd.errors import UserError
 from relaxkd.losses import adaptive_teacher_weights, distillation_loss, kd_loss
+from relaxkd.losses.distill import AGGREGATORS, KD_METHODS
 from relaxkd.models import TeacherEnsemble, build_backbone
 from relaxkd.teachers.multimodal import MultimodalTeacher
 
@@ -73,6 +75,11 @@ class StudentDistiller(ClassifierModule):
         teachers: TeacherSet | None = None,
     ):
         super().__init__(class_counts)
+        # bad names and a KD method without teachers fail here, not at the first training step
+        KD_METHODS.get(loss)
+        AGGREGATORS.get(aggregate)
+        if loss != "none" and (teachers is None or not teachers.names):
+            raise UserError(f"KD method {loss!r} needs teachers; list them in distill.teachers or set distill.loss=none")
         self.save_hyperparameters(ignore=["class_counts", "teachers", "input_stats"])
         self.optim_cfg = OptimConfig.model_validate(optim_cfg)
         self.student = build_backbone(arch, num_classes, "none")

@@ -20,6 +20,8 @@ from relaxkd.engine.sampling import EpochAwareSampler
 from relaxkd.errors import UserError
 
 LAST_CHECKPOINT = "last.ckpt"
+#: multi-process fits done in this process under an external launcher (torchrun, SLURM)
+_EXTERNAL_FITS = 0
 
 
 def is_main_process() -> bool:
@@ -39,16 +41,19 @@ class RngState(Callback):
     """Saves and restores every RNG in checkpoints so a resumed run continues bit-identically."""
 
     def state_dict(self) -> dict[str, Any]:
+        name, keys, pos, has_gauss, cached = np.random.get_state()
         return {
             "torch": torch.get_rng_state(),
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            # plain ints, not an ndarray: checkpoints must load with torch.load(weights_only=True)
+            "numpy": (name, keys.tolist(), int(pos), int(has_gauss), float(cached)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
         random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 class NonFiniteLossGuard(Callback):
@@ -120,7 +125,14 @@ def build_trainer(
 ) -> L.Trainer:
     quiet_lightning()
     checkpoint_dir = work_dir / "checkpoints"
-    checkpointing = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_epochs=1)
+    # one rolling checkpoint, rewritten after every epoch (save_last with save_top_k=0 never writes it)
+    checkpointing = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
     progress: list[Callback] = []
     if cfg.progress:
         progress = [RichProgressBar(leave=True)] if sys.stderr.isatty() else [TQDMProgressBar(refresh_rate=50)]
@@ -153,10 +165,40 @@ def build_trainer(
 def fit(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModule, work_dir: Path) -> None:
     """Fit, resuming from the stage's last checkpoint when a previous run was interrupted."""
     last = work_dir / "checkpoints" / LAST_CHECKPOINT
+    if _EXTERNAL_FITS and trainer.world_size > 1:
+        # externally launched workers exited after the previous stage's fit and cannot be restarted
+        raise UserError(
+            "this command trains more than one stage under an external DDP launcher (torchrun, SLURM); "
+            "train the earlier stages first (e.g. `relaxkd teacher`), then rerun it"
+        )
+    if last.exists() and trainer.global_rank == 0:
+        print(f"[relaxkd] resuming from checkpoint {last}", file=sys.stderr, flush=True)
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    if trainer.world_size > 1:
+        _end_distributed(trainer)
+
+
+def _end_distributed(trainer: L.Trainer) -> None:
+    """After a multi-process fit: workers exit, rank 0 goes on alone to write the artifact.
+
+    Lightning's subprocess launcher starts workers that re-run the whole command; they reuse every
+    committed artifact and so join the first training stage still missing. A command may train
+    several stages (e.g. `distill` trains missing teachers first): rank 0 waits for its workers,
+    tears the process group down and clears LOCAL_RANK so the next stage's trainer starts fresh
+    workers, which find this stage's artifact committed and join the next fit.
+    """
     if trainer.global_rank != 0:
-        # DDP worker processes re-run the whole command; only rank 0 goes on to write artifacts.
         sys.exit(0)
+    procs = list(getattr(trainer.strategy.launcher, "procs", None) or [])
+    for proc in procs:
+        proc.wait()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if procs:
+        os.environ.pop("LOCAL_RANK", None)
+    else:
+        global _EXTERNAL_FITS
+        _EXTERNAL_FITS += 1
 
 
 def seed_everything(seed: int) -> None:

@@ -13,6 +13,7 @@ import torch
 from relaxkd.config import OptimConfig
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
+from relaxkd.errors import UserError
 from relaxkd.losses import multimodal_teacher_loss
 from relaxkd.models import TextBank, build_fusion_head
 from relaxkd.relax import retrieve
@@ -54,9 +55,23 @@ class MultimodalTeacher(ClassifierModule):
         #: maps an image batch to CLIP image embeddings in online mode; None = batches are embeddings
         self.image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
 
+    def check_text_modes(self) -> None:
+        """``wn`` samples retrieve from the relaxed bank: refuse to run without one."""
+        if self.bank is None and any(bool((getattr(self, f"{s}_modes") == WN).any()) for s in ("train", "val")):
+            raise _no_bank_error()
+
+    def on_fit_start(self) -> None:
+        self.check_text_modes()
+
     def init_bank(self, bank: torch.Tensor | None) -> None:
         if self.bank is not None and bank is not None:
             self.bank = TextBank(bank, learnable=self.hparams.bank_learnable)
+            if torch.allclose(bank.float().norm(dim=1), torch.ones(len(bank)), atol=1e-5):
+                # already unit-norm (the relax stage's bank): keep it bit for bit, not a re-normalised
+                # copy, so `bank: fixed` is exactly n_pretrained (Table 3) and the regulariser's anchor too
+                with torch.no_grad():
+                    self.bank.embeddings.copy_(bank.float())
+                    self.bank.pretrained.copy_(bank.float())
 
     # -- text ----------------------------------------------------------------------------------
     def text_embeddings(
@@ -67,6 +82,8 @@ class MultimodalTeacher(ClassifierModule):
         text[gt] = self.class_text[targets[gt]].to(text.dtype)
         text[noisy] = self.class_text[noise[noisy]].to(text.dtype)
         if wn.any():
+            if self.bank is None:
+                raise _no_bank_error()
             text[wn] = retrieve(image_emb[wn], self.bank.embeddings, self.hparams.temperature).to(text.dtype)
         return text
 
@@ -131,3 +148,10 @@ class MultimodalTeacher(ClassifierModule):
         if bank_params:
             groups.append({"params": bank_params, "weight_decay": self.hparams.bank_weight_decay})
         return optim.configure(groups, self.optim_cfg)
+
+
+def _no_bank_error() -> UserError:
+    return UserError(
+        "multimodal teacher has 'wn' samples in multimodal.proportions but no relaxation bank; "
+        "run `relaxkd relax` first or drop 'wn' from multimodal.proportions"
+    )

@@ -1,0 +1,282 @@
+"""Distillation (issue 5): offline end to end, adaptive weights, export, bad input, DDP and resume.
+
+Teachers (T_m strong + weak, T_x with wn text) are trained once per module on the tiny demo
+config; tests that need their own run directory copy them there. CLI runs are subprocesses with
+one thread each, so they are deterministic and two of them can share the 2-core machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from relaxkd.config import load_config
+from relaxkd.data.transforms import IMAGENET_STATS
+from relaxkd.distill import StudentDistiller, TeacherSet
+from relaxkd.errors import UserError
+from relaxkd.models import build_backbone
+from relaxkd.report import write_report
+from relaxkd.stages.artifacts import ArtifactStore
+from relaxkd.stages.export import export_student, load_exported
+from relaxkd.stages.pipeline import Pipeline
+
+from conftest import REPO, tiny_overrides
+from data_fixtures import write_scene
+
+#: T_x sees only WordNet-relaxed text (no ground-truth class names)
+TEACHERS = ["multimodal.proportions={wn: 1.0}", "distill.teachers=[strong, weak, tx]"]
+
+
+def overrides(run_root: Path, *extra: str) -> list[str]:
+    return tiny_overrides(run_root) + TEACHERS + list(extra)
+
+
+def pipeline(run_root: Path, *extra: str) -> Pipeline:
+    torch.set_num_threads(1)  # module-scoped callers run before the autouse thread fixture
+    return Pipeline(load_config(REPO / "configs" / "demo.yaml", overrides(run_root, *extra)))
+
+
+def _refuse_network(self, address, *args, **kwargs):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        raise OSError(f"network access in an offline test: {address}")
+    return _connect(self, address, *args, **kwargs)
+
+
+_connect = socket.socket.connect
+
+
+@pytest.fixture(scope="module")
+def teachers_root(tmp_path_factory):
+    """A run root holding the trained teachers, trained with the network switched off."""
+    root = tmp_path_factory.mktemp("distill") / "runs"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _refuse_network)
+        p = pipeline(root)
+        for name in ("strong", "weak"):
+            p.unimodal(name)
+        p.multimodal()
+    return root
+
+
+def copy_root(src: Path, dst: Path) -> Path:
+    """A separate run root with the same (content-addressed) teacher artifacts."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock", ".work", ".tmp-*", "distill-*", "report"))
+    return dst
+
+
+# ------------------------------------------------------------------------------------ in-process
+
+
+def test_student_from_tm_and_wn_tx_trains_offline_and_report_names_random_clip(teachers_root):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _refuse_network)
+        art = pipeline(teachers_root).distill()
+        report = write_report(teachers_root / "demo").read_text()
+    metrics = art.read_json("metrics.json")
+    assert metrics["provenance"]["teachers"] == ["strong", "weak", "tx"]
+    assert metrics["provenance"]["random_weight_clip"] is True
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1]
+    assert metrics["num_samples"] == 360  # the whole digits validation split
+    assert metrics["top1"] > 25.0, metrics["top1"]  # chance is 10 %; measured 44 after 2 tiny epochs
+    assert "random-weight CLIP" in report
+
+
+def test_adaptive_aggregation_records_teacher_weights_summing_to_one(teachers_root):
+    history = pipeline(teachers_root, "distill.aggregate=adaptive").distill().read_json("metrics.json")["history"]
+    assert len(history) == 2
+    weights = [[h[f"weight_{n}"] for n in ("strong", "weak", "tx")] for h in history]
+    for per_epoch in weights:
+        assert sum(per_epoch) == pytest.approx(1.0, abs=1e-6)
+        assert all(w > 0 for w in per_epoch)
+    assert weights[0] == pytest.approx([1 / 3] * 3)  # epoch 0 trains with uniform weights
+    # later epochs use inverse validation KD losses: no longer uniform
+    assert max(weights[1]) - min(weights[1]) > 0.05, weights[1]
+
+
+def student_and_val_logits(teachers_root):
+    """The distilled student's artifact, the validation images and the checkpoint's logits on them."""
+    p = pipeline(teachers_root)
+    art = p.distill()
+    reference = build_backbone("tiny_cnn", p.num_classes, "none")
+    reference.load_state_dict(load_file(str(art.file("student.safetensors"))))
+    reference.eval()
+    val = p.augmented(p.raw_val, "test", IMAGENET_STATS)
+    images = torch.stack([val[i][0] for i in range(len(val))])
+    labels = torch.tensor([val[i][1] for i in range(len(val))])
+    with torch.no_grad():
+        expected = reference(images)
+    return p, art, images, labels, expected
+
+
+def test_exported_student_gives_the_checkpoint_logits(teachers_root, tmp_path):
+    p, art, images, labels, expected = student_and_val_logits(teachers_root)
+    # the artifact's student is the trained one: it reproduces the reported accuracy
+    top1 = 100.0 * (expected.argmax(1) == labels).float().mean().item()
+    assert top1 == pytest.approx(art.read_json("metrics.json")["top1"], abs=1e-4)
+
+    written = export_student(p, tmp_path / "ts", "torchscript", artifact=art.path)
+    assert {f.name for f in written} == {"student.safetensors", "student.json", "student.torchscript.pt"}
+    reloaded, info = load_exported(tmp_path / "ts")
+    assert info["classes"][:2] == ["zero", "one"] and info["image_size"] == 8
+    scripted = torch.jit.load(str(tmp_path / "ts" / "student.torchscript.pt"))
+    with torch.no_grad():
+        assert torch.equal(reloaded(images), expected)
+        torch.testing.assert_close(scripted(images), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_onnx_export_gives_the_checkpoint_logits(teachers_root, tmp_path):
+    p, art, images, _, expected = student_and_val_logits(teachers_root)
+    onnx = pytest.importorskip("onnx")
+    written = export_student(p, tmp_path / "onnx", "onnx", artifact=art.path)
+    assert written[-1].name == "student.onnx"
+    onnx.checker.check_model(onnx.load(str(written[-1])))
+    onnxruntime = pytest.importorskip("onnxruntime")  # only the numeric comparison needs it
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "student.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["logits"], {"images": images.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def one_line(err) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_kd_without_teachers_is_refused():
+    with pytest.raises(UserError) as err:
+        load_config(REPO / "configs" / "demo.yaml", ["distill.teachers=[]"])
+    assert "loss 'kd' needs teachers" in one_line(err) and "distill.loss=none" in str(err.value)
+    with pytest.raises(UserError) as err:
+        StudentDistiller(arch="tiny_cnn", num_classes=10, optim_cfg={}, loss="dkd", teachers=TeacherSet(names=[]))
+    assert "'dkd' needs teachers" in one_line(err)
+    # no KD, no teachers: a plain supervised student is fine
+    StudentDistiller(arch="tiny_cnn", num_classes=10, optim_cfg={}, loss="none")
+
+
+def test_unknown_aggregation_is_refused_listing_valid_ones():
+    with pytest.raises(UserError) as err:
+        load_config(REPO / "configs" / "demo.yaml", ["distill.aggregate=median"])
+    assert "distill.aggregate" in one_line(err) and "'adaptive'" in str(err.value)
+    with pytest.raises(UserError) as err:
+        StudentDistiller(arch="tiny_cnn", num_classes=10, optim_cfg={}, aggregate="median", teachers=TeacherSet(names=["a"]))
+    assert one_line(err) == "unknown aggregate 'median'; valid aggregates: adaptive, mean_logits, mean_losses"
+
+
+def test_teachers_of_another_dataset_are_refused_naming_both(teachers_root, tmp_path):
+    digits = pipeline(teachers_root)
+    artifacts = {"strong": digits.unimodal("strong"), "tx": digits.multimodal()}
+    scene = write_scene(tmp_path / "scene", [i % 6 for i in range(60)])
+    other = pipeline(tmp_path / "runs", "data.dataset=scene", f"data.root={scene}")
+    with pytest.raises(UserError) as err:
+        other.load_teachers(artifacts, None)
+    message = one_line(err)
+    assert "teacher 'strong'" in message
+    assert "trained on digits with 10 classes" in message and "this run is scene with 6 classes" in message
+
+
+# ------------------------------------------------------------------------------------ CLI: DDP, resume
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(run_root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "relaxkd", "distill", str(REPO / "configs" / "demo.yaml"), *overrides(run_root, *extra)]
+
+
+def cli_env() -> dict[str, str]:
+    # one thread per process: reproducible numbers, and two runs can share the 2 cores
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()), "PYTHONPATH": str(REPO / "src")}
+
+
+def distill_artifact(run_root: Path):
+    found = ArtifactStore(run_root / "demo").artifacts("distill")
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_two_process_cpu_ddp_distillation_completes(teachers_root, tmp_path):
+    root = copy_root(teachers_root, tmp_path / "runs")
+    command = cli(root, "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu")
+    done = subprocess.run(command, env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr  # really two processes
+    art = distill_artifact(root)
+    assert art.file("student.safetensors").stat().st_size > 0
+    metrics = art.read_json("metrics.json")
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1]
+    # validation logits gathered from both ranks, one row per sample
+    assert all(h["num_samples"] == 360 for h in metrics["history"])
+    assert metrics["top1"] > 15.0, metrics["top1"]
+    # only rank 0 writes: no leftover temporary or duplicate artifacts
+    assert not list((root / "demo").glob(".tmp-*")) and not list((root / "demo").glob(".corrupt-*"))
+
+
+@pytest.mark.slow
+def test_ddp_trains_missing_teachers_then_the_student_in_one_command(tmp_path):
+    """Each training stage of one command gets fresh DDP workers (they used to exit after the first)."""
+    command = cli(tmp_path / "runs", "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu")
+    done = subprocess.run(command, env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("GLOBAL_RANK: 1, MEMBER: 2/2") == 4  # strong, weak, T_x, student
+    assert distill_artifact(tmp_path / "runs").read_json("metrics.json")["num_samples"] == 360
+
+
+RESUME_EPOCHS = "distill.optim={epochs: 4, batch_size: 128, lr: 0.05, warmup_epochs: 1, milestones: [2]}"
+
+
+@pytest.mark.slow  # ~60 s: three CLI runs
+def test_killed_distillation_resumes_to_the_same_metrics(teachers_root, tmp_path):
+    straight = copy_root(teachers_root, tmp_path / "straight")
+    killed = copy_root(teachers_root, tmp_path / "killed")
+    # the uninterrupted reference runs alongside, on the other core
+    reference = subprocess.Popen(cli(straight, RESUME_EPOCHS), env=cli_env(), cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = None
+    try:
+        first = subprocess.Popen(cli(killed, RESUME_EPOCHS), env=cli_env(), cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        checkpoints: list[Path] = []
+        while not checkpoints and first.poll() is None and time.monotonic() < deadline:
+            checkpoints = list((killed / "demo" / ".work").glob("distill-*/checkpoints/last.ckpt"))
+            time.sleep(0.05)
+        assert checkpoints and first.poll() is None, "the run must be killed while training"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert not ArtifactStore(killed / "demo").artifacts("distill")
+        saved_epoch = torch.load(checkpoints[0], map_location="cpu", weights_only=False)["epoch"]
+        assert saved_epoch < 3  # stopped before the last epoch
+
+        resumed = subprocess.run(cli(killed, RESUME_EPOCHS), env=cli_env(), cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"resuming from checkpoint {checkpoints[0]}" in resumed.stderr
+        _, reference_err = reference.communicate(timeout=300)
+        assert reference.returncode == 0, reference_err[-3000:]
+    finally:
+        for proc in (reference, first):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    got, want = distill_artifact(killed), distill_artifact(straight)
+    assert len(want.read_json("metrics.json")["history"]) == 4
+    assert got.read_json("metrics.json") == want.read_json("metrics.json")
+    got_weights, want_weights = load_file(str(got.file("student.safetensors"))), load_file(str(want.file("student.safetensors")))
+    assert all(torch.equal(got_weights[k], want_weights[k]) for k in want_weights)
