@@ -131,39 +131,19 @@ def test_unknown_top_level_section(capsys, monkeypatch):
     one_line_error(relaxkd(capsys, monkeypatch, "validate", DEMO, "foo.bar=1"), "error: config: unknown key 'foo'; valid keys here: name, seed,")
 
 
-def test_override_without_equals(capsys, monkeypatch):
-    one_line_error(
-        relaxkd(capsys, monkeypatch, "validate", DEMO, "noequals"),
-        "error: override 'noequals' is not key=value; write e.g. distill.temperature=3",
-    )
-
-
-def test_proportions_that_do_not_sum_to_one(capsys, monkeypatch):
-    one_line_error(
-        relaxkd(capsys, monkeypatch, "validate", DEMO, "multimodal.proportions={gt: 0.5, wn: 0.6}"),
-        "error: config: multimodal.proportions: proportions must sum to 1, got 1.1",
-    )
-
-
-def test_unknown_text_mode_in_proportions(capsys, monkeypatch):
-    one_line_error(
-        relaxkd(capsys, monkeypatch, "validate", DEMO, "multimodal.proportions={gt: 0.5, xx: 0.5}"),
-        "unknown text mode 'xx'; valid modes: gt, wn, noise, none",
-    )
-
-
-def test_value_out_of_range_shows_the_value(capsys, monkeypatch):
-    one_line_error(
-        relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.temperature=-1"),
-        "error: config: distill.temperature: Input should be greater than 0 (got -1)",
-    )
-
-
-def test_unknown_teacher_lists_the_members(capsys, monkeypatch):
-    one_line_error(
-        relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.teachers=[strong, nope]"),
-        "distill.teachers names unknown teacher 'nope'; valid teachers: strong, weak, strong2, tx",
-    )
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("noequals", "error: override 'noequals' is not key=value; write e.g. distill.temperature=3"),
+        ("multimodal.proportions={gt: 0.5, wn: 0.6}", "error: config: multimodal.proportions: proportions must sum to 1, got 1.1"),
+        ("multimodal.proportions={gt: 0.5, xx: 0.5}", "unknown text mode 'xx'; valid modes: gt, wn, noise, none"),
+        ("distill.temperature=-1", "error: config: distill.temperature: Input should be greater than 0 (got -1)"),
+        ("distill.teachers=[strong, nope]", "distill.teachers names unknown teacher 'nope'; valid teachers: strong, weak, strong2, tx"),
+    ],
+    ids=["override-without-equals", "proportions-not-summing-to-one", "unknown-text-mode", "value-out-of-range", "unknown-teacher"],
+)
+def test_bad_override_is_one_line(capsys, monkeypatch, override, expected):
+    one_line_error(relaxkd(capsys, monkeypatch, "validate", DEMO, override), expected)
 
 
 # -- registry names: rejected before any work starts --------------------------------------------
