@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from relaxkd.config import load_config
@@ -101,6 +102,61 @@ def test_adaptive_aggregation_records_teacher_weights_summing_to_one(teachers_ro
     assert weights[0] == pytest.approx([1 / 3] * 3)  # epoch 0 trains with uniform weights
     # later epochs use inverse validation KD losses: no longer uniform
     assert max(weights[1]) - min(weights[1]) > 0.05, weights[1]
+
+
+# ------------------------------------------------------------------------ cached teacher targets
+
+
+def test_compressed_targets_keep_the_top_k_softened_probabilities_and_the_rest_mass():
+    from relaxkd.distill.targets import compress, expand
+
+    logits = torch.randn(3, 5, 10, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.equal(expand(compress(logits, 0, 4.0), 10), logits)  # top_k = 0: exact
+    stored = compress(logits, 3, 4.0)
+    assert stored["indices"].dtype == torch.int16 and stored["values"].shape == (3, 5, 3)
+    p, q = (F.softmax(z / 4.0, -1) for z in (logits, expand(stored, 10)))
+    top = logits.topk(3, -1).indices
+    torch.testing.assert_close(q.gather(-1, top), p.gather(-1, top))  # kept classes: exact
+    rest = q.scatter(-1, top, 0.0)
+    torch.testing.assert_close(rest.sum(-1), 1 - p.gather(-1, top).sum(-1))  # the rest's mass is kept...
+    torch.testing.assert_close(rest.max(-1).values * 7, rest.sum(-1))  # ...spread evenly over 7 classes
+
+
+def test_cached_targets_replay_the_online_distillation_bit_for_bit_without_running_teachers(teachers_root):
+    from relaxkd.engine.sampling import sample_seed
+    from relaxkd.models import TeacherEnsemble
+    from relaxkd.teachers import MultimodalTeacher
+
+    online = pipeline(teachers_root).distill()
+    p = pipeline(teachers_root, "distill.targets=cached")
+    targets = p.teacher_targets()
+    recorded = load_file(str(targets.file("epoch-0001.safetensors")))
+    assert torch.equal(recorded["aug_seeds"], sample_seed(0, 1, torch.arange(len(p.raw_train))))
+    assert recorded["logits"].shape == (3, len(p.raw_train), 10)  # strong, weak, tx
+    with pytest.MonkeyPatch.context() as mp:
+        for cls, method in ((TeacherEnsemble, "forward"), (MultimodalTeacher, "logits")):
+            mp.setattr(cls, method, lambda *a, **k: pytest.fail("a teacher ran during cached distillation"))
+        cached = p.distill()
+    assert cached.key != online.key
+    for name in ("student.safetensors",):
+        a, b = load_file(str(online.file(name))), load_file(str(cached.file(name)))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda m: {k: v for k, v in m.items() if k != "provenance"}  # noqa: E731
+    assert strip(cached.read_json("metrics.json")) == strip(online.read_json("metrics.json"))
+    # another student recipe on the same teachers, views and epochs replays the same cache
+    assert pipeline(teachers_root, "distill.targets=cached", "distill.kd_weight=0.5").teacher_targets().key == targets.key
+
+
+def test_cached_targets_refuse_an_epoch_they_do_not_cover(teachers_root):
+    from relaxkd.distill import CachedTargets
+
+    targets = pipeline(teachers_root, "distill.targets=cached").teacher_targets()
+    replay = CachedTargets(targets.path, num_teachers=3, num_classes=10, epochs=2, seed=0)
+    assert len(replay.logits("train", 1, torch.tensor([0, 5]))) == 3
+    with pytest.raises(UserError, match="cover 2 epochs, the student asked for epoch 3"):
+        replay.logits("train", 2, torch.tensor([0]))
+    with pytest.raises(UserError, match="recorded for another seed"):
+        CachedTargets(targets.path, num_teachers=3, num_classes=10, epochs=2, seed=1).logits("train", 0, torch.tensor([0]))
 
 
 def student_and_val_logits(teachers_root):

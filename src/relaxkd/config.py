@@ -180,6 +180,12 @@ class DistillConfig(Strict):
     dkd_beta: float = Field(8.0, ge=0)
     #: T_x during distillation: "online" CLIP on every augmented batch, or "cached" clean embeddings.
     tx_input: Literal["cached", "online"] = "online"
+    #: teachers during distillation: "online" (run on every batch) or "cached" (Fast-KD style: the
+    #: teacher-targets stage records their logits for every epoch's augmented views once; students
+    #: trained with the same teachers, data, seed, batch size and epochs replay them).
+    targets: Literal["online", "cached"] = "online"
+    #: logits kept per teacher and sample in cached targets; 0 keeps all (exact replay).
+    cache_top_k: int = Field(0, ge=0)
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(epochs=500, milestones=[300, 400])
     )
@@ -328,10 +334,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {str(path)!r} is a directory; pass a YAML file such as configs/demo.yaml")
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/demo.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:  # e.g. no read permission
+        raise UserError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}; check its permissions") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {str(path)!r} is not a text file (not UTF-8); pass a YAML file such as configs/demo.yaml") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -1,4 +1,6 @@
-"""Student distillation from a set of frozen teachers (DESIGN §2.7)."""
-from relaxkd.distill.student import StudentDistiller, TeacherSet
+"""Student distillation from a set of frozen teachers (DESIGN §2.7), online or from cached targets."""
+from relaxkd.distill.student import StudentDistiller
+from relaxkd.distill.targets import CachedTargets, build_targets
+from relaxkd.distill.teacher_set import TeacherSet
 
-__all__ = ["StudentDistiller", "TeacherSet"]
+__all__ = ["CachedTargets", "StudentDistiller", "TeacherSet", "build_targets"]

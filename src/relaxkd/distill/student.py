@@ -2,44 +2,25 @@
 
 Every teacher sees the same augmented batch, re-normalised to its own input statistics (timm's
 distillation task does the same). Teachers are frozen, kept in eval mode, run under
-``inference_mode`` and are excluded from checkpoints and gradient synchronisation.
+``inference_mode`` and are excluded from checkpoints and gradient synchronisation. With cached
+teacher targets (targets.py) no teacher runs: their recorded logits for this epoch's views are replayed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from relaxkd.config import OptimConfig
-from relaxkd.data.transforms import Stats, renormalize
+from relaxkd.data.transforms import Stats
+from relaxkd.distill.teacher_set import TeacherSet
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
 from relaxkd.errors import UserError
 from relaxkd.losses import adaptive_teacher_weights, distillation_loss, kd_loss
 from relaxkd.losses.distill import AGGREGATORS, KD_METHODS
-from relaxkd.models import TeacherEnsemble, build_backbone
-from relaxkd.teachers.multimodal import MultimodalTeacher
-
-
-@dataclass
-class TeacherSet:
-    """Frozen teachers of one distillation: image teachers and optionally T_x."""
-
-    names: list[str]
-    image_teachers: TeacherEnsemble | None = None
-    image_stats: Stats | None = None
-    multimodal: MultimodalTeacher | None = None
-    #: online T_x: images (student statistics) -> CLIP image embeddings
-    clip_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
-    #: cached T_x: clean-image CLIP embeddings of the training / validation sets, by index
-    cached_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def multimodal_index(self) -> int | None:
-        return len(self.names) - 1 if self.multimodal is not None else None
+from relaxkd.models import build_backbone
 
 
 class _Frozen(nn.Module):
@@ -85,12 +66,7 @@ class StudentDistiller(ClassifierModule):
         self.student = build_backbone(arch, num_classes, "none")
         self.input_stats = input_stats
         self.teacher_set = teachers or TeacherSet(names=[])
-        modules: dict[str, nn.Module] = {}
-        if self.teacher_set.image_teachers is not None:
-            modules["image"] = self.teacher_set.image_teachers
-        if self.teacher_set.multimodal is not None:
-            modules["tx"] = self.teacher_set.multimodal
-        self.teachers = _Frozen(modules)
+        self.teachers = _Frozen(self.teacher_set.modules())
         count = max(1, len(self.teacher_set.names))
         self.register_buffer("teacher_weights", torch.full((count,), 1.0 / count))
         self.strict_loading = False  # teachers are not saved with the student
@@ -100,20 +76,8 @@ class StudentDistiller(ClassifierModule):
         return self.student(images)
 
     # -- teachers ------------------------------------------------------------------------------
-    @torch.inference_mode()
     def teacher_logits(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str) -> list[torch.Tensor]:
-        ts = self.teacher_set
-        out: list[torch.Tensor] = []
-        if ts.image_teachers is not None:
-            x = images if ts.image_stats == self.input_stats else renormalize(images, self.input_stats, ts.image_stats)
-            out.extend(ts.image_teachers(x).float().unbind(0))
-        if ts.multimodal is not None:
-            if ts.clip_encoder is not None:
-                emb = ts.clip_encoder(images).float()
-            else:
-                emb = ts.cached_embeddings[split][indices.cpu()].to(images.device).float()
-            out.append(ts.multimodal.logits(emb, targets, indices, split).float())
-        return [t.clone() for t in out]  # leave inference mode: these enter the autograd graph as constants
+        return self.teacher_set.logits(images, targets, indices, split, self.input_stats, epoch=self.current_epoch)
 
     # -- training ------------------------------------------------------------------------------
     def _loss(self, student_logits, teacher_logits, targets) -> dict[str, torch.Tensor]:

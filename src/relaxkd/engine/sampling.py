@@ -27,7 +27,8 @@ class EpochAwareSampler(DistributedSampler):
             yield self.epoch * n + index
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
+def sample_seed(seed: int, epoch: int, index):
+    """The augmentation seed of one sample (``index`` may be an int64 tensor of indices)."""
     return (seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**31 - 1)
 
 

@@ -61,7 +61,7 @@ class Pipeline:
         check_names(cfg)
         self.cfg = cfg
         self.store = ArtifactStore(cfg.run_dir)
-        self.shared = ArtifactStore(cfg.cache_root)
+        self.shared = ArtifactStore(cfg.cache_root, setting="cache_root")
         self._resolved: dict[tuple[str, str], Artifact] = {}
 
     # -- helpers -------------------------------------------------------------------------------
@@ -76,7 +76,8 @@ class Pipeline:
             return found
         log(f"{stage}: computing -> {store.path(stage, store.key(stage, spec))}")
         started = time.time()
-        with store.create(stage, spec, extra={"seed": self.cfg.seed, "config_hash": self.config_hash}) as tmp:
+        extra = {"seed": self.cfg.seed, "config_hash": self.config_hash, "inputs": self._inputs(spec)}
+        with store.create(stage, spec, extra=extra) as tmp:
             (tmp / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             build(tmp)
         artifact = store.lookup(stage, spec, verify=False)
@@ -84,6 +85,11 @@ class Pipeline:
         self._resolved[memo_key] = artifact
         log(f"{stage}: done in {time.time() - started:.1f}s")
         return artifact
+
+    def _inputs(self, spec: dict) -> list[str]:
+        """The artifacts (``<stage>-<key>``) a stage is built from: every one resolved here whose key its spec names."""
+        named = set(_strings(spec))
+        return sorted({f"{a.stage}-{a.key}" for a in self._resolved.values() if a.key in named})
 
     @cached_property
     def config_hash(self) -> str:
@@ -297,6 +303,7 @@ class Pipeline:
             "policy": self.cfg.data.policy,
             "arch": u.arch,
             "weights": u.weights,
+            **self._weights_file_hash(u.weights),
             "member": member.model_dump(),
             "optim": u.optim.model_dump(),
             "train": self.train_spec(),
@@ -324,6 +331,12 @@ class Pipeline:
             write_json(out / "metrics.json", self._metrics(module, epochs=u.optim.epochs))
 
         return self._stage(self.store, "teacher-unimodal", spec, build)
+
+    @staticmethod
+    def _weights_file_hash(weights: str) -> dict[str, str]:
+        """A weights file's content, not just its path, determines the artifact (as for clip_spec)."""
+        path = Path(weights).expanduser()
+        return {"weights_sha256": file_sha256(path)} if weights not in ("none", "imagenet") and path.is_file() else {}
 
     def _teacher_info(self, kind: str, **extra) -> dict[str, Any]:
         return {
@@ -437,18 +450,93 @@ class Pipeline:
         return module
 
     # -- stage: distillation -------------------------------------------------------------------
-    def distill(self) -> Artifact:
+    def distill_teachers(self) -> tuple[dict[str, Artifact], Artifact | None]:
+        """The distillation's teacher artifacts (built when missing) and, with T_x, the image embeddings."""
         d = self.cfg.distill
-        teachers = [t for t in d.teachers] if d.loss != "none" else []
+        teachers = list(d.teachers) if d.loss != "none" else []
         artifacts = {name: (self.multimodal() if name == "tx" else self.unimodal(name)) for name in teachers}
-        images = self.embed_images() if "tx" in artifacts else None
-        spec = {
+        return artifacts, (self.embed_images() if "tx" in artifacts else None)
+
+    def student_views_spec(self) -> dict[str, Any]:
+        """What determines the augmented views a student sees, epoch by epoch."""
+        return {
             "data": self.data_spec(),
             "image_size": self.cfg.data.image_size,
             "policy": self.cfg.data.policy,
-            "teachers": {n: a.key for n, a in artifacts.items()},
-            "distill": d.model_dump(exclude={"preset"}),
             "seed": self.cfg.seed,
+        }
+
+    def student_data(self):
+        from relaxkd.data.transforms import IMAGENET_STATS
+        from relaxkd.engine.trainer import SeededDataModule
+
+        d = self.cfg.distill
+        return SeededDataModule(
+            self.augmented(self.raw_train, "strong", IMAGENET_STATS),
+            self.augmented(self.raw_val, "test", IMAGENET_STATS),
+            d.optim.batch_size,
+            self.cfg.data.num_workers,
+            self.cfg.seed,
+        )
+
+    def teacher_targets(self) -> Artifact:
+        """Cached teacher targets: every teacher's logits on every epoch's student views, once."""
+        d = self.cfg.distill
+        artifacts, images = self.distill_teachers()
+        spec = {
+            **self.student_views_spec(),
+            "teachers": {n: a.key for n, a in artifacts.items()},
+            "tx_input": d.tx_input if "tx" in artifacts else None,
+            "epochs": d.optim.epochs,
+            "batch_size": d.optim.batch_size,  # same batches as the student: bit-identical logits
+            "top_k": d.cache_top_k,
+            # the fill value of a top-k cache preserves the softened mass at this temperature
+            "temperature": d.temperature if d.cache_top_k else None,
+        }
+        if "tx" in artifacts and d.tx_input == "online":
+            spec["clip"] = self.clip_spec()
+
+        def build(out: Path) -> None:
+            from relaxkd.data.transforms import IMAGENET_STATS
+            from relaxkd.distill import build_targets
+
+            teacher_set = self.load_teachers(artifacts, images)
+            dev = device()
+            for module in teacher_set.modules().values():
+                module.to(dev)
+            data = self.student_data()
+
+            def logits(images, targets, indices, split):
+                return teacher_set.logits(images, targets, indices, split, IMAGENET_STATS)
+
+            build_targets(
+                logits,
+                data.train_set,
+                data.val_set,
+                out=out,
+                work=self.store.work_dir("teacher-targets", self.store.key("teacher-targets", spec)),
+                epochs=d.optim.epochs,
+                seed=self.cfg.seed,
+                batch_size=d.optim.batch_size,
+                num_workers=self.cfg.data.num_workers,
+                top_k=d.cache_top_k,
+                temperature=d.temperature,
+                device=dev,
+                log=log,
+            )
+            write_json(out / "targets.json", {"teachers": teacher_set.names, "epochs": d.optim.epochs, "top_k": d.cache_top_k})
+
+        return self._stage(self.store, "teacher-targets", spec, build)
+
+    def distill(self) -> Artifact:
+        d = self.cfg.distill
+        artifacts, images = self.distill_teachers()
+        cached = self.teacher_targets() if d.targets == "cached" and artifacts else None
+        spec = {
+            **self.student_views_spec(),
+            "teachers": {n: a.key for n, a in artifacts.items()},
+            "targets": cached.key if cached is not None else None,
+            "distill": d.model_dump(exclude={"preset"}),
             "train": self.train_spec(),
         }
         if "tx" in artifacts and d.tx_input == "online":
@@ -456,11 +544,20 @@ class Pipeline:
 
         def build(out: Path) -> None:
             from relaxkd.data.transforms import IMAGENET_STATS
-            from relaxkd.distill import StudentDistiller
-            from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything
+            from relaxkd.distill import CachedTargets, StudentDistiller, TeacherSet
+            from relaxkd.engine.trainer import build_trainer, fit, seed_everything
 
+            if cached is not None:
+                names = cached.read_json("targets.json")["teachers"]
+                replay = CachedTargets(
+                    cached.path, num_teachers=len(names), num_classes=self.num_classes, epochs=d.optim.epochs, seed=self.cfg.seed
+                )
+                teacher_set = TeacherSet(names=names, cached=replay)
+            else:
+                teacher_set = self.load_teachers(artifacts, images)
+            # seeded after the teachers are built (their construction draws random numbers): the
+            # student starts from the same weights whichever teachers it has, online or cached
             seed_everything(self.cfg.seed)
-            teacher_set = self.load_teachers(artifacts, images)
             module = StudentDistiller(
                 arch=d.student,
                 num_classes=self.num_classes,
@@ -476,16 +573,9 @@ class Pipeline:
                 class_counts=self.class_counts,
                 teachers=teacher_set,
             )
-            data = SeededDataModule(
-                self.augmented(self.raw_train, "strong", IMAGENET_STATS),
-                self.augmented(self.raw_val, "test", IMAGENET_STATS),
-                d.optim.batch_size,
-                self.cfg.data.num_workers,
-                self.cfg.seed,
-            )
             work = self.store.work_dir("distill", self.store.key("distill", spec))
             trainer = build_trainer(self.cfg.trainer, work, d.optim.epochs)
-            fit(trainer, module, data, work)
+            fit(trainer, module, self.student_data(), work)
             save_file(_contiguous(module.student.state_dict()), str(out / "student.safetensors"))
             write_json(
                 out / "student.json",
@@ -500,6 +590,7 @@ class Pipeline:
                     loss=d.loss,
                     aggregate=d.aggregate,
                     tx_input=d.tx_input if "tx" in artifacts else None,
+                    targets=d.targets if artifacts else None,
                 ),
             )
 
@@ -562,6 +653,18 @@ class _EmbeddingSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         return self.embeddings[index].float(), int(self.labels[index]), index
+
+
+def _strings(value: Any):
+    """Every string inside a nested spec (dicts, lists)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,82 @@
+"""The frozen teachers of one distillation and how they turn a batch into logits.
+
+Teachers run online (every augmented batch goes through every teacher) or, with cached targets,
+not at all: their logits for every (epoch, sample) were computed once by the teacher-targets stage
+and are replayed (see targets.py). Both paths go through ``TeacherSet.logits``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from relaxkd.data.transforms import Stats, renormalize
+from relaxkd.models import TeacherEnsemble
+from relaxkd.teachers.multimodal import MultimodalTeacher
+
+if TYPE_CHECKING:
+    from relaxkd.distill.targets import CachedTargets
+
+#: T_x's name in ``TeacherSet.names`` (always listed last)
+MULTIMODAL = "tx"
+
+
+@dataclass
+class TeacherSet:
+    """Frozen teachers of one distillation: image teachers and optionally T_x."""
+
+    names: list[str]
+    image_teachers: TeacherEnsemble | None = None
+    image_stats: Stats | None = None
+    multimodal: MultimodalTeacher | None = None
+    #: online T_x: images (student statistics) -> CLIP image embeddings
+    clip_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: cached T_x: clean-image CLIP embeddings of the training / validation sets, by index
+    cached_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: cached teacher targets: no teacher runs, their recorded logits are replayed
+    cached: "CachedTargets | None" = None
+
+    @property
+    def multimodal_index(self) -> int | None:
+        return self.names.index(MULTIMODAL) if MULTIMODAL in self.names else None
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The teachers' modules (none when targets are cached), to move them with the student."""
+        found: dict[str, torch.nn.Module] = {}
+        if self.image_teachers is not None:
+            found["image"] = self.image_teachers
+        if self.multimodal is not None:
+            found[MULTIMODAL] = self.multimodal
+        return found
+
+    @torch.inference_mode()
+    def logits(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        indices: torch.Tensor,
+        split: str,
+        input_stats: Stats | None,
+        epoch: int = 0,
+    ) -> list[torch.Tensor]:
+        """One ``[B, C]`` logit tensor per teacher, in ``names`` order, for an augmented batch.
+
+        ``images`` are normalised with ``input_stats``; each teacher gets them re-normalised to its
+        own statistics. ``epoch`` selects the recorded targets when they are cached.
+        """
+        if self.cached is not None:
+            out = self.cached.logits(split, epoch, indices)
+            return [t.to(images.device) for t in out]
+        out = []
+        if self.image_teachers is not None:
+            x = images if self.image_stats == input_stats else renormalize(images, input_stats, self.image_stats)
+            out.extend(self.image_teachers(x).float().unbind(0))
+        if self.multimodal is not None:
+            if self.clip_encoder is not None:
+                emb = self.clip_encoder(images).float()
+            else:
+                emb = self.cached_embeddings[split][indices.cpu()].to(images.device).float()
+            out.append(self.multimodal.logits(emb, targets, indices, split).float())
+        # leave inference mode: these enter the student's autograd graph as constants
+        return [t.clone() for t in out]
