@@ -49,3 +49,37 @@ def _few_threads():
     # the suite shares 2 cores; fixed thread counts also keep CPU results reproducible
     torch.set_num_threads(1)
     yield
+
+
+class CommittedRun:
+    """A tiny run whose artifacts are committed; bad commands against it must leave them intact."""
+
+    def __init__(self, root: Path, data_root: Path):
+        self.root = root
+        self.data_root = data_root
+        #: overrides that point a command at this run (3 classes of solid-colour images)
+        self.args = [*tiny_overrides(root), "data.dataset=imagefolder", f"data.root={data_root}", "distill.teachers=[strong]"]
+
+    def snapshot(self):
+        from cli_helpers import RunSnapshot
+
+        return RunSnapshot.of(self.root)
+
+
+@pytest.fixture(scope="session")
+def committed_run(tmp_path_factory) -> CommittedRun:
+    """Built once per session (seconds): image embeddings and the strong unimodal teacher."""
+    from relaxkd.config import load_config
+    from relaxkd.stages.pipeline import Pipeline
+
+    from data_fixtures import write_image_folder
+
+    base = tmp_path_factory.mktemp("committed")
+    data = write_image_folder(base / "data", {"train": {"cat": 6, "dog": 6, "fish": 6}, "val": {"cat": 2, "dog": 2, "fish": 2}})
+    run = CommittedRun(base / "runs", data)
+    torch.set_num_threads(1)  # session fixtures run before the autouse thread fixture
+    pipeline = Pipeline(load_config(REPO / "configs" / "demo.yaml", run.args))
+    pipeline.embed_images()
+    pipeline.unimodal("strong")
+    assert len(run.snapshot().files) > 6
+    return run

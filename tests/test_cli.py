@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,68 +15,28 @@ import yaml
 
 from relaxkd import cli
 
-from conftest import REPO, tiny_overrides
+from cli_helpers import assert_user_error, relaxkd, relaxkd_subprocess
+from conftest import REPO
 from data_fixtures import write_corrupt_image, write_image, write_image_folder
 
 DEMO = str(REPO / "configs" / "demo.yaml")
-ENTRY_POINT = Path(sys.executable).with_name("relaxkd")
-#: stage runs print progress before failing: `[relaxkd] stage: computing -> ...` and tqdm bars
-PROGRESS_LINE = re.compile(r"^(\[relaxkd\] |.*: +\d+%\|)")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def relaxkd(capsys, monkeypatch, *args: str) -> Result:
-    """Run `relaxkd ARGS` in this process through the console script's `main()`."""
-    capsys.readouterr()  # drop anything printed before
-    monkeypatch.setattr(sys, "argv", ["relaxkd", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
-def relaxkd_subprocess(*args: str, cwd: Path) -> Result:
-    proc = subprocess.run([str(ENTRY_POINT), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def one_line_error(result: Result, *fragments: str, after_progress: bool = False) -> str:
-    """Assert exit 2, no traceback and exactly one stderr line, `error: ...`, holding every fragment.
-
-    With ``after_progress`` (a stage that started work), progress lines may precede the error line.
-    """
-    assert result.code == 2, result
-    assert "Traceback" not in result.err
-    lines = [line for line in re.split(r"[\r\n]", result.err) if line.strip()]
-    assert lines, "nothing on stderr"
-    message = lines[-1]
-    assert message.startswith("error: "), result.err
-    others = lines[:-1]
-    if after_progress:
-        others = [line for line in others if not PROGRESS_LINE.match(line)]
-    assert others == [], f"stderr has more than the error line: {others}"
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
 
 
 @pytest.fixture
-def run_root(tmp_path) -> Path:
-    return tmp_path / "runs"
+def run_root(committed_run) -> Path:
+    return committed_run.root
 
 
 @pytest.fixture
-def tiny(run_root) -> list[str]:
-    return tiny_overrides(run_root)
+def tiny(committed_run) -> list[str]:
+    """Overrides that point a command at the session's committed tiny run."""
+    return committed_run.args
+
+
+@pytest.fixture
+def intact(committed_run):
+    """The committed run's artifacts before the test's bad command; `assert_user_error` checks them after."""
+    return committed_run.snapshot()
 
 
 def image_folder_args(tiny: list[str], root: Path) -> list[str]:
@@ -102,7 +60,7 @@ def test_validate_demo_config_prints_resolved_yaml(capsys, monkeypatch):
 # -- config: files, keys, values ----------------------------------------------------------------
 def test_missing_config_file(capsys, monkeypatch, tmp_path):
     missing = tmp_path / "nope.yaml"
-    one_line_error(
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "validate", missing),
         f"error: config file '{missing}' does not exist; pass a YAML file such as configs/demo.yaml",
     )
@@ -111,24 +69,62 @@ def test_missing_config_file(capsys, monkeypatch, tmp_path):
 def test_invalid_yaml_names_the_line(capsys, monkeypatch, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: broken\ndata: [1, 2\n  foo: }\n")
-    one_line_error(relaxkd(capsys, monkeypatch, "validate", bad), f"error: config file '{bad}' is not valid YAML at line 3; fix the syntax")
+    assert_user_error(relaxkd(capsys, monkeypatch, "validate", bad), f"error: config file '{bad}' is not valid YAML at line 3; fix the syntax")
 
 
 def test_yaml_that_is_not_a_mapping(capsys, monkeypatch, tmp_path):
     listing = tmp_path / "list.yaml"
     listing.write_text("- 1\n- 2\n")
-    one_line_error(relaxkd(capsys, monkeypatch, "validate", listing), "must hold a mapping of sections, not list")
+    assert_user_error(relaxkd(capsys, monkeypatch, "validate", listing), "must hold a mapping of sections, not list")
 
 
-def test_unknown_config_key_suggests_the_close_one(capsys, monkeypatch):
-    one_line_error(
-        relaxkd(capsys, monkeypatch, "validate", DEMO, "data.datset=digits"),
-        "error: config: unknown key 'data.datset' (did you mean 'dataset'?); valid keys here: dataset, root,",
+def test_config_path_that_is_a_directory(capsys, monkeypatch, tmp_path):
+    assert_user_error(
+        relaxkd(capsys, monkeypatch, "validate", tmp_path),
+        f"error: config file '{tmp_path}' is a directory; pass a YAML file such as configs/demo.yaml",
     )
 
 
-def test_unknown_top_level_section(capsys, monkeypatch):
-    one_line_error(relaxkd(capsys, monkeypatch, "validate", DEMO, "foo.bar=1"), "error: config: unknown key 'foo'; valid keys here: name, seed,")
+def test_config_file_that_is_not_text(capsys, monkeypatch, tmp_path):
+    image = write_image(tmp_path / "photo.png")
+    binary = image.rename(tmp_path / "photo.yaml")
+    assert_user_error(
+        relaxkd(capsys, monkeypatch, "validate", binary),
+        f"error: config file '{binary}' is not a text file (not UTF-8); pass a YAML file such as configs/demo.yaml",
+    )
+
+
+def test_unreadable_config_file(capsys, monkeypatch, tmp_path):
+    locked = tmp_path / "locked.yaml"
+    locked.write_text("name: x\n")
+    read_text = Path.read_text
+
+    def denied(self, *args, **kwargs):  # chmod 000 does not stop root, who runs some CI machines
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    assert_user_error(
+        relaxkd(capsys, monkeypatch, "validate", locked),
+        f"error: cannot read config file '{locked}': Permission denied; check its permissions",
+    )
+
+
+def test_unknown_config_key_suggests_the_close_one(capsys, monkeypatch, tiny, intact):
+    assert_user_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, *tiny, "data.datset=digits"),
+        "error: config: unknown key 'data.datset' (did you mean 'dataset'?); valid keys here: dataset, root,",
+        intact=intact,
+    )
+
+
+def test_unknown_top_level_section(capsys, monkeypatch, tiny, intact):
+    assert_user_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, *tiny, "foo.bar=1"),
+        "error: config: unknown key 'foo'; valid keys here: name, seed,",
+        intact=intact,
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,65 +135,81 @@ def test_unknown_top_level_section(capsys, monkeypatch):
         ("multimodal.proportions={gt: 0.5, xx: 0.5}", "unknown text mode 'xx'; valid modes: gt, wn, noise, none"),
         ("distill.temperature=-1", "error: config: distill.temperature: Input should be greater than 0 (got -1)"),
         ("distill.teachers=[strong, nope]", "distill.teachers names unknown teacher 'nope'; valid teachers: strong, weak, strong2, tx"),
+        ("relax.temperature=0", "error: config: relax.temperature: Input should be greater than 0 (got 0)"),
+        ("unimodal.optim.epochs=-1", "error: config: unimodal.optim.epochs: Input should be greater than 0 (got -1)"),
+        ("distill.optim.batch_size=0", "error: config: distill.optim.batch_size: Input should be greater than 0 (got 0)"),
+        ("data.image_size=0", "error: config: data.image_size: Input should be greater than 0 (got 0)"),
+        ("data.num_workers=-1", "error: config: data.num_workers: Input should be greater than or equal to 0 (got -1)"),
     ],
-    ids=["override-without-equals", "proportions-not-summing-to-one", "unknown-text-mode", "value-out-of-range", "unknown-teacher"],
+    ids=[
+        "override-without-equals", "proportions-not-summing-to-one", "unknown-text-mode", "value-out-of-range",
+        "unknown-teacher", "zero-relax-temperature", "negative-epochs", "zero-batch-size", "zero-image-size",
+        "negative-workers",
+    ],
 )
-def test_bad_override_is_one_line(capsys, monkeypatch, override, expected):
-    one_line_error(relaxkd(capsys, monkeypatch, "validate", DEMO, override), expected)
+def test_bad_override_is_one_line(capsys, monkeypatch, tiny, intact, override, expected):
+    assert_user_error(relaxkd(capsys, monkeypatch, "validate", DEMO, *tiny, override), expected, intact=intact)
 
 
 # -- registry names: rejected before any work starts --------------------------------------------
-def test_unknown_dataset_is_rejected_before_the_run_starts(capsys, monkeypatch, tiny, run_root):
-    message = one_line_error(relaxkd(capsys, monkeypatch, "run", DEMO, *tiny, "data.dataset=nope"), "error: unknown dataset 'nope'; valid datasets: ")
+def test_unknown_dataset_is_rejected_before_the_run_starts(capsys, monkeypatch, tiny, intact):
+    result = relaxkd(capsys, monkeypatch, "run", DEMO, *tiny, "data.dataset=nope")
+    message = assert_user_error(result, "error: unknown dataset 'nope'; valid datasets: ", intact=intact)
     assert "imagefolder" in message and "digits" in message
-    assert not run_root.exists()  # nothing was written
+    assert intact.unchanged()  # nothing was written
 
 
-def test_unknown_student_model(capsys, monkeypatch):
-    message = one_line_error(
-        relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.student=vgg99"), "error: unknown backbone 'vgg99'; valid backbones: "
+def test_unknown_student_model(capsys, monkeypatch, tiny, intact):
+    message = assert_user_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, *tiny, "distill.student=vgg99"),
+        "error: unknown backbone 'vgg99'; valid backbones: ",
+        intact=intact,
     )
     assert "resnet18" in message and "resnet50" in message
 
 
 # -- data on disk ---------------------------------------------------------------------------------
-def test_missing_data_directory(capsys, monkeypatch, tiny, tmp_path):
+def test_missing_data_directory(capsys, monkeypatch, tiny, intact, tmp_path):
     missing = tmp_path / "nonexistent"
-    one_line_error(
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, missing)),
         f"error: data directory {missing} for dataset 'imagefolder' does not exist: set data.root to the folder holding train/<class>/<image>",
         after_progress=True,
+        intact=intact,
     )
 
 
-def test_empty_class_folder(capsys, monkeypatch, tiny, tmp_path):
+def test_empty_class_folder(capsys, monkeypatch, tiny, intact, tmp_path):
     root = write_image_folder(tmp_path / "data", {"train": {"cat": 2, "dog": 0}, "val": {"cat": 1, "dog": 1}})
-    one_line_error(
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, root)),
         f"error: empty class folder {root / 'train' / 'dog'}: each class folder needs at least one image",
         after_progress=True,
+        intact=intact,
     )
 
 
 @pytest.mark.parametrize("num_workers", [0, 2], ids=["main-process", "dataloader-workers"])
-def test_corrupt_image_file_is_one_line_even_from_dataloader_workers(capsys, monkeypatch, tiny, tmp_path, num_workers):
+def test_corrupt_image_file_is_one_line_even_from_dataloader_workers(capsys, monkeypatch, tiny, intact, tmp_path, num_workers):
     root = cat_dog_folder(tmp_path / "data")
     bad = write_corrupt_image(root / "train" / "dog" / "bad.jpg")
-    one_line_error(
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, root), f"data.num_workers={num_workers}"),
         f"error: cannot read image {bad}: not an image file PIL can identify; replace or remove the file",
         after_progress=True,
+        intact=intact,
     )
 
 
-def test_class_missing_from_wordnet_says_how_to_override_then_the_override_works(capsys, monkeypatch, tiny, tmp_path):
+def test_class_missing_from_wordnet_says_how_to_override_then_the_override_works(capsys, monkeypatch, tiny, intact, tmp_path):
     root = write_image_folder(tmp_path / "data", {"train": {"cat": 2, "qwxzzyv": 2}, "val": {"cat": 1, "qwxzzyv": 1}})
     args = ["embed", "images", DEMO, *image_folder_args(tiny, root)]
-    one_line_error(
+    assert_user_error(
         relaxkd(capsys, monkeypatch, *args),
         "error: WordNet 3.0 has no noun for class 'qwxzzyv'; write a YAML file of `class_name: synset_name` lines "
         "(e.g. `qwxzzyv: fish.n.01`) and set data.synset_overrides=<that file>",
         after_progress=True,
+        intact=intact,
     )
     # following the message's advice fixes it
     overrides = tmp_path / "synsets.yaml"
@@ -212,38 +224,42 @@ def test_class_missing_from_wordnet_says_how_to_override_then_the_override_works
 def test_report_on_an_empty_run_directory(capsys, monkeypatch, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "report", empty), f"error: no results in '{empty}': run `relaxkd run CONFIG` first"
     )
 
 
-def test_sweep_unknown_family_fails_before_any_work(capsys, monkeypatch, tiny, run_root):
-    one_line_error(
+def test_sweep_unknown_family_fails_before_any_work(capsys, monkeypatch, tiny, intact):
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "sweep", DEMO, *tiny, "--family", "nope"),
         "error: unknown sweep family 'nope'; valid families: table1, table2, table3, figure2",
+        intact=intact,
     )
-    assert not run_root.exists()
+    assert intact.unchanged()
 
 
-def test_sweep_unknown_trial_lists_the_trials(capsys, monkeypatch, tiny, run_root):
-    one_line_error(
+def test_sweep_unknown_trial_lists_the_trials(capsys, monkeypatch, tiny, intact):
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "sweep", DEMO, *tiny, "--trials", "nope"),
         "error: unknown trial 'nope' in sweep table2; valid trials: gt100-wn0/tx-s, gt100-wn0/tm-tx-s,",
+        intact=intact,
     )
-    assert not run_root.exists()
+    assert intact.unchanged()
 
 
-def test_export_unknown_format(capsys, monkeypatch, tiny, tmp_path):
-    one_line_error(
+def test_export_unknown_format(capsys, monkeypatch, tiny, intact, tmp_path):
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "export", DEMO, *tiny, "--format", "xyz", "--out", tmp_path / "export"),
         "error: unknown export format 'xyz'; valid formats: torchscript, onnx",
+        intact=intact,
     )
 
 
-def test_export_without_a_trained_student(capsys, monkeypatch, tiny, run_root, tmp_path):
-    one_line_error(
+def test_export_without_a_trained_student(capsys, monkeypatch, tiny, intact, run_root, tmp_path):
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "export", DEMO, *tiny, "--out", tmp_path / "export"),
         f"error: no trained student in '{run_root / 'demo'}'; run `relaxkd distill` first",
+        intact=intact,
     )
 
 
@@ -272,19 +288,19 @@ def test_predict_good_image_prints_a_class(capsys, monkeypatch, export_dir, tmp_
 
 def test_predict_missing_image(capsys, monkeypatch, export_dir, tmp_path):
     missing = tmp_path / "missing.png"
-    one_line_error(relaxkd(capsys, monkeypatch, "predict", missing, "--model", export_dir), f"error: image file '{missing}' does not exist")
+    assert_user_error(relaxkd(capsys, monkeypatch, "predict", missing, "--model", export_dir), f"error: image file '{missing}' does not exist")
 
 
 @pytest.mark.parametrize("name", ["notes.txt", "garbage.jpg"])
 def test_predict_non_image_file(capsys, monkeypatch, export_dir, tmp_path, name):
     path = write_corrupt_image(tmp_path / name)
-    one_line_error(
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "predict", path, "--model", export_dir), f"error: image file '{path}' is not a readable image"
     )
 
 
 def test_predict_with_a_folder_that_is_no_export(capsys, monkeypatch, tmp_path):
-    one_line_error(
+    assert_user_error(
         relaxkd(capsys, monkeypatch, "predict", tmp_path / "x.png", "--model", tmp_path),
         f"error: '{tmp_path}' is not an export directory (no student.json); run `relaxkd export` first",
     )
@@ -303,7 +319,7 @@ def test_predict_with_a_folder_that_is_no_export(capsys, monkeypatch, tmp_path):
     ids=["unknown-command", "missing-argument", "unknown-option", "bad-choice", "bad-integer"],
 )
 def test_usage_errors(capsys, monkeypatch, args, expected):
-    one_line_error(relaxkd(capsys, monkeypatch, *args), expected)
+    assert_user_error(relaxkd(capsys, monkeypatch, *args), expected)
 
 
 def test_group_without_a_subcommand_prints_its_help(capsys, monkeypatch):
@@ -345,4 +361,4 @@ def test_a_bug_keeps_its_traceback(capsys, monkeypatch):
     ids=["config-error", "usage-error"],
 )
 def test_real_entry_point_prints_one_line(tmp_path, args, expected):
-    one_line_error(relaxkd_subprocess(*args, cwd=tmp_path), expected)
+    assert_user_error(relaxkd_subprocess(*args, cwd=tmp_path), expected)

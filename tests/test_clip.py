@@ -278,7 +278,7 @@ def test_weights_of_another_model(tmp_path):
     with pytest.raises(UserError) as excinfo:
         load_clip(TINY_MODEL, weights=str(path))
     message = _user_error(excinfo)
-    assert "does not match" in message and str(path) in message and TINY_MODEL in message
+    assert "does not fit" in message and str(path) in message and TINY_MODEL in message
 
 
 def test_weights_file_that_is_not_a_checkpoint(tmp_path):

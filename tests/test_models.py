@@ -76,7 +76,7 @@ def test_backbone_weights_mismatch_and_bad_files(tmp_path):
         build_backbone("tiny_cnn", 4, weights=tmp_path / "missing.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(UserError, match="is not a PyTorch or safetensors checkpoint"):
         build_backbone("tiny_cnn", 4, weights=garbage)
 
 

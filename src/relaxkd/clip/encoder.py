@@ -212,15 +212,7 @@ def _loading_error(err: Exception, model: str, weights: str, weights_kind: str) 
     """Turn open_clip's failure into a one-line UserError, or None when it looks like a bug."""
     message = str(err)
     if weights_kind == "file":
-        if "state_dict" in message or "size mismatch" in message or isinstance(err, KeyError):
-            return UserError(
-                f"CLIP weights file {weights!r} does not match model {model!r} "
-                f"({_brief(err)}); check clip.model and clip.weights"
-            )
-        return UserError(
-            f"could not load CLIP weights file {weights!r} into model {model!r} "
-            f"({_brief(err)}); is it an open_clip/OpenAI CLIP checkpoint?"
-        )
+        return _weights_file_error(err, model, weights)
     if weights_kind == "tag" and "download" in message.lower():
         return UserError(
             f"could not download pretrained weights {weights!r} for CLIP model {model!r} "
@@ -237,6 +229,29 @@ def _loading_error(err: Exception, model: str, weights: str, weights_kind: str) 
             f"open_clip_config.json and a weights file"
         )
     return None
+
+
+def _weights_file_error(err: Exception, model: str, weights: str) -> UserError:
+    """Why a checkpoint file failed: no checkpoint at all, or one of another model (both sides named)."""
+    from relaxkd.checkpoints import differences, read_checkpoint, tensors_of
+
+    path = Path(weights).expanduser()
+    advice = f"clip.weights must be an open_clip/OpenAI checkpoint of {model}"
+    if _is_torchscript_archive(path):  # OpenAI's TorchScript files are no plain state dicts
+        return UserError(f"could not load CLIP weights file {weights!r} into model {model!r} ({_brief(err)}); {advice}")
+    found = tensors_of(read_checkpoint(path, f"CLIP weights file {weights!r}", advice))  # raises for a non-checkpoint
+    if found is None:
+        return UserError(f"CLIP weights file {weights!r} holds no state dict of tensors; {advice}")
+    try:
+        with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
+            expected = open_clip.create_model(model, device="cpu").state_dict()
+        detail = differences(found, expected, "the file", model)
+    except Exception:  # noqa: BLE001 - the description is a courtesy; open_clip's reason will do
+        detail = ""
+    return UserError(
+        f"CLIP weights file {weights!r} does not fit CLIP model {model!r}: {detail or _brief(err)}; "
+        f"set clip.model to the model the file was saved from, or clip.weights to a checkpoint of {model}"
+    )
 
 
 class _DropRandomInitWarning(logging.Filter):

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
@@ -142,24 +143,28 @@ def build_trainer(
         logger = TensorBoardLogger(work_dir, name="logs", version=0)
     else:
         logger = False
-    return L.Trainer(
-        max_epochs=max_epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=resolve_precision(cfg.precision),
-        accumulate_grad_batches=cfg.accumulate_grad_batches,
-        deterministic=cfg.deterministic,
-        use_distributed_sampler=False,  # SeededDataModule shards by rank itself
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        logger=logger,
-        log_every_n_steps=10,
-        default_root_dir=work_dir,
-        callbacks=[checkpointing, RngState(), NonFiniteLossGuard(checkpoint_dir), *progress, *(callbacks or [])],
-    )
+    callbacks = [checkpointing, RngState(), NonFiniteLossGuard(checkpoint_dir), *progress, *(callbacks or [])]
+    try:
+        return L.Trainer(
+            max_epochs=max_epochs,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision=resolve_precision(cfg.precision),
+            accumulate_grad_batches=cfg.accumulate_grad_batches,
+            deterministic=cfg.deterministic,
+            use_distributed_sampler=False,  # SeededDataModule shards by rank itself
+            enable_progress_bar=cfg.progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            logger=logger,
+            log_every_n_steps=10,
+            default_root_dir=work_dir,
+            callbacks=callbacks,
+        )
+    except (MisconfigurationException, ValueError) as err:  # Lightning's verdict on the trainer.* values
+        raise UserError(f"trainer settings: {err}; check trainer.accelerator, devices, strategy and precision") from None
 
 
 def fit(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModule, work_dir: Path) -> None:
@@ -171,11 +176,44 @@ def fit(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModu
             "this command trains more than one stage under an external DDP launcher (torchrun, SLURM); "
             "train the earlier stages first (e.g. `relaxkd teacher`), then rerun it"
         )
-    if last.exists() and trainer.global_rank == 0:
-        print(f"[relaxkd] resuming from checkpoint {last}", file=sys.stderr, flush=True)
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    if last.exists():
+        check_resumable(last, module, work_dir)
+        if trainer.global_rank == 0:
+            print(f"[relaxkd] resuming from checkpoint {last}", file=sys.stderr, flush=True)
+    # weights_only: a checkpoint is data, never code (RngState keeps its state to plain types for this)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     if trainer.world_size > 1:
         _end_distributed(trainer)
+
+
+def check_resumable(last: Path, module: L.LightningModule, work_dir: Path) -> None:
+    """Refuse a resume checkpoint that is damaged or was saved by another model, naming both sides.
+
+    Lightning would fail deep inside ``fit`` with a traceback; the remedy is the same for both:
+    start the stage afresh (its work dir holds nothing else of value).
+    """
+    from relaxkd.checkpoints import differences, read_checkpoint
+
+    advice = f"delete {work_dir} to train this stage from the start (completed artifacts are kept)"
+    checkpoint = read_checkpoint(last, f"resume checkpoint {last}", advice, mmap=True)
+    found = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(found, dict):
+        raise UserError(f"resume checkpoint {last} is not a Lightning checkpoint (no state_dict); {advice}")
+    detail = differences(found, module.state_dict(), "the checkpoint", "this run", strict=module.strict_loading)
+    if not detail:
+        return
+    saved, ours = checkpoint.get("hyper_parameters") or {}, dict(module.hparams)
+    changed = [k for k in ours if _plain(ours[k]) and k in saved and saved[k] != ours[k]]
+    if changed:  # e.g. arch or num_classes: the clearest names for the two sides
+        detail = (
+            "checkpoint has " + ", ".join(f"{k}={saved[k]!r}" for k in changed)
+            + "; this run has " + ", ".join(f"{k}={ours[k]!r}" for k in changed) + f": {detail}"
+        )
+    raise UserError(f"cannot resume from {last}: it was saved by another model ({detail}); {advice}")
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None
 
 
 def _end_distributed(trainer: L.Trainer) -> None:

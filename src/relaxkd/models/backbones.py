@@ -69,16 +69,42 @@ def _download_imagenet_state_dict(weights_name: str) -> dict[str, Any]:
 
 
 def _read_state_dict_file(name: str, path: Path) -> dict[str, Any]:
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle/zip errors vary by file; all mean "not a state dict"
-        raise UserError(f"cannot read weights for {name} from {path}: {error}") from None
-    # Accept checkpoints that nest the weights under "state_dict".
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise UserError(f"{path} is not a state dict of tensors (weights for {name})")
-    return loaded
+    from relaxkd.checkpoints import read_checkpoint, tensors_of
+
+    subject = f"weights file {str(path)!r} for {name}"
+    loaded = read_checkpoint(path, subject, "pass a state dict saved with torch.save(model.state_dict()) or safetensors")
+    state_dict = tensors_of(loaded)
+    if state_dict is None:
+        raise UserError(f"{subject} holds no state dict of tensors; save model.state_dict() with torch.save or safetensors")
+    return state_dict
+
+
+def _guess_backbone(state_dict: dict[str, Any]) -> str | None:
+    """The registered backbone whose keys and shapes ``state_dict`` has exactly, if any."""
+    fc = state_dict.get("fc.weight")
+    classes = fc.shape[0] if isinstance(fc, torch.Tensor) and fc.dim() == 2 else 1
+    for name in BACKBONES.names():
+        expected = BACKBONES.get(name).factory(classes).state_dict()
+        if expected.keys() == state_dict.keys() and all(expected[k].shape == state_dict[k].shape for k in expected):
+            return name
+    return None
+
+
+def _mismatch(name: str, state_dict: dict[str, Any], source: str) -> UserError:
+    """Name both sides: what the file holds (a known backbone, or how it differs) and the model."""
+    from relaxkd.checkpoints import differences
+
+    other = _guess_backbone(state_dict)
+    if other is not None:
+        classes = state_dict["fc.weight"].shape[0]
+        return UserError(
+            f"weights {source} are a {other} state dict ({classes} classes), but the model is {name}; "
+            f"pass weights of {name}, or use architecture {other}"
+        )
+    fc = state_dict.get("fc.weight")
+    expected = BACKBONES.get(name).factory(fc.shape[0] if isinstance(fc, torch.Tensor) and fc.dim() == 2 else 1).state_dict()
+    detail = differences(state_dict, expected, "the file", name)
+    return UserError(f"weights {source} do not fit backbone {name}: {detail}; pass a state dict of {name}")
 
 
 def _load_with_new_classifier(
@@ -87,15 +113,12 @@ def _load_with_new_classifier(
     """Build the model with the state dict's classifier size, load strictly, then swap ``fc``."""
     fc_weight = state_dict.get("fc.weight")
     if not isinstance(fc_weight, torch.Tensor) or fc_weight.dim() != 2:
-        raise UserError(f"weights {source} do not fit backbone {name}: no 'fc.weight' classifier")
+        raise _mismatch(name, state_dict, source)
     model = spec.factory(fc_weight.shape[0])
     try:
         model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())
-        if len(detail) > 400:  # a wrong architecture lists every key; the start says enough
-            detail = detail[:400] + " ..."
-        raise UserError(f"weights {source} do not fit backbone {name}: {detail}") from None
+    except RuntimeError:
+        raise _mismatch(name, state_dict, source) from None
     if fc_weight.shape[0] != num_classes:
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
@@ -124,13 +147,13 @@ def build_backbone(name: str, num_classes: int, weights: str | Path = "none") ->
                 f"cannot get ImageNet weights {spec.imagenet_weights} for {name} ({error}); "
                 f"offline, download them elsewhere and pass the state-dict file path as weights"
             ) from None
-        model = _load_with_new_classifier(spec, name, state_dict, num_classes, spec.imagenet_weights)
+        model = _load_with_new_classifier(spec, name, state_dict, num_classes, f"in {spec.imagenet_weights}")
     else:
         path = Path(weights_str).expanduser()
         if not path.is_file():
             raise UserError(
                 f"weights for {name} must be 'none', 'imagenet' or a state-dict file; no file {path}"
             )
-        model = _load_with_new_classifier(spec, name, _read_state_dict_file(name, path), num_classes, str(path))
+        model = _load_with_new_classifier(spec, name, _read_state_dict_file(name, path), num_classes, f"in file {str(path)!r}")
     model.input_stats = spec.input_stats
     return model

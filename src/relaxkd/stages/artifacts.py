@@ -87,8 +87,9 @@ class Artifact:
 
 
 class ArtifactStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, setting: str = "run_root"):
         self.root = Path(root)
+        self.setting = setting  # the config key that moves this store elsewhere (named in errors)
 
     def _tmp_prefix(self, stage: str, key: str) -> str:
         return f".tmp-{stage}-{key}-"
@@ -151,8 +152,8 @@ class ArtifactStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_stale_tmp(stage, key)
         tmp = self.root / f"{self._tmp_prefix(stage, key)}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             yield tmp
             files = {
                 str(p.relative_to(tmp)): file_sha256(p)
@@ -173,8 +174,13 @@ class ArtifactStore:
             }
             _write_json_atomic(tmp / MANIFEST, manifest)
             self._commit(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if disk_full(exc):  # also while training: checkpoints go to .work on the same disk
+                raise UserError(
+                    f"no space left on device while writing {stage} artifact to {final}; "
+                    f"free space or set {self.setting} to another disk (completed artifacts are kept)"
+                ) from exc
             raise
         shutil.rmtree(self.root / ".work" / f"{stage}-{key}", ignore_errors=True)
 
@@ -202,6 +208,25 @@ class ArtifactStore:
                 continue
             found.append(Artifact(manifest["stage"], manifest["key"], path, manifest))
         return found
+
+
+#: what a full disk or an exhausted quota looks like, raised directly (OSError) or wrapped in the
+#: message of a writer library (safetensors: "No space left on device (os error 28)")
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", f"os error {errno.ENOSPC}", f"os error {errno.EDQUOT}")
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from means the disk (or quota) is full."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return True
+        if not isinstance(exc, UserError) and any(text in str(exc) for text in _DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 #: the host in temporary names: a hash, since host names may hold '-' and shared file systems span hosts

@@ -6,8 +6,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-
 from relaxkd.errors import UserError
 
 FORMATS = ("torchscript", "onnx")
@@ -29,15 +27,10 @@ def _find_student(pipeline, artifact: Path | None = None):
 
 
 def export_student(pipeline, out: Path, fmt: str = "torchscript", artifact: Path | None = None) -> list[Path]:
-    from relaxkd.models import build_backbone
-
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     art = _find_student(pipeline, artifact)
-    info = json.loads((art.path / "student.json").read_text())
-    model = build_backbone(info["arch"], info["num_classes"], "none")
-    model.load_state_dict(load_file(str(art.path / "student.safetensors")))
-    model.eval()
+    model, info = _load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "student.safetensors", out / "student.json"]
     shutil.copyfile(art.path / "student.safetensors", written[0])
@@ -56,14 +49,29 @@ def export_student(pipeline, out: Path, fmt: str = "torchscript", artifact: Path
 
 
 def load_exported(model_dir: Path) -> tuple[torch.nn.Module, dict]:
-    from relaxkd.models import build_backbone
-
     info_path = model_dir / "student.json"
     if not info_path.is_file():
         raise UserError(f"{str(model_dir)!r} is not an export directory (no student.json); run `relaxkd export` first")
-    info = json.loads(info_path.read_text())
-    model = build_backbone(info["arch"], info["num_classes"], "none")
-    model.load_state_dict(load_file(str(model_dir / "student.safetensors")))
+    return _load_student(model_dir, "run `relaxkd export` again")
+
+
+def _load_student(folder: Path, advice: str) -> tuple[torch.nn.Module, dict]:
+    """The student in ``folder`` (student.json + student.safetensors); damaged files are a UserError."""
+    from relaxkd.checkpoints import differences, read_checkpoint
+    from relaxkd.models import build_backbone
+
+    try:
+        info = json.loads((folder / "student.json").read_text())
+        arch, num_classes = info["arch"], int(info["num_classes"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{folder / 'student.json'} is damaged ({type(err).__name__}: {err}); {advice}") from None
+    weights = folder / "student.safetensors"
+    state = read_checkpoint(weights, f"student weights {weights}", advice)
+    model = build_backbone(arch, num_classes, "none")
+    detail = differences(state, model.state_dict(), weights.name, f"the {arch} with {num_classes} classes of student.json")
+    if detail:
+        raise UserError(f"{folder} holds student files that do not fit together ({detail}); {advice}")
+    model.load_state_dict(state)
     return model.eval(), info
 
 
