@@ -32,9 +32,11 @@ test-all: setup
 
 bench-quick: setup
 	$(PY) benchmarks/bench_relax.py --quick
+	$(PY) benchmarks/bench_train.py --quick
 
 bench: setup
 	$(PY) benchmarks/bench_relax.py --full
+	$(PY) benchmarks/bench_train.py --full
 
 clean:
 	rm -rf runs .pytest_cache

@@ -7,10 +7,8 @@ teacher targets replay the same augmentation).
 """
 from __future__ import annotations
 
-import random
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
@@ -33,10 +31,15 @@ def sample_seed(seed: int, epoch: int, index):
 
 
 class SeededAugmentation(Dataset):
-    """Applies ``transform`` to ``base[index]`` with RNGs seeded from (seed, epoch, index).
+    """Applies ``transform`` to ``base[index]`` with torch's CPU RNG seeded from (seed, epoch, index).
 
     ``base`` items are ``(image, label, index)`` with raw images; indices may carry an epoch as
-    produced by :class:`EpochAwareSampler`.
+    produced by :class:`EpochAwareSampler`. Only torch's default CPU generator is seeded (and
+    restored afterwards, so a main-process loader leaves the training RNG untouched): the
+    transforms must draw from it alone, as torchvision's and :mod:`relaxkd.data.transforms`' do
+    (tests/test_transforms.py checks every transform :func:`~relaxkd.data.build_transform`
+    builds). Seeding Python's ``random`` and numpy too cost ~0.2 ms a sample, more than some
+    whole augmentations (benchmarks/bench_train.py's loader_headroom).
     """
 
     def __init__(self, base: Dataset, transform, seed: int):
@@ -59,15 +62,17 @@ class SeededAugmentation(Dataset):
         return image, label, index
 
 
-def _seed_all(seed: int):
-    state = (torch.get_rng_state(), random.getstate(), np.random.get_state())
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
+def _seed_all(seed: int) -> torch.Tensor:
+    # Per sample, so cost matters: torch.manual_seed would also seed (or, before CUDA starts,
+    # queue a traceback-capturing lazy seed for) every accelerator, ~0.2-0.5 ms; transforms draw
+    # from the CPU generator only, which is all we seed and restore (~5 us together).
+    state = _CPU.get_state()
+    _CPU.manual_seed(seed)
     return state
 
 
-def _restore_all(state) -> None:
-    torch.set_rng_state(state[0])
-    random.setstate(state[1])
-    np.random.set_state(state[2])
+def _restore_all(state: torch.Tensor) -> None:
+    _CPU.set_state(state)
+
+
+_CPU = torch.default_generator

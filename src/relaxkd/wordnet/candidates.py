@@ -1,7 +1,8 @@
 """Candidate nouns for Algorithm 1 (DESIGN §2.2): all WordNet nouns or the classes' neighbourhood.
 
 Nouns are WordNet lemma spellings (``sea_lion``); :func:`lemma_to_text` gives the prompt text.
-Every list is deduplicated in first-seen order, so it is identical from run to run.
+Every list is deduplicated in first-seen order, with related synsets taken in name order, so it
+is identical from run to run.
 """
 from __future__ import annotations
 
@@ -55,12 +56,18 @@ def _as_synsets(synsets: Iterable[Synset | str], wn: WordNetCorpusReader | None)
     return [synset_by_name(s, wn, "class synsets") if isinstance(s, str) else s for s in items]
 
 
+def _by_name(synsets: list[Synset]) -> list[Synset]:
+    # NLTK keeps a synset's pointers in sets, so hypernyms()/hyponyms() come in an order that
+    # follows the process's string-hash seed: sort them, or the noun list differs between runs
+    return sorted(synsets, key=lambda s: s.name())
+
+
 def _hypernym_levels(synset: Synset, depth: int) -> Iterable[Synset]:
     """Hypernyms breadth-first, nearest first, up to ``depth`` levels (instance ones included)."""
     seen: set[Synset] = set()
     level = [synset]
     for _ in range(depth):
-        level = [h for s in level for h in s.hypernyms() + s.instance_hypernyms()]
+        level = [h for s in level for h in _by_name(s.hypernyms() + s.instance_hypernyms())]
         level = [h for h in dict.fromkeys(level) if h not in seen]
         seen.update(level)
         yield from level
@@ -82,7 +89,7 @@ def neighbourhood_nouns(
         for hypernym in _hypernym_levels(synset, hypernym_depth):
             lemmas += hypernym.lemma_names()
         if include_hyponyms:
-            for hyponym in synset.hyponyms():
+            for hyponym in _by_name(synset.hyponyms()):
                 lemmas += hyponym.lemma_names()
     return _unique(lemmas)
 
