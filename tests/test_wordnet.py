@@ -4,6 +4,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from pathlib import Path
+
 import nltk
 import pytest
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -94,6 +96,17 @@ def test_build_from_debian_files_into_tmp_dir(tmp_path, monkeypatch, no_installe
     assert fresh.synset_from_pos_and_offset("n", 1440764).name() == "tench.n.01"
     assert fresh.synset("dog.n.01").lexname() == "noun.animal"
     assert fresh.lemma_from_key("dog%1:05:00::").synset().name() == "dog.n.01"  # index.sense
+
+
+def test_zipped_corpus_as_nltk_downloader_leaves_it_is_found(wn, tmp_path, monkeypatch, no_installed_wordnet):
+    corpus = Path(str(wn.root))  # the session's corpus folder
+    (tmp_path / "corpora").mkdir()
+    shutil.make_archive(str(tmp_path / "corpora" / "wordnet"), "zip", corpus.parent, "wordnet")
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    monkeypatch.setattr(install, "_apt_install_debian_packages", lambda: pytest.fail("tried to install WordNet"))
+    monkeypatch.setattr(install, "build_wordnet_corpus", lambda d: pytest.fail("tried to build WordNet"))
+    reader = ensure_wordnet(tmp_path / "unused")
+    assert reader.synset("dog.n.01").lexname() == "noun.animal"
 
 
 @needs_debian_files

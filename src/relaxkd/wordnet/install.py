@@ -128,10 +128,13 @@ def _add_to_nltk_path(data_dir: Path) -> None:
 
 
 def _find_nltk_wordnet():
-    try:
-        return nltk.data.find(WORDNET_RESOURCE)
-    except LookupError:
-        return None
+    # a folder, or the zip NLTK's downloader may leave (find() looks inside zips only this way)
+    for resource in (WORDNET_RESOURCE, f"{WORDNET_RESOURCE}.zip/wordnet/"):
+        try:
+            return nltk.data.find(resource)
+        except LookupError:
+            pass
+    return None
 
 
 _READERS: dict[str, WordNetCorpusReader] = {}
