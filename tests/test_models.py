@@ -208,3 +208,28 @@ def test_teacher_ensemble_moves_with_to():
     expected = torch.stack([teacher.double()(x) for teacher in teachers])
     torch.testing.assert_close(ensemble(x), expected)
     assert F.softmax(ensemble(x), dim=-1).shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize("arch", ["tiny_cnn", "resnet18"])
+def test_teacher_ensemble_folds_batch_norm(arch):
+    """The fused network folds every BatchNorm into its convolution; the teachers stay as given."""
+    teachers = [_perturbed(build_backbone(arch, 7)) for _ in range(3)]
+    before = [{k: v.clone() for k, v in teacher.state_dict().items()} for teacher in teachers]
+    ensemble = TeacherEnsemble(teachers)
+    assert ensemble.strategy == "fused"
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in ensemble._fused[0].modules())
+    for teacher, state in zip(teachers, before):
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in teacher.modules()) and not teacher.training
+        for key, value in teacher.state_dict().items():
+            assert torch.equal(value, state[key]), key
+    x = _images(5)
+    with torch.no_grad():
+        expected = torch.stack([teacher(x) for teacher in teachers])
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(ensemble(x), expected, atol=1e-4 * scale, rtol=0)
+    # channels_last input (as a loader may hand over) and float64 after .double()
+    torch.testing.assert_close(ensemble(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-4 * scale, rtol=0)
+    ensemble.double()
+    with torch.no_grad():
+        expected64 = torch.stack([teacher.double()(x.double()) for teacher in teachers])
+    torch.testing.assert_close(ensemble(x.double()), expected64, atol=1e-5 * scale, rtol=0)

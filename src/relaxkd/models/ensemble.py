@@ -177,10 +177,12 @@ class TeacherEnsemble(nn.Module):
     Same-architecture teachers are fused into one network (traced with ``torch.fx``) whose layers
     hold all T members side by side: the first layer's filters are concatenated (one dense conv on
     the shared input), later convolutions become grouped convolutions (``groups × T``), BatchNorm
-    statistics are concatenated and each Linear becomes one batched matmul. The fused network
-    runs channels_last. Measured (BENCHMARKS.md, ``ensemble_speedup``): on an H200, ResNet50 ×3
-    at 32 px runs 2× faster than the loop over members; on 2 CPU cores it runs 0.85× the loop
-    (oneDNN's grouped convolutions are slow there; pass ``strategy="loop"``), tiny CNNs 1.2×. A
+    statistics are concatenated and folded into the convolutions (exact for frozen eval-mode
+    teachers), and each Linear becomes one batched matmul. The fused network runs channels_last. Measured (BENCHMARKS.md, ``ensemble_speedup``): on an H200, ResNet50 ×3
+    at 32 px runs 2× faster than the loop over members; on 2 CPU cores (clean Xeon, BatchNorm
+    folded) 0.83× the loop (oneDNN's grouped convolutions are slow there; pass
+    ``strategy="loop"``; frozen TorchScript of the fused network was 1.27× on that Xeon but 0.55×
+    on the project's AMD EPYC, so it is not used), tiny CNNs 1.85×. A
     ``torch.func`` vmap over stacked weights (``strategy="vmap"``, the fallback for layers the
     fusion does not know) was slower than the loop in every case measured. Mixed architectures
     run as a loop.
