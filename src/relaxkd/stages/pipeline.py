@@ -102,6 +102,12 @@ class Pipeline:
         root = str(Path(d.root).resolve()) if d.root else None
         return {"dataset": d.dataset, "root": root, "params": d.params, "synset_overrides": d.synset_overrides}
 
+    def augmentation_spec(self) -> dict[str, Any]:
+        """What determines the random views of training images besides the seed."""
+        from relaxkd.data.transforms import AUGMENTATION_VERSION
+
+        return {"policy": self.cfg.data.policy, "augmentation": AUGMENTATION_VERSION}
+
     def clip_spec(self) -> dict[str, Any]:
         c = self.cfg.clip
         spec: dict[str, Any] = {"model": c.model, "weights": c.weights}
@@ -300,7 +306,7 @@ class Pipeline:
         spec = {
             "data": self.data_spec(),
             "image_size": self.cfg.data.image_size,
-            "policy": self.cfg.data.policy,
+            **self.augmentation_spec(),
             "arch": u.arch,
             "weights": u.weights,
             **self._weights_file_hash(u.weights),
@@ -365,7 +371,7 @@ class Pipeline:
             "train": self.train_spec(),
         }
         if m.input == "online":
-            spec["online"] = {"data": self.data_spec(), "clip": self.clip_spec(), "policy": self.cfg.data.policy}
+            spec["online"] = {"data": self.data_spec(), "clip": self.clip_spec(), **self.augmentation_spec()}
         return spec
 
     def multimodal(self) -> Artifact:
@@ -462,7 +468,7 @@ class Pipeline:
         return {
             "data": self.data_spec(),
             "image_size": self.cfg.data.image_size,
-            "policy": self.cfg.data.policy,
+            **self.augmentation_spec(),
             "seed": self.cfg.seed,
         }
 
