@@ -424,9 +424,17 @@ def ensemble_speedup(bench: Bench) -> None:
     for size_name in bench.sizes:
         s = setup(bench, size_name)
         ensemble = s.module.teacher_set.image_teachers
+        # distill.compile_teachers=true: the fused network through torch.compile; its one-off
+        # compile is timed separately, then it is timed like the others
+        compiled = TeacherEnsemble(s.members, compiled=True).to(bench.device)
+        started = time.perf_counter()
+        with torch.inference_mode(), bench.autocast():
+            compiled(s.images)
+        compile_seconds = time.perf_counter() - started
         cases = {
             "loop": lambda: torch.stack([m(s.images) for m in s.members]),
             "ensemble": lambda: ensemble(s.images),
+            "compiled": lambda: compiled(s.images),
         }
         context = not (bench.quick and bench.heavy(s.size))  # CIFAR on a CPU: --full only, for time
         if context:  # the other ways to run the members: TeacherEnsemble's vmap, a channels_last loop
@@ -447,7 +455,9 @@ def ensemble_speedup(bench: Bench) -> None:
         if context:
             note(f"{size_name}: loop over vmap {t['loop'] / t['vmap']:.2f}, "
                  f"loop over loop_channels_last {t['loop'] / t['loop_channels_last']:.2f}")
+        note(f"{size_name}: compiling the fused network took {compile_seconds:.1f} s (once per training run)")
         emit(f"ensemble_speedup_{size_name}", t["loop"] / t["ensemble"])
+        emit(f"ensemble_speedup_compiled_{size_name}", t["loop"] / t["compiled"])
 
 
 @figure

@@ -233,3 +233,22 @@ def test_teacher_ensemble_folds_batch_norm(arch):
     with torch.no_grad():
         expected64 = torch.stack([teacher.double()(x.double()) for teacher in teachers])
     torch.testing.assert_close(ensemble(x.double()), expected64, atol=1e-5 * scale, rtol=0)
+
+
+def test_compiled_teacher_ensemble_matches_the_loop_and_recompiles_after_moving():
+    """compiled=True: the fused network through torch.compile (inductor freezing), same logits."""
+    teachers = [_perturbed(build_backbone("tiny_cnn", 7)) for _ in range(2)]
+    ensemble = TeacherEnsemble(teachers, compiled=True)
+    x = _images(5)
+    with torch.no_grad():
+        expected = torch.stack([teacher(x) for teacher in teachers])
+    scale = expected.abs().max().item()
+    with torch.inference_mode():  # as TeacherSet.logits calls it
+        torch.testing.assert_close(ensemble(x), expected, atol=1e-4 * scale, rtol=0)
+        torch.testing.assert_close(ensemble(x[:3]), expected[:, :3], atol=1e-4 * scale, rtol=0)  # another batch size
+    compiled_before = ensemble._compiled[0]
+    ensemble.double()  # frozen weights were baked in: a fresh compiled wrapper over the moved ones
+    assert ensemble._compiled[0] is not compiled_before
+    with torch.inference_mode():
+        torch.testing.assert_close(ensemble(x.double()), torch.stack([t.double()(x.double()) for t in teachers]), atol=1e-5 * scale, rtol=0)
+    assert ensemble.state_dict() == {}  # teachers' weights live in their own artifacts

@@ -626,7 +626,7 @@ class Pipeline:
                 names.append(name)
         teacher_set = TeacherSet(
             names=names,
-            image_teachers=TeacherEnsemble(image_models) if image_models else None,
+            image_teachers=TeacherEnsemble(image_models, compiled=self.cfg.distill.compile_teachers) if image_models else None,
             image_stats=IMAGENET_STATS,
         )
         if "tx" in artifacts:
