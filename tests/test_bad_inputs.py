@@ -42,6 +42,12 @@ def embed_images(capsys, monkeypatch, run, *extra: str):
     return relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *run.args, *extra)
 
 
+def assert_weights_refused(capsys, monkeypatch, run, intact, weights, *fragments: str) -> None:
+    """`relaxkd teacher unimodal.weights=<weights>` fails with one line made of ``fragments``; nothing changes."""
+    result = teacher(capsys, monkeypatch, run, f"unimodal.weights={weights}")
+    assert_user_error(result, *fragments, after_progress=True, intact=intact)
+
+
 def tiny_cnn_state(num_classes: int) -> dict[str, torch.Tensor]:
     from relaxkd.models import build_backbone
 
@@ -54,24 +60,20 @@ def test_backbone_weights_of_another_architecture_name_both(capsys, monkeypatch,
 
     path = tmp_path / "resnet18.pt"
     torch.save(build_backbone("resnet18", 3).state_dict(), path)
-    assert_user_error(
-        teacher(capsys, monkeypatch, run, f"unimodal.weights={path}"),
+    assert_weights_refused(
+        capsys, monkeypatch, run, intact, path,
         f"error: weights in file '{path}' are a resnet18 state dict (3 classes), but the model is tiny_cnn; "
         "pass weights of tiny_cnn, or use architecture resnet18",
-        after_progress=True,
-        intact=intact,
     )
 
 
 def test_backbone_weights_of_unknown_layout_list_the_differences(capsys, monkeypatch, run, intact, tmp_path):
     path = tmp_path / "partial.pt"
     torch.save({k: v for k, v in tiny_cnn_state(3).items() if not k.startswith("features.2")}, path)
-    assert_user_error(
-        teacher(capsys, monkeypatch, run, f"unimodal.weights={path}"),
+    assert_weights_refused(
+        capsys, monkeypatch, run, intact, path,
         f"error: weights in file '{path}' do not fit backbone tiny_cnn: 6 tensors of tiny_cnn missing from the file "
         "(features.2.0.weight, features.2.1.weight, ...); pass a state dict of tiny_cnn",
-        after_progress=True,
-        intact=intact,
     )
 
 
@@ -80,12 +82,10 @@ def test_backbone_weights_file_that_is_no_checkpoint(capsys, monkeypatch, run, i
     path = tmp_path / "weights.pt"
     torch.save(tiny_cnn_state(3), path)
     path.write_bytes(path.read_bytes()[:2000] if damage == "truncated" else b"# my notes\n")
-    assert_user_error(
-        teacher(capsys, monkeypatch, run, f"unimodal.weights={path}"),
+    assert_weights_refused(
+        capsys, monkeypatch, run, intact, path,
         f"error: weights file '{path}' for tiny_cnn is not a PyTorch or safetensors checkpoint (",
         "); pass a state dict saved with torch.save(model.state_dict()) or safetensors",
-        after_progress=True,
-        intact=intact,
     )
 
 
@@ -94,22 +94,18 @@ def test_backbone_weights_that_pickle_a_whole_model_are_never_unpickled(capsys, 
 
     path = tmp_path / "model.pt"
     torch.save(build_backbone("tiny_cnn", 3), path)  # the module object, not its state dict
-    assert_user_error(
-        teacher(capsys, monkeypatch, run, f"unimodal.weights={path}"),
+    assert_weights_refused(
+        capsys, monkeypatch, run, intact, path,
         f"error: weights file '{path}' for tiny_cnn pickles Python objects (relaxkd.models.backbones.TinyCNN), which are "
         "never loaded (unsafe: torch.load weights_only=True); save model.state_dict() with torch.save or safetensors instead",
-        after_progress=True,
-        intact=intact,
     )
 
 
 def test_backbone_weights_file_that_does_not_exist(capsys, monkeypatch, run, intact, tmp_path):
     missing = tmp_path / "missing.pt"
-    assert_user_error(
-        teacher(capsys, monkeypatch, run, f"unimodal.weights={missing}"),
+    assert_weights_refused(
+        capsys, monkeypatch, run, intact, missing,
         f"error: weights for tiny_cnn must be 'none', 'imagenet' or a state-dict file; no file {missing}",
-        after_progress=True,
-        intact=intact,
     )
 
 

@@ -218,21 +218,25 @@ def test_transforms_draw_from_torch_cpu_rng_only(image, kind, policy):
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_seeded_augmentation_is_a_function_of_seed_epoch_index_and_restores_torch_rng():
-    from torch.utils.data import Dataset
+class RandomImages(torch.utils.data.Dataset):
+    """``(image, label, index)`` items: 20 px RGB noise fixed by the index."""
 
+    def __init__(self, count: int):
+        self.count = count
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        pixels = np.random.default_rng(index).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+        return Image.fromarray(pixels), index % 3, index
+
+
+def test_seeded_augmentation_is_a_function_of_seed_epoch_index_and_restores_torch_rng():
     from relaxkd.engine.sampling import SeededAugmentation
 
-    class Raw(Dataset):
-        def __len__(self):
-            return 10
-
-        def __getitem__(self, index):
-            pixels = np.random.default_rng(index).integers(0, 256, (20, 20, 3), dtype=np.uint8)
-            return Image.fromarray(pixels), index % 3, index
-
     transform = build_transform("strong", 16, IMAGENET_STATS, policy="cifar")
-    data = SeededAugmentation(Raw(), transform, seed=5)
+    data = SeededAugmentation(RandomImages(10), transform, seed=5)
     torch.manual_seed(123)
     before = torch.get_rng_state()
     first = data[2 * 10 + 4]  # epoch 2, index 4
@@ -240,24 +244,14 @@ def test_seeded_augmentation_is_a_function_of_seed_epoch_index_and_restores_torc
     torch.manual_seed(999)
     assert torch.equal(data[24][0], first[0]) and first[1:] == (1, 4)
     assert not torch.equal(data[34][0], first[0])  # another epoch, another augmentation
-    assert not torch.equal(SeededAugmentation(Raw(), transform, seed=6)[24][0], first[0])
+    assert not torch.equal(SeededAugmentation(RandomImages(10), transform, seed=6)[24][0], first[0])
 
 
 def test_seeded_loader_batches_are_identical_across_worker_counts():
-    from torch.utils.data import Dataset
-
     from relaxkd.engine.sampling import SeededAugmentation
     from relaxkd.engine.trainer import SeededDataModule
 
-    class Raw(Dataset):
-        def __len__(self):
-            return 24
-
-        def __getitem__(self, index):
-            pixels = np.random.default_rng(index).integers(0, 256, (20, 20, 3), dtype=np.uint8)
-            return Image.fromarray(pixels), index % 3, index
-
-    data = SeededAugmentation(Raw(), build_transform("strong", 16, IMAGENET_STATS, policy="cifar"), seed=0)
+    data = SeededAugmentation(RandomImages(24), build_transform("strong", 16, IMAGENET_STATS, policy="cifar"), seed=0)
     batches = {}
     for workers in (0, 2):
         loader = SeededDataModule(data, None, batch_size=8, num_workers=workers, seed=0).train_dataloader()

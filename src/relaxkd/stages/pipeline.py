@@ -463,6 +463,13 @@ class Pipeline:
         artifacts = {name: (self.multimodal() if name == "tx" else self.unimodal(name)) for name in teachers}
         return artifacts, (self.embed_images() if "tx" in artifacts else None)
 
+    def teachers_spec(self, artifacts: dict[str, Artifact]) -> dict[str, Any]:
+        """The teacher artifacts a distillation uses, and the CLIP that feeds T_x when it runs online."""
+        spec: dict[str, Any] = {"teachers": {n: a.key for n, a in artifacts.items()}}
+        if "tx" in artifacts and self.cfg.distill.tx_input == "online":
+            spec["clip"] = self.clip_spec()
+        return spec
+
     def student_views_spec(self) -> dict[str, Any]:
         """What determines the augmented views a student sees, epoch by epoch."""
         return {
@@ -491,7 +498,7 @@ class Pipeline:
         artifacts, images = self.distill_teachers()
         spec = {
             **self.student_views_spec(),
-            "teachers": {n: a.key for n, a in artifacts.items()},
+            **self.teachers_spec(artifacts),
             "tx_input": d.tx_input if "tx" in artifacts else None,
             "epochs": d.optim.epochs,
             "batch_size": d.optim.batch_size,  # same batches as the student: bit-identical logits
@@ -499,8 +506,6 @@ class Pipeline:
             # the fill value of a top-k cache preserves the softened mass at this temperature
             "temperature": d.temperature if d.cache_top_k else None,
         }
-        if "tx" in artifacts and d.tx_input == "online":
-            spec["clip"] = self.clip_spec()
 
         def build(out: Path) -> None:
             from relaxkd.data.transforms import IMAGENET_STATS
@@ -540,13 +545,11 @@ class Pipeline:
         cached = self.teacher_targets() if d.targets == "cached" and artifacts else None
         spec = {
             **self.student_views_spec(),
-            "teachers": {n: a.key for n, a in artifacts.items()},
+            **self.teachers_spec(artifacts),
             "targets": cached.key if cached is not None else None,
             "distill": d.model_dump(exclude={"preset"}),
             "train": self.train_spec(),
         }
-        if "tx" in artifacts and d.tx_input == "online":
-            spec["clip"] = self.clip_spec()
 
         def build(out: Path) -> None:
             from relaxkd.data.transforms import IMAGENET_STATS
