@@ -252,3 +252,32 @@ def test_compiled_teacher_ensemble_matches_the_loop_and_recompiles_after_moving(
     with torch.inference_mode():
         torch.testing.assert_close(ensemble(x), expected, atol=1e-4 * scale, rtol=0)
     assert ensemble.state_dict() == {}  # teachers' weights live in their own artifacts
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, size, batch",
+    [
+        (1, 1, 0, 1, 16),  # 1x1 maps (ResNet50 layer4 at 32 px)
+        (1, 1, 0, 2, 16),  # 64 output positions: matmul
+        (1, 2, 0, 2, 16),  # strided 1x1 (a downsample)
+        (1, 1, 0, 8, 16),  # 1024 positions: the grouped conv runs
+        (3, 1, 1, 1, 4),  # 3x3 on a 1x1 map: its centre tap
+        (3, 2, 1, 2, 4),  # stride 2, 2x2 -> 1x1: 4 taps
+        (3, 1, 1, 2, 4),  # 2x2 output: the grouped conv runs
+        (3, 1, 0, 3, 2),  # no padding, 3x3 -> 1x1: every tap
+    ],
+)
+def test_member_convolution_as_matmul_equals_the_grouped_convolution(kernel, stride, padding, size, batch):
+    """The fused network's member convolutions take a batched matmul on CPU for tiny maps: same result."""
+    from relaxkd.models.ensemble import _MembersConv2d
+
+    members, channels, out = 3, 8, 5
+    conv = torch.nn.Conv2d(members * channels, members * out, kernel, stride, padding, groups=members).double()
+    fused = _MembersConv2d.from_conv(conv, members)
+    x = torch.randn(batch, members * channels, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride, padding, groups=members)
+    uses_matmul = fused._as_matmul(x) is not None
+    assert uses_matmul == ((kernel == 1 and batch * expected.shape[-1] ** 2 <= 256) or expected.shape[-1] == 1)
+    torch.testing.assert_close(fused(x), expected, atol=1e-12, rtol=0)
+    fused.float()  # cached window weights follow a cast
+    torch.testing.assert_close(fused(x.float()), expected.float(), atol=1e-5, rtol=1e-5)

@@ -44,6 +44,67 @@ class _GroupedLinear(nn.Module):
         return y.transpose(0, 1).reshape(batch, -1)
 
 
+class _MembersConv2d(nn.Conv2d):
+    """A convolution holding T members' layers side by side (``groups = T``, member-major channels).
+
+    On CPU, oneDNN's grouped convolution is slow on the tiny maps deep layers see at CIFAR's 32 px
+    (2 cores, ResNet50 ×3, batch 16: a 1×1 conv on 1×1 maps 15.4 ms vs 2.1 ms as a batched matmul;
+    the stride-2 3×3 from 2×2 to 1×1 29.9 ms vs ~3). There the same products run as one
+    ``baddbmm`` over members: a 1×1 conv when the output has at most 256 positions (over that the
+    grouped conv was as fast or faster), and any conv with a 1×1 output, using only the kernel
+    taps that overlap the input (a 3×3 conv on a 1×1 map is its centre tap). The choice depends
+    only on shapes, so results are deterministic; elsewhere (GPUs, larger maps) the conv runs.
+    """
+
+    members: int
+    _MATMUL_ROWS = 256
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, members: int) -> "_MembersConv2d":
+        fused = cls.__new__(cls)
+        fused.__dict__.update(conv.__dict__)  # same parameters, hooks and hyper-parameters
+        fused.members = members
+        fused._window_weights = {}
+        return fused
+
+    def _apply(self, fn, recurse=True):
+        self._window_weights = {}  # derived from the weights: rebuilt after any move or cast
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.is_cpu and x.dim() == 4 and self.groups == self.members and self.padding_mode == "zeros" \
+                and self.dilation == (1, 1) and not isinstance(self.padding, str):
+            y = self._as_matmul(x)
+            if y is not None:
+                return y
+        return super().forward(x)
+
+    def _as_matmul(self, x: Tensor) -> Tensor | None:
+        batch, _, height, width = x.shape
+        members, out = self.members, self.out_channels // self.members
+        (k_h, k_w), (s_h, s_w), (p_h, p_w) = self.kernel_size, self.stride, self.padding
+        out_h, out_w = (height + 2 * p_h - k_h) // s_h + 1, (width + 2 * p_w - k_w) // s_w + 1
+        bias = None if self.bias is None else self.bias.view(members, 1, out)
+        if (k_h, k_w, p_h, p_w) == (1, 1, 0, 0) and batch * out_h * out_w <= self._MATMUL_ROWS:
+            x = x[:, :, ::s_h, ::s_w]
+            rows = x.permute(0, 2, 3, 1).reshape(batch * out_h * out_w, members, -1).transpose(0, 1)
+            weight = self.weight.view(members, out, -1).transpose(1, 2)  # [T, C, O], a view
+            y = torch.bmm(rows, weight) if bias is None else torch.baddbmm(bias, rows, weight)
+            return y.transpose(0, 1).reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+        if (out_h, out_w) != (1, 1):
+            return None
+        # one output position: input rows/cols [0, h) meet kernel taps [p, p + h)
+        h, w = min(height, k_h - p_h), min(width, k_w - p_w)
+        weight = self._window_weights.get((h, w))
+        if weight is None:
+            window = self.weight[:, :, p_h:p_h + h, p_w:p_w + w]
+            weight = window.reshape(members, out, -1).transpose(1, 2).contiguous()  # [T, C·h·w, O]
+            self._window_weights[(h, w)] = weight
+        rows = x[:, :, :h, :w].reshape(batch, members, -1).transpose(0, 1)  # [T, B, C·h·w]
+        y = torch.bmm(rows, weight) if bias is None else torch.baddbmm(bias, rows, weight)
+        return y.transpose(0, 1).reshape(batch, -1, 1, 1)
+
+
 def _cat(tensors) -> Tensor | None:
     return None if tensors[0] is None else torch.cat([t.detach() for t in tensors])
 
@@ -117,6 +178,7 @@ def _fuse(teachers: Sequence[nn.Module]) -> fx.GraphModule:
         raise _NotFusable(str(error)) from None
     tables = [dict(teacher.named_modules()) for teacher in teachers]
     root = nn.Module()
+    member_convs = []  # convolutions over member-major channels (not the shared input's)
     placeholders = [node for node in graph_module.graph.nodes if node.op == "placeholder"]
     if len(placeholders) != 1:
         raise _NotFusable("teachers must take one input")
@@ -126,6 +188,8 @@ def _fuse(teachers: Sequence[nn.Module]) -> fx.GraphModule:
             name = f"layer{len(root._modules)}"
             root.add_module(name, _fuse_layer([table[node.target] for table in tables], shared))
             node.target = name
+            if isinstance(root._modules[name], nn.Conv2d) and not shared:
+                member_convs.append(name)
         elif node.op == "call_function":
             if placeholders[0] in node.all_input_nodes:
                 raise _NotFusable("the input feeds a function")
@@ -146,8 +210,10 @@ def _fuse(teachers: Sequence[nn.Module]) -> fx.GraphModule:
             raise _NotFusable("direct parameter access")
     if len(placeholders[0].users) != 1:
         raise _NotFusable("the input feeds more than one layer")
-    fused = fx.GraphModule(root, graph_module.graph)
-    return _fold_batch_norms(fused.eval()).requires_grad_(False)
+    fused = _fold_batch_norms(fx.GraphModule(root, graph_module.graph).eval())
+    for name in member_convs:  # after folding: torch's BatchNorm folding matches exact nn.Conv2d
+        setattr(fused, name, _MembersConv2d.from_conv(getattr(fused, name), len(teachers)))
+    return fused.requires_grad_(False)
 
 
 def _fold_batch_norms(network: fx.GraphModule) -> fx.GraphModule:
@@ -178,14 +244,12 @@ class TeacherEnsemble(nn.Module):
     hold all T members side by side: the first layer's filters are concatenated (one dense conv on
     the shared input), later convolutions become grouped convolutions (``groups × T``), BatchNorm
     statistics are concatenated and folded into the convolutions (exact for frozen eval-mode
-    teachers), and each Linear becomes one batched matmul. The fused network runs channels_last. Measured (BENCHMARKS.md, ``ensemble_speedup``): on an H200, ResNet50 ×3
-    at 32 px runs 2× faster than the loop over members; on 2 CPU cores (clean Xeon, BatchNorm
-    folded) 0.83× the loop (oneDNN's grouped convolutions are slow there; pass
-    ``strategy="loop"``; frozen TorchScript of the fused network was 1.27× on that Xeon but 0.55×
-    on the project's AMD EPYC, so it is not used), tiny CNNs 1.85×. A
-    ``torch.func`` vmap over stacked weights (``strategy="vmap"``, the fallback for layers the
-    fusion does not know) was slower than the loop in every case measured. Mixed architectures
-    run as a loop.
+    teachers), and each Linear becomes one batched matmul. The fused network runs channels_last;
+    on CPU, member convolutions over tiny maps run as batched matmuls (:class:`_MembersConv2d`).
+    Measured (BENCHMARKS.md, ``ensemble_speedup``): ResNet50 ×3 at 32 px on 2 CPU cores ~1.7× the
+    loop over members, tiny CNNs ~1.4×; on an H200 2×. A ``torch.func`` vmap over stacked weights
+    (``strategy="vmap"``, the fallback for layers the fusion does not know) was slower than the
+    loop in every case measured. Mixed architectures run as a loop.
 
     The teachers' weights are not part of this module's ``state_dict`` (they live in their own
     artifacts) and get no gradients, but ``.to()``/``.cuda()``/``.half()`` move them.
