@@ -400,19 +400,27 @@ def loader_headroom(bench: Bench) -> None:
 
 
 def seeding_cost(raw, transform) -> None:
-    """Context: what SeededAugmentation's per-sample reseeding costs next to decode + transform."""
+    """Context: per image, SeededAugmentation's reseeding, the decode and the per-image stage; per
+    batch image, the batch stage (ops, normalisation, Cutout)."""
     from relaxkd.engine import sampling
 
-    count = 200
+    count = 256
     started = time.perf_counter()
     for i in range(count):
         sampling._restore_all(sampling._seed_all(i))
     seeding = (time.perf_counter() - started) / count
     started = time.perf_counter()
-    for i in range(count):
-        transform(raw[i % len(raw)][0])
-    item = (time.perf_counter() - started) / count
-    note(f"  per sample: reseed+restore {seeding * 1e6:.0f} us, decode+transform {item * 1e6:.0f} us (one process)")
+    images = [raw[i % len(raw)][0] for i in range(count)]
+    decode = (time.perf_counter() - started) / count
+    started = time.perf_counter()
+    prepared = [transform.prepare(image) for image in images]
+    prepare = (time.perf_counter() - started) / count
+    started = time.perf_counter()
+    for first in range(0, count, 64):
+        transform.finish(prepared[first:first + 64])
+    finish = (time.perf_counter() - started) / count
+    note(f"  per image: reseed+restore {seeding * 1e6:.0f} us, decode {decode * 1e6:.0f} us, crop/flip/draws "
+         f"{prepare * 1e6:.0f} us, batch stage {finish * 1e6:.0f} us (batches of 64, main process)")
 
 
 @figure

@@ -15,7 +15,6 @@ from relaxkd.data.transforms import (
     CLIP_STATS,
     IMAGENET_STATS,
     TRANSFORM_KINDS,
-    Cutout,
     Stats,
     build_transform,
     cutout_length,
@@ -53,16 +52,18 @@ def test_transform_output_shape_and_dtype(image, kind, policy, size):
 
 
 def test_transform_recipes():
-    strong_cifar = build_transform("strong", 224).transforms
-    assert any(isinstance(step, T.AutoAugment) for step in strong_cifar)
-    assert [step.length for step in strong_cifar if isinstance(step, Cutout)] == [112]  # 16 px per 32 px
-    assert isinstance(strong_cifar[-1], Cutout)  # after Normalize: the hole is the mean colour
-    strong_imagenet = build_transform("strong", 224, policy="imagenet").transforms
-    assert any(isinstance(step, T.RandAugment) for step in strong_imagenet)
-    assert not any(isinstance(step, Cutout) for step in strong_imagenet)
-    crop = build_transform("weak", 224).transforms[0]
-    assert isinstance(crop, T.RandomResizedCrop) and crop.scale == (0.2, 1.0)
-    assert crop.interpolation == T.InterpolationMode.BICUBIC
+    from relaxkd.data.augment import AutoAugmentDraw, ColorJitterDraw, RandAugmentDraw, TrainingTransform
+
+    strong_cifar = build_transform("strong", 224)
+    assert isinstance(strong_cifar, TrainingTransform) and isinstance(strong_cifar.draw, AutoAugmentDraw)
+    assert strong_cifar.draw.policies == T.AutoAugment(T.AutoAugmentPolicy.CIFAR10).policies
+    assert strong_cifar.cutout_length == 112  # 16 px per 32 px, after Normalize: the hole is the mean colour
+    strong_imagenet = build_transform("strong", 224, policy="imagenet")
+    assert isinstance(strong_imagenet.draw, RandAugmentDraw) and strong_imagenet.cutout_length == 0
+    weak = build_transform("weak", 224)
+    assert isinstance(weak.draw, ColorJitterDraw) and weak.cutout_length == 0
+    assert isinstance(weak.crop, T.RandomResizedCrop) and weak.crop.scale == (0.2, 1.0)
+    assert weak.crop.interpolation == T.InterpolationMode.BICUBIC and weak.crop.size == (224, 224)
     assert build_transform("test", 224, crop_ratio=0.875).transforms[0].size == 256
     assert cutout_length(32) == 16 and cutout_length(64) == 32
 
@@ -84,17 +85,22 @@ def test_unknown_kind_and_policy():
 
 
 def test_cutout_hole():
-    cutout = Cutout(8)
-    holes = []
-    for seed in range(50):
-        torch.manual_seed(seed)
-        source = torch.ones(3, 16, 16)
-        out = cutout(source)
-        assert torch.equal(source, torch.ones(3, 16, 16))  # input untouched
-        zeros = (out == 0).all(dim=0)
-        assert torch.equal((out == 0).any(dim=0), zeros)  # the same square on every channel
-        holes.append(int(zeros.sum()))
-    assert max(holes) == 64 and min(holes) > 0  # full square inside, clipped at the border
+    from relaxkd.data.augment import cutout
+
+    source = torch.ones(50, 3, 16, 16)
+    holes = torch.randint(16 * 16, (50,), generator=torch.Generator().manual_seed(0))
+    holes[0], holes[1], holes[2] = 8 * 16 + 8, 0, -1  # centred, a corner, none
+    out = cutout(source, holes, 8)
+    assert torch.equal(source, torch.ones(50, 3, 16, 16))  # input untouched
+    zeros = (out == 0).all(dim=1)
+    assert torch.equal((out == 0).any(dim=1), zeros)  # the same square on every channel
+    sizes = zeros.sum(dim=(1, 2)).tolist()
+    assert sizes[0] == 64 and sizes[1] == 16 and sizes[2] == 0  # full square inside, clipped at the border
+    for image, hole in enumerate(holes[3:].tolist(), start=3):
+        y, x = divmod(hole, 16)
+        expected = torch.zeros(16, 16, dtype=torch.bool)
+        expected[max(0, y - 4):y + 4, max(0, x - 4):x + 4] = True
+        assert torch.equal(zeros[image], expected)
 
 
 def test_renormalize_matches_direct_normalisation():
@@ -118,40 +124,7 @@ def test_renormalize_round_trip_and_identity():
         renormalize(torch.zeros(2, 1, 4, 4), IMAGENET_STATS, CLIP_STATS)
 
 
-# --- fast per-sample steps: same ops and distributions as torchvision / PIL -----------------------
-
-
-def _lut_test_images() -> list[Image.Image]:
-    rng = np.random.default_rng(1)
-    images = []
-    for i in range(400):
-        mode = ("RGB", "L")[i % 2]
-        shape = (int(rng.integers(1, 12)), int(rng.integers(1, 12))) + ((3,) if mode == "RGB" else ())
-        kind = i % 4
-        if kind == 0:
-            pixels = rng.integers(0, 256, shape)
-        elif kind == 1:  # two or three grey levels
-            pixels = rng.integers(0, 3, shape) * int(rng.integers(0, 120))
-        elif kind == 2:  # constant
-            pixels = np.full(shape, int(rng.integers(0, 256)))
-        else:
-            pixels = np.clip(rng.normal(128, 40, shape), 0, 255)
-        images.append(Image.fromarray(pixels.astype(np.uint8), mode))
-    return images
-
-
-def test_lookup_table_ops_match_pil():
-    from PIL import ImageOps
-
-    from relaxkd.data.transforms import _autocontrast, _equalize, _solarize
-
-    for picture in _lut_test_images():
-        for ours, theirs in ((_equalize(picture), ImageOps.equalize(picture)),
-                             (_autocontrast(picture), ImageOps.autocontrast(picture)),
-                             (_solarize(picture, 128.0), ImageOps.solarize(picture, 128.0)),
-                             (_solarize(picture, 28.3), ImageOps.solarize(picture, 28.3))):
-            assert ours.mode == theirs.mode and ours.size == theirs.size
-            assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+# --- the two-stage training transform: torchvision's ops and distributions -----------------------
 
 
 def test_fused_normalisation_matches_to_tensor_and_normalize(image):
@@ -171,7 +144,7 @@ def test_fast_random_resized_crop_has_torchvision_distribution():
 
     fast = FastRandomResizedCrop(16, scale=(0.2, 1.0))
     torch.manual_seed(0)
-    ours = np.array([fast.crop_box(30, 40) for _ in range(4000)], dtype=np.float64)
+    ours = np.array([fast.crop_box(30, 40, torch.rand(fast.UNIFORMS).tolist()) for _ in range(4000)], dtype=np.float64)
     theirs = np.array([T.RandomResizedCrop.get_params(torch.zeros(1, 30, 40), [0.2, 1.0], [3 / 4, 4 / 3])
                        for _ in range(4000)], dtype=np.float64)
     top, left, h, w = ours.T
@@ -183,19 +156,132 @@ def test_fast_random_resized_crop_has_torchvision_distribution():
     np.testing.assert_allclose(np.mean(h * w / 1200), np.mean(theirs[:, 2] * theirs[:, 3] / 1200), atol=0.02)
 
 
-def test_fast_auto_augment_keeps_torchvision_policy_and_magnitudes():
-    from relaxkd.data.transforms import FastAutoAugment
+def _op_cases():
+    """Every (op, magnitude) AutoAugment's CIFAR-10 policy and RandAugment can draw, both signs."""
+    from relaxkd.data.augment import OPS
 
-    fast, reference = FastAutoAugment(T.AutoAugmentPolicy.CIFAR10), T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)
-    assert fast.policies == reference.policies
-    for name, (magnitudes, signed) in reference._augmentation_space(10, (16, 16)).items():
-        ours, our_signed = fast._space(16, 16)[name]
-        assert our_signed == signed
-        assert ours == (magnitudes.tolist() if magnitudes.dim() else None)
-    picture = Image.fromarray(np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8))
-    torch.manual_seed(3)
-    outputs = {np.asarray(fast(picture)).tobytes() for _ in range(200)}
-    assert len(outputs) > 20  # many sub-policies and magnitudes, not one
+    cases = set()
+    for size in (16, 20):
+        spaces = [T.AutoAugment()._augmentation_space(10, (size, size)), T.RandAugment()._augmentation_space(31, (size, size))]
+        for space in spaces:
+            for name, (magnitudes, signed) in space.items():
+                values = magnitudes.reshape(-1).tolist() if magnitudes.dim() else [0.0]
+                cases.update((name, float(value)) for value in values)
+                if signed:
+                    cases.update((name, -float(value)) for value in values)
+    cases.update((name, factor - 1.0) for name in ("Brightness", "Contrast", "Color") for factor in (0.8, 0.93, 1.2))
+    assert {name for name, _ in cases} == set(OPS)
+    return sorted(cases)
+
+
+@pytest.mark.parametrize("height, width", [(16, 16), (20, 13), (2, 2)])
+def test_batched_ops_equal_torchvision_image_by_image(height, width):
+    """apply_ops: each image's op and magnitude give torchvision's _apply_op result on that image, bit for bit."""
+    from torchvision.transforms.autoaugment import _apply_op
+
+    from relaxkd.data.augment import OP_IDS, apply_ops
+
+    cases = _op_cases()
+    generator = torch.Generator().manual_seed(height * width)
+    images = torch.randint(0, 256, (len(cases), 3, height, width), dtype=torch.uint8, generator=generator)
+    images[::7] //= 3  # low-contrast images: AutoContrast and Equalize stretch them
+    images[::11] = 128  # constant images
+    order = torch.randperm(len(cases), generator=generator).tolist()  # ops interleaved in the batch
+    ops = torch.tensor([[OP_IDS[cases[i][0]]] for i in order])
+    magnitudes = torch.tensor([[cases[i][1]] for i in order], dtype=torch.float64)
+    out = apply_ops(images, ops, magnitudes)
+    for row, i in enumerate(order):
+        name, magnitude = cases[i]
+        expected = _apply_op(images[row], name, magnitude, interpolation=T.InterpolationMode.NEAREST, fill=None)
+        assert torch.equal(out[row], expected), (name, magnitude)
+    # two stages: the second op sees the first's output
+    two = apply_ops(images[:4], torch.tensor([[OP_IDS["Rotate"], OP_IDS["Equalize"]]] * 4),
+                    torch.tensor([[20.0, 0.0]] * 4, dtype=torch.float64))
+    for row in range(4):
+        rotated = _apply_op(images[row], "Rotate", 20.0, interpolation=T.InterpolationMode.NEAREST, fill=None)
+        assert torch.equal(two[row], _apply_op(rotated, "Equalize", 0.0, interpolation=T.InterpolationMode.NEAREST, fill=None))
+
+
+def _frequencies(pairs) -> dict:
+    counts: dict = {}
+    for pair in pairs:
+        counts[pair] = counts.get(pair, 0) + 1
+    return {key: count / len(pairs) for key, count in counts.items()}
+
+
+def test_auto_augment_draw_has_torchvision_distribution():
+    from relaxkd.data.augment import IDENTITY, OP_IDS, AutoAugmentDraw
+
+    draw = AutoAugmentDraw(T.AutoAugmentPolicy.CIFAR10, 32)
+    reference = T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)
+    space = reference._augmentation_space(10, (32, 32))
+    count = 40_000
+    torch.manual_seed(0)
+    draws = [draw(torch.rand(draw.UNIFORMS).tolist()) for _ in range(count)]
+    for stage in range(2):
+        expected: dict = {}
+        for policy in reference.policies:  # sub-policy uniform, op applied with probability p, signs 1/2
+            name, p, level = policy[stage]
+            magnitudes, signed = space[name]
+            magnitude = float(magnitudes[level]) if level is not None else 0.0
+            weight = 1 / len(reference.policies)
+            for sign, share in (((1.0, 0.5), (-1.0, 0.5)) if signed and magnitude else ((1.0, 1.0),)):
+                key = (OP_IDS[name], sign * magnitude)
+                expected[key] = expected.get(key, 0.0) + weight * p * share
+            expected[(IDENTITY, magnitude)] = expected.get((IDENTITY, magnitude), 0.0) + weight * (1 - p)
+        seen = _frequencies([(ops[stage], magnitudes[stage]) for ops, magnitudes in draws])
+        assert set(seen) <= set(expected)
+        for key, probability in expected.items():  # within 5 standard errors
+            assert abs(seen.get(key, 0.0) - probability) < 5 * np.sqrt(probability * (1 - probability) / count) + 1e-9, key
+
+
+def test_rand_augment_and_color_jitter_draws_have_torchvision_distributions():
+    from relaxkd.data.augment import OP_IDS, ColorJitterDraw, RandAugmentDraw
+
+    count = 30_000
+    torch.manual_seed(1)
+    rand_augment = RandAugmentDraw(32)
+    space = T.RandAugment()._augmentation_space(31, (32, 32))
+    draws = [rand_augment(torch.rand(rand_augment.UNIFORMS).tolist()) for _ in range(count)]
+    for stage in range(2):
+        seen = _frequencies([ops[stage] for ops, _ in draws])
+        assert set(seen) == {OP_IDS[name] for name in space}
+        assert all(abs(share - 1 / len(space)) < 0.01 for share in seen.values())
+        for name, (magnitudes, signed) in space.items():
+            chosen = {m for ops, ms in draws for op, m in zip(ops, ms) if op == OP_IDS[name]}
+            value = float(magnitudes[9]) if magnitudes.dim() else 0.0
+            assert chosen == ({value, -value} if signed and value else {value}), name
+
+    jitter = ColorJitterDraw(0.2, 0.2, 0.2)
+    draws = [jitter(torch.rand(jitter.UNIFORMS).tolist()) for _ in range(count)]
+    orders = _frequencies([tuple(ops) for ops, _ in draws])
+    assert len(orders) == 24 and all(abs(share - 1 / 24) < 0.006 for share in orders.values())  # every order alike
+    factors = np.array([[m for op, m in sorted(zip(ops, ms)) if op != OP_IDS["Identity"]] for ops, ms in draws])
+    assert factors.min() >= -0.2 and factors.max() < 0.2  # factor - 1, uniform in [0.8, 1.2]
+    np.testing.assert_allclose(factors.mean(axis=0), 0.0, atol=0.005)
+    np.testing.assert_allclose(factors.var(axis=0), 0.4**2 / 12, rtol=0.05)
+
+
+@pytest.mark.parametrize("kind, policy", [("strong", "cifar"), ("strong", "imagenet"), ("weak", "cifar")])
+def test_training_transform_batches_equal_single_images(kind, policy):
+    """finish() over a batch gives each image what it gets alone: views never depend on batch-mates."""
+    transform = build_transform(kind, 16, IMAGENET_STATS, policy=policy)
+    pictures = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)) for i in range(40)]
+    prepared = []
+    for i, picture in enumerate(pictures):
+        torch.manual_seed(i)
+        prepared.append(transform.prepare(picture))
+    batch = transform.finish(prepared)
+    assert batch.shape == (40, 3, 16, 16) and batch.dtype == torch.float32 and batch.is_contiguous()
+    for i, picture in enumerate(pictures):
+        torch.manual_seed(i)
+        assert torch.equal(transform(picture), batch[i])
+    assert len({draw.ops for _, draw in prepared}) > 5  # many different choices in one batch
+    # normalisation: with no op and no hole, pixels come out as Normalize(ToTensor(pixels))
+    pixels, _ = prepared[0]
+    plain = transform.finish([(pixels, type(prepared[0][1])((0,) * len(prepared[0][1].ops), (0.0,) * len(prepared[0][1].ops)))])
+    reference = T.Normalize(IMAGENET_STATS.mean, IMAGENET_STATS.std)(torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255)
+    torch.testing.assert_close(plain[0], reference)
 
 
 @pytest.mark.parametrize("kind", TRANSFORM_KINDS)

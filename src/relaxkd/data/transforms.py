@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,15 +18,16 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
-from torchvision.transforms.autoaugment import _apply_op
 
+from relaxkd.data.augment import AutoAugmentDraw, ColorJitterDraw, RandAugmentDraw, TrainingTransform
 from relaxkd.errors import UserError
 
 TRANSFORM_KINDS = ("weak", "strong", "test", "clip")
 # Bump whenever the same (seed, epoch, index) yields a different augmented image, so that
 # artifacts recording augmented views (cached teacher targets) are rebuilt, not replayed.
 # 2: the fast steps below (same distributions, different random streams than torchvision's).
-AUGMENTATION_VERSION = 2
+# 3: photometric/geometric ops, normalisation and Cutout per batch on uint8 tensors (data/augment.py).
+AUGMENTATION_VERSION = 3
 AUGMENT_POLICIES = ("cifar", "imagenet")
 
 
@@ -59,45 +61,13 @@ def get_stats(name: str) -> Stats:
         raise UserError(f"unknown input statistics {name!r}; valid: {', '.join(STATS)}") from None
 
 
-class Cutout(torch.nn.Module):
-    """Cutout (DeVries & Taylor, 2017): zero one ``length``-pixel square on a [C, H, W] tensor.
-
-    The centre is uniform over the image and the square is clipped at the border, as in the
-    original code. Applied after Normalize, so the hole takes the dataset's mean colour.
-    torchvision's RandomErasing samples area and aspect instead, hence this small class.
-    """
-
-    def __init__(self, length: int):
-        super().__init__()
-        if length < 1:
-            raise ValueError(f"Cutout length must be positive, got {length}")
-        self.length = int(length)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        height, width = image.shape[-2:]
-        # one draw, uniform over the H x W centres (torch RNG: seeded per sample by SeededAugmentation)
-        centre_y, centre_x = divmod(int(torch.randint(height * width, ())), width)
-        half = self.length // 2
-        top, bottom = max(0, centre_y - half), min(height, centre_y + half)
-        left, right = max(0, centre_x - half), min(width, centre_x + half)
-        image = image.clone()
-        if image.is_cpu and not image.requires_grad:
-            image.numpy()[..., top:bottom, left:right] = 0  # numpy slicing: ~20x cheaper than torch's
-        else:
-            image[..., top:bottom, left:right] = 0
-        return image
-
-    def extra_repr(self) -> str:
-        return f"length={self.length}"
-
-
-# --- fast per-sample steps ---------------------------------------------------------------------
-# A demo-size sample (16 px) costs tens of microseconds of pixel work but hundreds of Python and
-# tensor-op overhead in torchvision's generic transforms, and the DataLoader runs them one sample
-# at a time (benchmarks/bench_train.py, loader_headroom). These subclasses keep torchvision's ops,
-# magnitudes and distributions, draw their randomness from torch's CPU generator only (what
-# SeededAugmentation seeds) in fewer, cheaper calls, and take a PIL fast path; any other input
-# goes to torchvision's implementation.
+# --- fast per-image steps ----------------------------------------------------------------------
+# A demo-size image (16 px) costs microseconds of pixel work but tens of Python and tensor-op
+# overhead in torchvision's generic transforms, and the DataLoader runs them one image at a time
+# (benchmarks/bench_train.py, loader_headroom). These subclasses keep torchvision's ops and
+# distributions, draw their randomness from torch's CPU generator only (what SeededAugmentation
+# seeds) in fewer, cheaper calls, and take a PIL fast path; any other input goes to torchvision's
+# implementation. Everything after crop and flip runs per batch (data/augment.py).
 
 
 class ToNormalizedTensor(torch.nn.Module):
@@ -128,25 +98,29 @@ class ToNormalizedTensor(torch.nn.Module):
 
 class FastRandomResizedCrop(T.RandomResizedCrop):
     """torchvision's RandomResizedCrop (same rejection sampling of area and log-aspect, same
-    fallback), drawing each attempt's pair with one ``torch.rand(2)`` and the position with one
-    ``torch.randint`` over all valid corners, then PIL crop + resize directly."""
+    fallback) drawing all its randomness as :attr:`UNIFORMS` uniforms in one ``torch.rand`` call
+    (or taking them from the caller), then PIL crop + resize directly."""
+
+    #: 10 attempts x (area, log-aspect) + the position
+    UNIFORMS = 21
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
 
-    def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """(top, left, h, w), distributed as ``RandomResizedCrop.get_params``."""
+    def crop_box(self, height: int, width: int, uniforms: Sequence[float]) -> tuple[int, int, int, int]:
+        """(top, left, h, w) from :attr:`UNIFORMS` uniforms in [0, 1), distributed as ``RandomResizedCrop.get_params``."""
         area = height * width
         (scale_lo, scale_hi), (ratio_lo, ratio_hi) = self.scale, self._log_ratio
-        for _ in range(10):
-            u_area, u_ratio = torch.rand(2).tolist()
+        for attempt in range(10):
+            u_area, u_ratio = uniforms[2 * attempt], uniforms[2 * attempt + 1]
             target_area = area * (scale_lo + (scale_hi - scale_lo) * u_area)
             aspect_ratio = math.exp(ratio_lo + (ratio_hi - ratio_lo) * u_ratio)
             w = int(round(math.sqrt(target_area * aspect_ratio)))
             h = int(round(math.sqrt(target_area / aspect_ratio)))
             if 0 < w <= width and 0 < h <= height:
-                top, left = divmod(int(torch.randint((height - h + 1) * (width - w + 1), ())), width - w + 1)
+                positions = (height - h + 1) * (width - w + 1)  # every valid corner equally likely
+                top, left = divmod(min(int(uniforms[20] * positions), positions - 1), width - w + 1)
                 return top, left, h, w
         # fallback to a central crop, as torchvision
         in_ratio = float(width) / float(height)
@@ -158,63 +132,15 @@ class FastRandomResizedCrop(T.RandomResizedCrop):
             h, w = height, width
         return (height - h) // 2, (width - w) // 2, h, w
 
-    def forward(self, image):
-        if not isinstance(image, Image.Image):
-            return super().forward(image)
-        top, left, h, w = self.crop_box(image.height, image.width)
+    def crop(self, image: Image.Image, uniforms: Sequence[float]) -> Image.Image:
+        top, left, h, w = self.crop_box(image.height, image.width, uniforms)
         cropped = image.crop((left, top, left + w, top + h))
         return cropped.resize((self.size[1], self.size[0]), F.pil_modes_mapping[self.interpolation])
 
-
-class FastRandomHorizontalFlip(T.RandomHorizontalFlip):
-    """RandomHorizontalFlip with a scalar draw and PIL's transpose directly."""
-
     def forward(self, image):
         if not isinstance(image, Image.Image):
             return super().forward(image)
-        if float(torch.rand(())) < self.p:
-            return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return image
-
-
-class FastAutoAugment(T.AutoAugment):
-    """torchvision's AutoAugment (same policies, magnitudes and ops) without rebuilding its table
-    of magnitude tensors on every call (~0.1 ms): the table is kept per image size as floats, the
-    sub-policy, probabilities and signs come from one ``torch.rand(5)``, and Equalize,
-    AutoContrast and Solarize build PIL's lookup tables with numpy (PIL loops in Python)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._spaces: dict[tuple[int, int], dict[str, tuple[list[float] | None, bool]]] = {}
-
-    def _space(self, height: int, width: int) -> dict[str, tuple[list[float] | None, bool]]:
-        space = self._spaces.get((height, width))
-        if space is None:
-            space = {
-                name: (magnitudes.reshape(-1).tolist() if magnitudes.dim() else None, signed)
-                for name, (magnitudes, signed) in self._augmentation_space(10, (height, width)).items()
-            }
-            self._spaces[(height, width)] = space
-        return space
-
-    def forward(self, image):
-        if not isinstance(image, Image.Image):
-            return super().forward(image)
-        space = self._space(image.height, image.width)
-        u_policy, *draws = torch.rand(5).tolist()  # policy, 2 probabilities, 2 signs
-        policy = self.policies[min(int(u_policy * len(self.policies)), len(self.policies) - 1)]
-        for i, (op_name, p, magnitude_id) in enumerate(policy):
-            if draws[i] <= p:
-                magnitudes, signed = space[op_name]
-                magnitude = float(magnitudes[magnitude_id]) if magnitude_id is not None else 0.0
-                if signed and draws[2 + i] < 0.5:
-                    magnitude = -magnitude
-                lut_op = _LUT_OPS.get(op_name)
-                if lut_op is not None:
-                    image = lut_op(image, magnitude)
-                else:
-                    image = _apply_op(image, op_name, magnitude, interpolation=self.interpolation, fill=self.fill)
-        return image
+        return self.crop(image, torch.rand(self.UNIFORMS).tolist())
 
 
 class Compose(T.Compose):
@@ -226,71 +152,6 @@ class Compose(T.Compose):
             image = step.forward(image) if isinstance(step, torch.nn.Module) else step(image)
         return image
 
-# PIL.ImageOps' histogram and lookup-table ops (what torchvision's PIL backend calls) build their
-# 256-entry tables in Python loops and Image.point rounds every entry again (~0.1 ms at any image
-# size); the same tables from numpy, applied by indexing, give the same images.
-_LEVELS = np.arange(256, dtype=np.int64)
-_BAND_OFFSETS = np.arange(3, dtype=np.int64) * 256
-
-
-def _pixels_and_histograms(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """The image's uint8 pixels ([H, W] or [H, W, 3]) and per-band histograms [bands, 256]."""
-    pixels = np.asarray(image)
-    if pixels.ndim == 2:
-        return pixels, np.bincount(pixels.reshape(-1), minlength=256)[None]
-    return pixels, np.bincount((pixels.reshape(-1, 3) + _BAND_OFFSETS).reshape(-1), minlength=768).reshape(3, 256)
-
-
-def _apply_lut(image: Image.Image, pixels: np.ndarray, lut: np.ndarray) -> Image.Image:
-    """``image.point(lut)`` for an L or RGB image and an int [bands, 256] table (clipped to 0-255, as PIL)."""
-    table = np.clip(lut, 0, 255).astype(np.uint8)
-    out = table[0][pixels] if pixels.ndim == 2 else table[_BAND_OFFSETS // 256, pixels]
-    return Image.fromarray(out, image.mode)
-
-
-def _equalize(image: Image.Image, _magnitude: float = 0.0) -> Image.Image:
-    """``PIL.ImageOps.equalize(image)``."""
-    if image.mode not in ("L", "RGB"):
-        return F.equalize(image)
-    pixels, histograms = _pixels_and_histograms(image)
-    lut = np.tile(_LEVELS, (len(histograms), 1))
-    for band, histogram in enumerate(histograms):
-        present = histogram[histogram > 0]
-        if len(present) <= 1:
-            continue
-        step = (int(present.sum()) - int(present[-1])) // 255
-        if step:
-            lut[band, 0] = step // 2
-            np.cumsum(histogram[:-1], out=lut[band, 1:])
-            lut[band, 1:] += step // 2
-            lut[band] //= step
-    return _apply_lut(image, pixels, lut)
-
-
-def _autocontrast(image: Image.Image, _magnitude: float = 0.0) -> Image.Image:
-    """``PIL.ImageOps.autocontrast(image)`` (no cutoff, nothing ignored)."""
-    if image.mode not in ("L", "RGB"):
-        return F.autocontrast(image)
-    pixels, histograms = _pixels_and_histograms(image)
-    lut = np.tile(_LEVELS, (len(histograms), 1))
-    for band, histogram in enumerate(histograms):
-        present = np.flatnonzero(histogram)
-        lo, hi = int(present[0]), int(present[-1])
-        if hi > lo:
-            scale = 255.0 / (hi - lo)
-            lut[band] = np.trunc(_LEVELS * scale + (-lo * scale))
-    return _apply_lut(image, pixels, lut)
-
-
-def _solarize(image: Image.Image, threshold: float) -> Image.Image:
-    """``PIL.ImageOps.solarize(image, threshold)``."""
-    if image.mode not in ("L", "RGB"):
-        return F.solarize(image, threshold)
-    table = np.where(_LEVELS < threshold, _LEVELS, 255 - _LEVELS)
-    return _apply_lut(image, np.asarray(image), np.broadcast_to(table, (3, 256)))
-
-
-_LUT_OPS = {"Equalize": _equalize, "AutoContrast": _autocontrast, "Solarize": _solarize}
 
 def cutout_length(image_size: int) -> int:
     """Cutout's 16-pixel hole at CIFAR's 32 px, scaled with the image size."""
@@ -303,8 +164,11 @@ def build_transform(
     stats: Stats | None = None,
     policy: str = "cifar",
     crop_ratio: float = 1.0,
-) -> Compose:
+) -> Compose | TrainingTransform:
     """PIL image -> normalised float tensor [3, image_size, image_size].
+
+    ``weak`` and ``strong`` return a :class:`~relaxkd.data.augment.TrainingTransform` (crop and
+    flip per image, the rest per batch when a loader batches it); ``test`` and ``clip`` a Compose.
 
     kind:
       - ``weak``: RandomResizedCrop(scale 0.2-1, bicubic) + horizontal flip + mild colour jitter.
@@ -327,28 +191,18 @@ def build_transform(
     if stats is None:
         stats = CLIP_STATS if kind == "clip" else IMAGENET_STATS
     bicubic = InterpolationMode.BICUBIC
-    random_crop = FastRandomResizedCrop(image_size, scale=(0.2, 1.0), interpolation=bicubic)
-    flip = FastRandomHorizontalFlip()
-    to_tensor = [ToNormalizedTensor(stats)]  # ToTensor + Normalize
-
-    if kind == "weak":
-        steps = [random_crop, flip, T.ColorJitter(0.2, 0.2, 0.2), *to_tensor]
-    elif kind == "strong" and policy == "cifar":
-        steps = [
-            random_crop,
-            flip,
-            FastAutoAugment(T.AutoAugmentPolicy.CIFAR10),
-            *to_tensor,
-            Cutout(cutout_length(image_size)),
-        ]
-    elif kind == "strong":
-        steps = [random_crop, flip, T.RandAugment(), *to_tensor]
-    elif kind == "test":
-        resize = max(image_size, round(image_size / crop_ratio))
-        steps = [T.Resize(resize, interpolation=bicubic), T.CenterCrop(image_size), *to_tensor]
-    else:  # clip
-        steps = [T.Resize(image_size, interpolation=bicubic), T.CenterCrop(image_size), *to_tensor]
-    return Compose(steps)
+    if kind in ("weak", "strong"):
+        crop = FastRandomResizedCrop(image_size, scale=(0.2, 1.0), interpolation=bicubic)
+        if kind == "weak":
+            draw = ColorJitterDraw(0.2, 0.2, 0.2)
+        elif policy == "cifar":
+            draw = AutoAugmentDraw(T.AutoAugmentPolicy.CIFAR10, image_size)
+        else:
+            draw = RandAugmentDraw(image_size)
+        hole = cutout_length(image_size) if kind == "strong" and policy == "cifar" else 0
+        return TrainingTransform(crop, draw, stats, image_size, cutout_length=hole)
+    resize = max(image_size, round(image_size / crop_ratio)) if kind == "test" else image_size
+    return Compose([T.Resize(resize, interpolation=bicubic), T.CenterCrop(image_size), ToNormalizedTensor(stats)])
 
 
 @lru_cache(maxsize=64)

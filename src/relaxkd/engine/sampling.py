@@ -12,6 +12,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from relaxkd.data.augment import TrainingTransform
+
 
 class EpochAwareSampler(DistributedSampler):
     """DistributedSampler (one replica unless told otherwise) that encodes the epoch in each index."""
@@ -39,7 +41,9 @@ class SeededAugmentation(Dataset):
     transforms must draw from it alone, as torchvision's and :mod:`relaxkd.data.transforms`' do
     (tests/test_transforms.py checks every transform :func:`~relaxkd.data.build_transform`
     builds). Seeding Python's ``random`` and numpy too cost ~0.2 ms a sample, more than some
-    whole augmentations (benchmarks/bench_train.py's loader_headroom).
+    whole augmentations (benchmarks/bench_train.py's loader_headroom). A two-stage training
+    transform draws everything in its per-image stage, under the seed; its batch stage is a
+    deterministic function of those draws, run once per batch in :meth:`__getitems__`.
     """
 
     def __init__(self, base: Dataset, transform, seed: int):
@@ -51,15 +55,29 @@ class SeededAugmentation(Dataset):
         return len(self.base)
 
     def __getitem__(self, encoded: int):
-        epoch, index = divmod(int(encoded), len(self.base))
-        image, label, _ = self.base[index]
-        if self.transform is not None:
-            state = _seed_all(sample_seed(self.seed, epoch, index))
-            try:
-                image = self.transform(image)
-            finally:
-                _restore_all(state)
-        return image, label, index
+        return self.__getitems__([encoded])[0]
+
+    def __getitems__(self, encoded_indices: list[int]) -> list:
+        """The items of a batch (DataLoader calls this with each batch's indices): a two-stage
+        transform (:class:`~relaxkd.data.augment.TrainingTransform`) prepares each image under its
+        own seed and finishes the batch at once; any other transform runs per image."""
+        two_stage = isinstance(self.transform, TrainingTransform)
+        labels, indices, outputs = [], [], []
+        for encoded in encoded_indices:
+            epoch, index = divmod(int(encoded), len(self.base))
+            image, label, _ = self.base[index]
+            if self.transform is not None:
+                state = _seed_all(sample_seed(self.seed, epoch, index))
+                try:
+                    image = self.transform.prepare(image) if two_stage else self.transform(image)
+                finally:
+                    _restore_all(state)
+            outputs.append(image)
+            labels.append(label)
+            indices.append(index)
+        if two_stage and outputs:
+            outputs = list(self.transform.finish(outputs))  # each image depends on its own draws only
+        return list(zip(outputs, labels, indices))
 
 
 def _seed_all(seed: int) -> torch.Tensor:

@@ -1,0 +1,343 @@
+"""Training augmentation in two stages: per image, then per batch.
+
+A DataLoader runs transforms one image at a time, and at CIFAR-like sizes each of AutoAugment's
+ops, the normalisation and Cutout costs tens of microseconds of Python and tensor-op overhead
+for a few microseconds of pixel work (benchmarks/bench_train.py, ``loader_headroom``). So a
+training transform is split:
+
+1. **per image** (:meth:`TrainingTransform.prepare`, under the sample's own seed): the steps that
+   depend on the image's original size (random resized crop, flip; PIL, with antialiasing), then
+   the draw of every later random choice: which ops, their magnitudes, the Cutout centre;
+2. **per batch** (:meth:`TrainingTransform.finish`): those choices applied to the stacked uint8
+   batch, each op once for all the images that drew it, then normalisation and Cutout.
+
+The ops are torchvision's tensor ops (``torchvision.transforms.autoaugment._apply_op`` on a uint8
+tensor) with a magnitude per image instead of one per call; tests/test_transforms.py checks each
+against torchvision image by image, bit for bit. Every image's result depends only on its own
+seed, never on the other images in its batch, so worker counts, batch composition and cached
+teacher targets all see the same views.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import AutoAugment, AutoAugmentPolicy, ColorJitter, RandAugment
+from torchvision.transforms import _functional_tensor as FT
+from torchvision.transforms import functional as F
+
+#: every op a draw can name; index = op id in :class:`Draw`
+OPS = (
+    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
+    "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert",
+)
+OP_IDS = {name: op_id for op_id, name in enumerate(OPS)}
+IDENTITY = OP_IDS["Identity"]
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One image's random choices for the batch stage: ``ops[s]`` (an id in :data:`OPS`) with
+    ``magnitudes[s]`` (as ``_apply_op`` takes it) at stage ``s``; ``hole``: the Cutout centre as a
+    flat pixel index, or -1."""
+
+    ops: tuple[int, ...]
+    magnitudes: tuple[float, ...]
+    hole: int = -1
+
+
+# --- per-image draws: the same distributions as torchvision's transforms --------------------------
+
+
+class AutoAugmentDraw:
+    """AutoAugment's choice for one image (``T.AutoAugment``'s policies and magnitude table):
+    a sub-policy, each of its two ops applied with its probability, signed ops negated half the time."""
+
+    def __init__(self, policy: AutoAugmentPolicy, image_size: int):
+        reference = AutoAugment(policy)
+        self.policies = reference.policies
+        space = reference._augmentation_space(10, (image_size, image_size))
+        self._policies = [
+            [(OP_IDS[name], p, float(space[name][0][level]) if level is not None else 0.0, space[name][1])
+             for name, p, level in policy_ops]
+            for policy_ops in self.policies
+        ]
+
+    UNIFORMS = 5  # sub-policy, 2 probabilities, 2 signs
+
+    def __call__(self, uniforms: Sequence[float]) -> tuple[list[int], list[float]]:
+        u_policy, *u = uniforms
+        ops, magnitudes = [], []
+        for stage, (op_id, p, magnitude, signed) in enumerate(self._policies[min(int(u_policy * len(self._policies)), len(self._policies) - 1)]):
+            applied = u[stage] <= p
+            ops.append(op_id if applied else IDENTITY)
+            magnitudes.append(-magnitude if applied and signed and u[2 + stage] < 0.5 else magnitude)
+        return ops, magnitudes
+
+
+class RandAugmentDraw:
+    """RandAugment's choice for one image (``T.RandAugment()`` defaults: 2 ops uniform over its 14,
+    magnitude 9 of 31 bins, signed ops negated half the time)."""
+
+    def __init__(self, image_size: int, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31):
+        reference = RandAugment(num_ops, magnitude, num_magnitude_bins)
+        space = reference._augmentation_space(num_magnitude_bins, (image_size, image_size))
+        self.num_ops = num_ops
+        self.UNIFORMS = 2 * num_ops  # op and sign, per op
+        self._ops = [
+            (OP_IDS[name], float(magnitudes[magnitude]) if magnitudes.ndim > 0 else 0.0, signed)
+            for name, (magnitudes, signed) in space.items()
+        ]
+
+    def __call__(self, uniforms: Sequence[float]) -> tuple[list[int], list[float]]:
+        ops, magnitudes = [], []
+        for u_op, u_sign in zip(uniforms[: self.num_ops], uniforms[self.num_ops:]):
+            op_id, magnitude, signed = self._ops[min(int(u_op * len(self._ops)), len(self._ops) - 1)]
+            ops.append(op_id)
+            magnitudes.append(-magnitude if signed and u_sign < 0.5 else magnitude)
+        return ops, magnitudes
+
+
+class ColorJitterDraw:
+    """``T.ColorJitter(brightness, contrast, saturation)``'s choice for one image: the factors
+    uniform in [1 - x, 1 + x] applied in a random order (4 stages: hue is off, its stage is Identity)."""
+
+    _OPS = (OP_IDS["Brightness"], OP_IDS["Contrast"], OP_IDS["Color"], IDENTITY)  # ColorJitter's fn ids 0-3
+
+    def __init__(self, brightness: float, contrast: float, saturation: float):
+        reference = ColorJitter(brightness, contrast, saturation)
+        self._ranges = [reference.brightness, reference.contrast, reference.saturation, (1.0, 1.0)]
+
+    UNIFORMS = 7  # a uniformly random order (ranks of 4 uniforms) and 3 factors
+
+    def __call__(self, uniforms: Sequence[float]) -> tuple[list[int], list[float]]:
+        order = sorted(range(4), key=uniforms.__getitem__)
+        # _apply_op's colour ops take factor - 1
+        factors = [lo + (hi - lo) * value - 1.0 for (lo, hi), value in zip(self._ranges, [*uniforms[4:7], 0.0])]
+        return [self._OPS[fn] for fn in order], [factors[fn] for fn in order]
+
+
+# --- per-batch ops: torchvision's tensor ops with one magnitude per image ------------------------
+
+
+def _blend(images: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
+    """``_functional_tensor._blend`` with a ratio per image (float32 factors, as a Python scalar gets)."""
+    ratio = ratio.view(-1, 1, 1, 1)
+    return (ratio.float() * images + (1.0 - ratio).float() * other).clamp(0, 255).to(images.dtype)
+
+
+@lru_cache(maxsize=16)
+def _base_grid(height: int, width: int, device: torch.device) -> Tensor:
+    """``_gen_affine_grid``'s pixel-centre grid [1, H·W, 3] (x, y, 1) for an H x W output."""
+    base = torch.empty(1, height, width, 3, dtype=torch.float32, device=device)
+    base[..., 0].copy_(torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, steps=width, device=device))
+    base[..., 1].copy_(torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, steps=height, device=device).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    return base.view(1, height * width, 3)
+
+
+def _inverse_matrix(op: str, magnitude: float, height: int, width: int) -> list[float]:
+    """The inverse affine matrix ``_apply_op`` builds for a geometric op (via F.affine / F.rotate)."""
+    if op == "ShearX":  # F.affine(..., center=[0, 0]): the top-left corner, in centred coordinates
+        return F._get_inverse_affine_matrix([-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], 1.0, [math.degrees(math.atan(magnitude)), 0.0])
+    if op == "ShearY":
+        return F._get_inverse_affine_matrix([-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], 1.0, [0.0, math.degrees(math.atan(magnitude))])
+    if op == "TranslateX":
+        return F._get_inverse_affine_matrix([0.0, 0.0], 0.0, [float(int(magnitude)), 0.0], 1.0, [0.0, 0.0])
+    if op == "TranslateY":
+        return F._get_inverse_affine_matrix([0.0, 0.0], 0.0, [0.0, float(int(magnitude))], 1.0, [0.0, 0.0])
+    # Rotate: F.rotate about the centre; its angle runs opposite to F.affine's
+    return F._get_inverse_affine_matrix([0.0, 0.0], -magnitude, [0.0, 0.0], 1.0, [0.0, 0.0])
+
+
+def _geometric(images: Tensor, ops: list[str], magnitudes: list[float]) -> Tensor:
+    """Each image's geometric op (nearest, zero fill: AutoAugment's defaults) in one ``grid_sample``:
+    ``_functional_tensor.affine``'s grid, per image."""
+    height, width = images.shape[-2:]
+    theta = torch.tensor([_inverse_matrix(op, m, height, width) for op, m in zip(ops, magnitudes)],
+                         dtype=torch.float32, device=images.device).view(-1, 2, 3)
+    rescaled = theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height], dtype=torch.float32, device=images.device)
+    grid = _base_grid(height, width, images.device).expand(len(ops), -1, -1).bmm(rescaled).view(-1, height, width, 2)
+    return FT._apply_grid_transform(images, grid, "nearest", fill=None)
+
+
+def _posterize(images: Tensor, bits: Tensor) -> Tensor:
+    masks = (256 - 2 ** (8 - bits.to(torch.int64))).to(torch.uint8)  # F.posterize's -(2 ** (8 - bits))
+    return images & masks.view(-1, 1, 1, 1)
+
+
+def _solarize(images: Tensor, thresholds: Tensor) -> Tensor:
+    return torch.where(images >= thresholds.float().view(-1, 1, 1, 1), F.invert(images), images)
+
+
+def _contrast(images: Tensor, factors: Tensor) -> Tensor:
+    means = torch.mean(FT.rgb_to_grayscale(images).float(), dim=(-3, -2, -1), keepdim=True)
+    return _blend(images, means, 1.0 + factors)
+
+
+def _sharpness(images: Tensor, factors: Tensor) -> Tensor:
+    if images.shape[-1] <= 2 or images.shape[-2] <= 2:
+        return images
+    return _blend(images, _smoothed(images), 1.0 + factors)
+
+
+def _smoothed(images: Tensor) -> Tensor:
+    """``_functional_tensor._blurred_degenerate_image``: the 3x3 kernel (1 1 1 / 1 5 1 / 1 1 1) / 13,
+    rounded, borders kept. Computed exactly in integers (a 3x3 box sum + 4 x centre, then
+    round(s / 13), never a tie since 13 is odd), which equals torchvision's float convolution after
+    rounding, without oneDNN's ~0.3 ms set-up for a tiny grouped convolution."""
+    pixels = images.float()
+    sums = torch.nn.functional.avg_pool2d(pixels, 3, stride=1, divisor_override=1) + 4.0 * pixels[..., 1:-1, 1:-1]
+    out = images.clone()
+    out[..., 1:-1, 1:-1] = torch.div(2.0 * sums + 13.0, 26.0, rounding_mode="floor").to(images.dtype)
+    return out
+
+
+def _equalize(images: Tensor, _magnitudes: Tensor) -> Tensor:
+    """``F.equalize`` (torchvision's per-channel lookup table) for every image and channel at once;
+    torchvision loops over images and channels (~0.5 ms an image)."""
+    batch, channels, height, width = images.shape
+    flat = images.reshape(batch * channels, height * width).to(torch.int64)
+    offsets = torch.arange(batch * channels, device=images.device).unsqueeze(1) * 256
+    hist = torch.bincount((flat + offsets).reshape(-1), minlength=batch * channels * 256).view(-1, 256)
+    # torchvision: step = (sum of the non-zero bins but the last one) // 255; no change where step is 0
+    top_level = 255 - torch.argmax((hist.flip(1) > 0).to(torch.uint8), dim=1, keepdim=True)
+    step = torch.div(height * width - hist.gather(1, top_level), 255, rounding_mode="floor")
+    lut = torch.div(torch.cumsum(hist, 1) + torch.div(step, 2, rounding_mode="floor"), step.clamp(min=1), rounding_mode="floor")
+    lut = torch.nn.functional.pad(lut, [1, 0])[:, :-1].clamp(0, 255)
+    out = torch.where(step > 0, lut.gather(1, flat), flat)
+    return out.to(torch.uint8).view(batch, channels, height, width)
+
+
+_GEOMETRIC = frozenset(OP_IDS[op] for op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"))
+_BATCH_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "Brightness": lambda images, m: _blend(images, torch.zeros((), dtype=torch.float32), 1.0 + m),
+    "Color": lambda images, m: _blend(images, FT.rgb_to_grayscale(images), 1.0 + m),
+    "Contrast": _contrast,
+    "Sharpness": _sharpness,
+    "Posterize": _posterize,
+    "Solarize": _solarize,
+    "AutoContrast": lambda images, _: F.autocontrast(images),
+    "Equalize": _equalize,
+    "Invert": lambda images, _: F.invert(images),
+}
+
+
+def apply_ops(images: Tensor, ops: Tensor, magnitudes: Tensor) -> Tensor:
+    """Stage by stage, each image's op with its magnitude: ``images`` uint8 [B, 3, H, W],
+    ``ops`` int64 [B, S] (ids in :data:`OPS`), ``magnitudes`` float64 [B, S]. Returns a new tensor.
+    Each op runs once per stage for the images that drew it (the geometric ones together)."""
+    images = images.clone()
+    for stage in range(ops.shape[1]):
+        column, groups = ops[:, stage].tolist(), {}
+        for row, op_id in enumerate(column):
+            if op_id != IDENTITY:
+                groups.setdefault("geometric" if op_id in _GEOMETRIC else OPS[op_id], []).append(row)
+        for name, rows in groups.items():
+            index = torch.tensor(rows)
+            if name == "geometric":
+                images[index] = _geometric(images[index], [OPS[column[row]] for row in rows], magnitudes[index, stage].tolist())
+            else:
+                images[index] = _BATCH_OPS[name](images[index], magnitudes[index, stage])
+    return images
+
+
+def cutout(images: Tensor, holes: Tensor, length: int) -> Tensor:
+    """Cutout (DeVries & Taylor, 2017) per image: zero the ``length``-pixel square centred on pixel
+    ``holes[i]`` (flat index; -1: none), clipped at the border as the original code does."""
+    height, width = images.shape[-2:]
+    centre_y, centre_x = torch.div(holes, width, rounding_mode="floor"), holes % width
+    half = length // 2
+    ys, xs = torch.arange(height), torch.arange(width)
+    rows = (ys >= (centre_y - half).unsqueeze(1)) & (ys < (centre_y + half).unsqueeze(1))  # [B, H]
+    cols = (xs >= (centre_x - half).unsqueeze(1)) & (xs < (centre_x + half).unsqueeze(1))  # [B, W]
+    inside = (rows.unsqueeze(2) & cols.unsqueeze(1) & (holes >= 0).view(-1, 1, 1)).unsqueeze(1)
+    return images.masked_fill(inside, 0.0)
+
+
+#: below this many pixel values a batch's many small ops run faster on one thread: waking the
+#: intra-op pool costs more than it saves (2 cores, 64 x 16 px: 4.5 ms vs 7.8 ms a batch). A
+#: loader worker already runs one thread; this matters where the main process loads (0 workers).
+_SMALL_BATCH = 1 << 20
+
+
+@contextmanager
+def _one_thread_if(condition: bool):
+    threads = torch.get_num_threads()
+    if not condition or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# --- the two-stage transform ---------------------------------------------------------------------
+
+
+class TrainingTransform:
+    """PIL image -> normalised float [3, S, S], as a per-image and a per-batch stage.
+
+    ``crop``: a :class:`~relaxkd.data.transforms.FastRandomResizedCrop` to S (then a horizontal
+    flip with probability 1/2); ``draw``: one image's ``(ops, magnitudes)`` (AutoAugment,
+    RandAugment or ColorJitter choices) from its ``UNIFORMS`` uniforms; ``cutout_length``: Cutout's
+    square (0: none), applied after normalisation so the hole is the mean colour. All of an image's
+    randomness is one ``torch.rand`` call in :meth:`prepare` (each torch call costs ~5 us here).
+    Calling it on one image is ``finish([prepare(image)])[0]``;
+    :class:`~relaxkd.engine.sampling.SeededAugmentation` prepares each image under its own seed
+    and finishes whole batches.
+    """
+
+    def __init__(self, crop, draw: Callable[[Sequence[float]], tuple[list[int], list[float]]],
+                 stats, image_size: int, cutout_length: int = 0):
+        self.crop, self.draw = crop, draw
+        self.stats, self.image_size, self.cutout_length = stats, int(image_size), int(cutout_length)
+        self._uniforms = crop.UNIFORMS + 1 + draw.UNIFORMS + 1  # crop, flip, ops, Cutout centre
+        mean, std = np.asarray(stats.mean, np.float64), np.asarray(stats.std, np.float64)
+        # (x / 255 - mean) / std = x * (1 / (255 std)) - mean / std, in float64 once
+        self._scale = torch.from_numpy((1.0 / (255.0 * std)).astype(np.float32)).view(1, 3, 1, 1)
+        self._shift = torch.from_numpy((-mean / std).astype(np.float32)).view(1, 3, 1, 1)
+
+    def prepare(self, image: Image.Image) -> tuple[np.ndarray, Draw]:
+        """The per-image stage: uint8 pixels [S, S, 3] and the batch stage's draws (torch's CPU RNG only)."""
+        u = torch.rand(self._uniforms).tolist()
+        flip, ops_from = self.crop.UNIFORMS, self.crop.UNIFORMS + 1
+        image = self.crop.crop(image, u[:flip])
+        if u[flip] < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        ops, magnitudes = self.draw(u[ops_from:-1])
+        pixels = self.image_size * self.image_size
+        hole = min(int(u[-1] * pixels), pixels - 1) if self.cutout_length else -1
+        # tobytes + frombuffer: several times cheaper than np.asarray(image) (PIL's __array_interface__)
+        array = np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width, 3)
+        return array, Draw(tuple(ops), tuple(magnitudes), hole)
+
+    def finish(self, prepared: Sequence[tuple[np.ndarray, Draw]]) -> Tensor:
+        """The per-batch stage: normalised float [B, 3, S, S] (contiguous)."""
+        pixels = torch.from_numpy(np.stack([item[0] for item in prepared])).permute(0, 3, 1, 2)
+        draws = [item[1] for item in prepared]
+        with _one_thread_if(pixels.numel() < _SMALL_BATCH):
+            ops = torch.tensor([draw.ops for draw in draws], dtype=torch.int64)
+            magnitudes = torch.tensor([draw.magnitudes for draw in draws], dtype=torch.float64)
+            images = torch.addcmul(self._shift, apply_ops(pixels, ops, magnitudes).float(), self._scale)
+            if self.cutout_length:
+                images = cutout(images, torch.tensor([draw.hole for draw in draws]), self.cutout_length)
+            return images.contiguous()
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        return self.finish([self.prepare(image)])[0]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(per image: crop {self.crop.size}, flip, {type(self.draw).__name__}; "
+                f"per batch: ops, normalise {self.stats}, cutout {self.cutout_length or 'off'})")
