@@ -102,7 +102,7 @@ class Bench:
 
     def rounds(self, size: Size) -> int:
         # enough rounds for a median on a noisy machine; fewer where one round takes seconds
-        return (4 if self.heavy(size) else 30) if self.quick else (7 if self.heavy(size) else 40)
+        return (4 if self.heavy(size) else 60) if self.quick else (7 if self.heavy(size) else 60)
 
     def warmup(self, size: Size) -> int:
         return 1 if self.heavy(size) else 2

@@ -202,6 +202,56 @@ def test_batched_ops_equal_torchvision_image_by_image(height, width):
         assert torch.equal(two[row], _apply_op(rotated, "Equalize", 0.0, interpolation=T.InterpolationMode.NEAREST, fill=None))
 
 
+def _lut_test_images() -> list[Image.Image]:
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(400):
+        mode = ("RGB", "L")[i % 2]
+        shape = (int(rng.integers(1, 12)), int(rng.integers(1, 12))) + ((3,) if mode == "RGB" else ())
+        kind = i % 4
+        if kind == 0:
+            pixels = rng.integers(0, 256, shape)
+        elif kind == 1:  # two or three grey levels
+            pixels = rng.integers(0, 3, shape) * int(rng.integers(0, 120))
+        elif kind == 2:  # constant
+            pixels = np.full(shape, int(rng.integers(0, 256)))
+        else:
+            pixels = np.clip(rng.normal(128, 40, shape), 0, 255)
+        images.append(Image.fromarray(pixels.astype(np.uint8), mode))
+    return images
+
+
+def test_lookup_table_ops_match_pil():
+    from PIL import ImageOps
+
+    from relaxkd.data.pil_ops import _autocontrast, _equalize, _solarize
+
+    for picture in _lut_test_images():
+        for ours, theirs in ((_equalize(picture), ImageOps.equalize(picture)),
+                             (_autocontrast(picture), ImageOps.autocontrast(picture)),
+                             (_solarize(picture, 128.0), ImageOps.solarize(picture, 128.0)),
+                             (_solarize(picture, 28.3), ImageOps.solarize(picture, 28.3))):
+            assert ours.mode == theirs.mode and ours.size == theirs.size
+            assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_per_image_ops_for_large_images_equal_torchvision_on_pil():
+    """Above BATCH_OPS_MAX_SIZE the drawn ops run per image on PIL: torchvision's PIL results."""
+    from torchvision.transforms.autoaugment import _apply_op
+
+    from relaxkd.data.augment import BATCH_OPS_MAX_SIZE
+    from relaxkd.data.pil_ops import apply_ops_pil
+
+    rng = np.random.default_rng(5)
+    size = BATCH_OPS_MAX_SIZE + 8
+    for i, (name, magnitude) in enumerate(_op_cases()):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8) // (3 if i % 5 == 0 else 1)
+        picture = Image.fromarray(pixels)
+        expected = _apply_op(picture, name, magnitude, interpolation=T.InterpolationMode.NEAREST, fill=None)
+        assert np.array_equal(np.asarray(apply_ops_pil(picture, [name], [magnitude])), np.asarray(expected)), (name, magnitude)
+    assert build_transform("strong", size).batch_ops is False and build_transform("strong", BATCH_OPS_MAX_SIZE).batch_ops
+
+
 def _frequencies(pairs) -> dict:
     counts: dict = {}
     for pair in pairs:
@@ -262,24 +312,26 @@ def test_rand_augment_and_color_jitter_draws_have_torchvision_distributions():
     np.testing.assert_allclose(factors.var(axis=0), 0.4**2 / 12, rtol=0.05)
 
 
+@pytest.mark.parametrize("size", [16, 72])  # ops per batch / per image (above BATCH_OPS_MAX_SIZE)
 @pytest.mark.parametrize("kind, policy", [("strong", "cifar"), ("strong", "imagenet"), ("weak", "cifar")])
-def test_training_transform_batches_equal_single_images(kind, policy):
+def test_training_transform_batches_equal_single_images(kind, policy, size):
     """finish() over a batch gives each image what it gets alone: views never depend on batch-mates."""
-    transform = build_transform(kind, 16, IMAGENET_STATS, policy=policy)
+    transform = build_transform(kind, size, IMAGENET_STATS, policy=policy)
     pictures = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)) for i in range(40)]
     prepared = []
     for i, picture in enumerate(pictures):
         torch.manual_seed(i)
         prepared.append(transform.prepare(picture))
     batch = transform.finish(prepared)
-    assert batch.shape == (40, 3, 16, 16) and batch.dtype == torch.float32 and batch.is_contiguous()
+    assert batch.shape == (40, 3, size, size) and batch.dtype == torch.float32 and batch.is_contiguous()
     for i, picture in enumerate(pictures):
         torch.manual_seed(i)
         assert torch.equal(transform(picture), batch[i])
-    assert len({draw.ops for _, draw in prepared}) > 5  # many different choices in one batch
+    if transform.batch_ops:
+        assert len({draw.ops for _, draw in prepared}) > 5  # many different choices in one batch
     # normalisation: with no op and no hole, pixels come out as Normalize(ToTensor(pixels))
-    pixels, _ = prepared[0]
-    plain = transform.finish([(pixels, type(prepared[0][1])((0,) * len(prepared[0][1].ops), (0.0,) * len(prepared[0][1].ops)))])
+    pixels, draw = prepared[0]
+    plain = transform.finish([(pixels, type(draw)((0,) * len(draw.ops), (0.0,) * len(draw.ops)))])
     reference = T.Normalize(IMAGENET_STATS.mean, IMAGENET_STATS.std)(torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255)
     torch.testing.assert_close(plain[0], reference)
 
