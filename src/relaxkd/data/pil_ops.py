@@ -38,38 +38,46 @@ def _apply_lut(image: Image.Image, pixels: np.ndarray, lut: np.ndarray) -> Image
     return Image.fromarray(out, image.mode)
 
 
-def _equalize(image: Image.Image, _magnitude: float = 0.0) -> Image.Image:
-    """``PIL.ImageOps.equalize(image)``."""
+def _histogram_lut_op(image: Image.Image, torchvision_op, band_table) -> Image.Image:
+    """``image.point`` of a per-band table built from the band's histogram by ``band_table(histogram,
+    identity)`` (which fills the identity row in place, or leaves it); other modes: ``torchvision_op``."""
     if image.mode not in ("L", "RGB"):
-        return F.equalize(image)
+        return torchvision_op(image)
     pixels, histograms = _pixels_and_histograms(image)
     lut = np.tile(_LEVELS, (len(histograms), 1))
     for band, histogram in enumerate(histograms):
-        present = histogram[histogram > 0]
-        if len(present) <= 1:
-            continue
-        step = (int(present.sum()) - int(present[-1])) // 255
-        if step:
-            lut[band, 0] = step // 2
-            np.cumsum(histogram[:-1], out=lut[band, 1:])
-            lut[band, 1:] += step // 2
-            lut[band] //= step
+        band_table(histogram, lut[band])
     return _apply_lut(image, pixels, lut)
+
+
+def _equalize_table(histogram: np.ndarray, table: np.ndarray) -> None:
+    present = histogram[histogram > 0]
+    if len(present) <= 1:
+        return
+    step = (int(present.sum()) - int(present[-1])) // 255
+    if step:
+        table[0] = step // 2
+        np.cumsum(histogram[:-1], out=table[1:])
+        table[1:] += step // 2
+        table //= step
+
+
+def _autocontrast_table(histogram: np.ndarray, table: np.ndarray) -> None:
+    present = np.flatnonzero(histogram)
+    lo, hi = int(present[0]), int(present[-1])
+    if hi > lo:
+        scale = 255.0 / (hi - lo)
+        table[:] = np.trunc(_LEVELS * scale + (-lo * scale))
+
+
+def _equalize(image: Image.Image, _magnitude: float = 0.0) -> Image.Image:
+    """``PIL.ImageOps.equalize(image)``."""
+    return _histogram_lut_op(image, F.equalize, _equalize_table)
 
 
 def _autocontrast(image: Image.Image, _magnitude: float = 0.0) -> Image.Image:
     """``PIL.ImageOps.autocontrast(image)`` (no cutoff, nothing ignored)."""
-    if image.mode not in ("L", "RGB"):
-        return F.autocontrast(image)
-    pixels, histograms = _pixels_and_histograms(image)
-    lut = np.tile(_LEVELS, (len(histograms), 1))
-    for band, histogram in enumerate(histograms):
-        present = np.flatnonzero(histogram)
-        lo, hi = int(present[0]), int(present[-1])
-        if hi > lo:
-            scale = 255.0 / (hi - lo)
-            lut[band] = np.trunc(_LEVELS * scale + (-lo * scale))
-    return _apply_lut(image, pixels, lut)
+    return _histogram_lut_op(image, F.autocontrast, _autocontrast_table)
 
 
 def _solarize(image: Image.Image, threshold: float) -> Image.Image:
