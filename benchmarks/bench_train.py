@@ -11,6 +11,9 @@ round with the order reversed every other round, medians over rounds), per size:
 - ``loader_headroom_{size}``: images/s of the real data pipeline (dataset, ``SeededAugmentation``
   with the strong transform, ``SeededDataModule``'s DataLoader with the configured workers) over
   images/s the full step consumes. Target ≥ 1.5.
+- ``augment_batched_speedup_{32,224}``: strong augmentation with its ops per image on PIL over the
+  same with the ops batched as uint8 tensors (one thread, as a loader worker): the measurement
+  behind ``relaxkd.data.augment.BATCH_OPS_MAX_SIZE``.
 - ``ensemble_speedup_{size}``: naive loop over the member teachers over ``TeacherEnsemble``
   (members fused into one network). Target ≥ 1.3 on CPU.
 - ``tx_cached_vs_online_{size}``: T_x logits from online CLIP (image encoder per batch + head)
@@ -421,6 +424,49 @@ def seeding_cost(raw, transform) -> None:
     finish = (time.perf_counter() - started) / count
     note(f"  per image: reseed+restore {seeding * 1e6:.0f} us, decode {decode * 1e6:.0f} us, crop/flip/draws "
          f"{prepare * 1e6:.0f} us, batch stage {finish * 1e6:.0f} us (batches of 64, main process)")
+
+
+@figure
+def augmentation_regimes(bench: Bench) -> None:
+    """Why ops run per batch up to ``BATCH_OPS_MAX_SIZE`` px and per image on PIL above: the strong
+    CIFAR augmentation (SeededAugmentation, batches of 128 from 32 px images) both ways, on one
+    thread as in a loader worker. ``augment_batched_speedup_{px}`` = per-image PIL ops / batched
+    tensor ops; > 1 favours batching."""
+    import numpy as np
+    from PIL import Image
+
+    from relaxkd.data import IMAGENET_STATS, build_transform
+    from relaxkd.engine.sampling import SeededAugmentation
+
+    class Raw(torch.utils.data.Dataset):
+        def __init__(self, count: int):
+            self.pixels = np.random.default_rng(0).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+
+        def __len__(self):
+            return len(self.pixels)
+
+        def __getitem__(self, index):
+            return Image.fromarray(self.pixels[index]), 0, index
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for size in (32, 224):
+            batches = 2 if size > 64 else 6
+            per_regime = {}
+            for batched in (True, False):
+                transform = build_transform("strong", size, IMAGENET_STATS, policy="cifar")
+                transform.batch_ops = batched
+                data = SeededAugmentation(Raw(128 * batches), transform, seed=0)
+                per_regime["batched" if batched else "per_image_pil"] = lambda data=data: [
+                    data.__getitems__(list(range(128 * b, 128 * (b + 1)))) for b in range(batches)]
+            t = timed(bench, per_regime, 3 if size > 64 else 5, warmup=1)
+            images = 128 * batches
+            note(f"{size} px: batched {t['batched'] / images * 1e6:.0f} us an image, "
+                 f"per image on PIL {t['per_image_pil'] / images * 1e6:.0f} us (one thread, batches of 128)")
+            emit(f"augment_batched_speedup_{size}", t["per_image_pil"] / t["batched"])
+    finally:
+        torch.set_num_threads(threads)
 
 
 @figure
