@@ -187,7 +187,7 @@ class DistillConfig(Strict):
     #: logits kept per teacher and sample in cached targets; 0 keeps all (exact replay).
     cache_top_k: int = Field(0, ge=0)
     #: run the fused image-teacher ensemble through torch.compile (needs a C++ compiler; a one-off
-    #: compile of ~25 s for 3 ResNet50 on 2 CPU cores, then ~1.6× faster than eager on CPU).
+    #: compile of 7-25 s for 3 ResNet50 on 2 CPU cores, then ~1.2× faster than eager on CPU).
     compile_teachers: bool = False
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(epochs=500, milestones=[300, 400])

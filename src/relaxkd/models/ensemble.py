@@ -259,8 +259,8 @@ class TeacherEnsemble(nn.Module):
     def __init__(self, teachers: Sequence[nn.Module], strategy: str = "auto", compiled: bool = False):
         super().__init__()
         #: run the fused network through torch.compile with inductor's freezing (weights become
-        #: constants, BatchNorm/ReLU/adds fused into prepacked convolutions): 1.9× the loop for
-        #: ResNet50 ×3 on 2 CPU cores, after a one-off compile of ~25 s (BENCHMARKS.md)
+        #: constants, BatchNorm/ReLU/adds fused into prepacked convolutions): 2.1-2.3× the loop for
+        #: ResNet50 ×3 on 2 CPU cores (eager fused 1.7-1.9×), after a one-off compile of 7-25 s
         self.compiled = compiled
         self._compiled: tuple = ()
         if len(teachers) == 0:
