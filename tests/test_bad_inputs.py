@@ -282,6 +282,58 @@ def test_full_disk_while_writing_an_artifact(capsys, monkeypatch, run, intact, c
     assert intact.unchanged()
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_full_disk_while_writing_the_report_keeps_the_previous_report(capsys, monkeypatch, run, tmp_path):
+    """Outside the artifact store too: one line naming the file, and every file stays whole (old or new)."""
+    import shutil
+
+    import matplotlib.figure
+
+    shutil.copytree(run.root, tmp_path / "runs")  # the report is written inside the run directory
+    run_dir = tmp_path / "runs" / "demo"
+    assert relaxkd(capsys, monkeypatch, "report", run_dir).code == 0
+    before = _files(run_dir / "report")
+    assert "report.md" in before and any(name.endswith(".png") for name in before)
+
+    def full_disk(figure, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"half a png")  # the disk filled up mid-write
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    result = relaxkd(capsys, monkeypatch, "report", run_dir)
+    assert_user_error(
+        result,
+        f"error: no space left on device while writing {run_dir / 'report'}/",
+        ".png; free space or write to another disk (completed artifacts are kept, files already written are whole)",
+    )
+    assert _files(run_dir / "report") == before  # no temporary left, no half-written figure
+
+
+def test_full_disk_while_exporting_leaves_no_half_written_file(capsys, monkeypatch, tmp_path):
+    from relaxkd.stages import export
+
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "student.json").write_text("{}")  # from an earlier export
+
+    def full_disk(source, target, *args, **kwargs):
+        Path(target).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    class Artifact:
+        path = tmp_path
+
+    monkeypatch.setattr(export, "_find_student", lambda pipeline, artifact: Artifact)
+    monkeypatch.setattr(export, "_load_student", lambda folder, advice: (torch.nn.Identity(), {}))
+    monkeypatch.setattr(export.shutil, "copyfile", full_disk)
+    result = relaxkd(capsys, monkeypatch, "export", DEMO, f"run_root={tmp_path / 'runs'}", "--out", out)
+    assert_user_error(result, f"error: no space left on device while writing {out / 'student.safetensors'}; free space")
+    assert _files(out) == {"student.json": b"{}"}
+
+
 # -- damaged exports (predict) ---------------------------------------------------------------------
 @pytest.fixture
 def export_dir(tmp_path) -> Path:

@@ -257,6 +257,18 @@ def _find_user_error(exc: BaseException) -> UserError | None:
     return None
 
 
+def _disk_full_error(exc: BaseException) -> UserError | None:
+    """A full disk outside the artifact store (which says which artifact itself): export, report."""
+    from relaxkd.stages.artifacts import disk_full
+
+    if not disk_full(exc):
+        return None
+    filename = getattr(exc, "filename", None)
+    where = f" while writing {filename}" if filename else ""
+    return UserError(f"no space left on device{where}; free space or write to another disk "
+                     f"(completed artifacts are kept, files already written are whole)")
+
+
 def _usage_message(exc: BaseException) -> str:
     message = " ".join(exc.format_message().split()).replace("Value error, ", "")
     ctx = getattr(exc, "ctx", None)
@@ -288,7 +300,7 @@ def main() -> None:
     except KeyboardInterrupt:
         _interrupted()
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
-        user_error = _find_user_error(exc)
+        user_error = _find_user_error(exc) or _disk_full_error(exc)
         if user_error is None:
             raise
         typer.echo(f"error: {_one_line(user_error)}", err=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from relaxkd.errors import UserError
-from relaxkd.stages.artifacts import ArtifactStore
+from relaxkd.stages.artifacts import ArtifactStore, atomic_output
 
 #: student top-1 (%) published in the paper (Table 1, "ours"), for real CLIP weights and data.
 PAPER_STUDENT_TOP1 = {
@@ -58,7 +58,7 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def write_csv(self, path: Path) -> None:
-        with open(path, "w", newline="") as fh:
+        with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(self.header)
             writer.writerows(self.rows)
@@ -148,9 +148,8 @@ def write_report(run_dir: str | Path) -> Path:
     if figures:
         lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
     report = out / "report.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(report)
+    with atomic_output(report) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return report
 
 
@@ -230,7 +229,8 @@ def _plot_table2(ordered, out: Path) -> list[str]:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "table2_accuracy_attribution.png"
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return [str(path)]
 
@@ -262,7 +262,8 @@ def _figure2(run_dir: Path, out: Path) -> list[str]:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "figure2_text_only.png"
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return [str(path)]
 
@@ -289,6 +290,7 @@ def _history_figure(artifacts, out: Path) -> list[str]:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "validation_history.png"
-    fig.savefig(path, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return [str(path)]

@@ -243,10 +243,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; renamed onto ``path`` only when the block succeeds
+    (else removed), so a reader never sees a half-written file and an old one survives a failure."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL_ERRNOS:  # name the file being written, not its temporary
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def write_json(path: Path, data: Any) -> None:

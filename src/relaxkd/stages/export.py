@@ -31,19 +31,22 @@ def export_student(pipeline, out: Path, fmt: str = "torchscript", artifact: Path
         raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     art = _find_student(pipeline, artifact)
     model, info = _load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
+    from relaxkd.stages.artifacts import atomic_output
+
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "student.safetensors", out / "student.json"]
-    shutil.copyfile(art.path / "student.safetensors", written[0])
-    shutil.copyfile(art.path / "student.json", written[1])
+    for path in written:  # each file appears whole or not at all (a full disk leaves the old one)
+        with atomic_output(path) as tmp:
+            shutil.copyfile(art.path / path.name, tmp)
     size = int(info.get("image_size", 224))
     example = torch.zeros(1, 3, size, size)
-    if fmt == "torchscript":
-        path = out / "student.torchscript.pt"
-        torch.jit.trace(model, example).save(str(path))
-    else:
-        path = out / "student.onnx"
-        torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    path = out / ("student.torchscript.pt" if fmt == "torchscript" else "student.onnx")
+    with atomic_output(path) as tmp:
+        if fmt == "torchscript":
+            torch.jit.trace(model, example).save(str(tmp))
+        else:
+            torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     written.append(path)
     return written
 
