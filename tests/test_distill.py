@@ -92,6 +92,16 @@ def test_student_from_tm_and_wn_tx_trains_offline_and_report_names_random_clip(t
     assert "random-weight CLIP" in report
 
 
+def test_tx_from_cached_embeddings_names_them_among_the_distillation_inputs(teachers_root):
+    p = pipeline(teachers_root, "distill.tx_input=cached")
+    manifest = p.distill().manifest
+    embeddings = p.embed_images()
+    assert f"embed-images-{embeddings.key}" in manifest["inputs"]
+    assert manifest["spec"]["tx_embeddings"] == embeddings.key
+    online = pipeline(teachers_root).distill().manifest
+    assert not any(name.startswith("embed-images-") for name in online["inputs"]) and "clip" in online["spec"]
+
+
 def test_adaptive_aggregation_records_teacher_weights_summing_to_one(teachers_root):
     history = pipeline(teachers_root, "distill.aggregate=adaptive").distill().read_json("metrics.json")["history"]
     assert len(history) == 2

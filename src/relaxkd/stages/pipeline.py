@@ -464,10 +464,13 @@ class Pipeline:
         return artifacts, (self.embed_images() if "tx" in artifacts else None)
 
     def teachers_spec(self, artifacts: dict[str, Artifact]) -> dict[str, Any]:
-        """The teacher artifacts a distillation uses, and the CLIP that feeds T_x when it runs online."""
+        """The teacher artifacts a distillation uses, and what feeds T_x: the CLIP it runs online or
+        the image embeddings it reads (named by key, so the manifest's ``inputs`` lists them)."""
         spec: dict[str, Any] = {"teachers": {n: a.key for n, a in artifacts.items()}}
         if "tx" in artifacts and self.cfg.distill.tx_input == "online":
             spec["clip"] = self.clip_spec()
+        elif "tx" in artifacts:
+            spec["tx_embeddings"] = self.embed_images().key
         return spec
 
     def student_views_spec(self) -> dict[str, Any]:
