@@ -11,7 +11,9 @@ training transform is split:
 2. **per batch** (:meth:`TrainingTransform.finish`): those choices applied to the stacked uint8
    batch, each op once for all the images that drew it, then normalisation and Cutout.
 
-The ops are torchvision's tensor ops (``torchvision.transforms.autoaugment._apply_op`` on a uint8
+Above :data:`BATCH_OPS_MAX_SIZE` px the ops run in the per-image stage instead, on PIL
+(:mod:`relaxkd.data.pil_ops`): on large images PIL's C loops beat torch's CPU kernels. In the
+batched regime the ops are torchvision's tensor ops (``torchvision.transforms.autoaugment._apply_op`` on a uint8
 tensor) with a magnitude per image instead of one per call; tests/test_transforms.py checks each
 against torchvision image by image, bit for bit. Every image's result depends only on its own
 seed, never on the other images in its batch, so worker counts, batch composition and cached
