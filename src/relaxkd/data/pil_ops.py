@@ -1,8 +1,8 @@
 """AutoAugment / RandAugment / ColorJitter ops on one PIL image (the per-image path for large images).
 
 Above :data:`relaxkd.data.augment.BATCH_OPS_MAX_SIZE` pixels a side, torchvision's PIL ops (PIL's C
-loops) beat its tensor ops on CPU (224 px, one thread: 2.9 ms an image per image vs 6.2 ms
-batched; benchmarks in BENCHMARKS.md), so :class:`~relaxkd.data.augment.TrainingTransform` applies
+loops) beat its tensor ops on CPU (224 px, one thread: 2.6-3.4 ms an image per image vs 3.8-4.7 ms
+batched; ``augment_batched_speedup`` in BENCHMARKS.md), so :class:`~relaxkd.data.augment.TrainingTransform` applies
 the drawn ops here, in its per-image stage. Ops go to torchvision's ``_apply_op`` except three
 lookup-table ops below.
 """

@@ -47,6 +47,12 @@ class Stats:
         if min(self.std) <= 0:
             raise ValueError(f"Stats std must be positive, got {self.std}")
 
+    def uint8_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(scale, shift)`` [3, 1, 1] with ``(x / 255 - mean) / std = x * scale + shift`` for
+        uint8 pixels ``x`` (ToTensor + Normalize in one multiply-add), computed in float64 once."""
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        return (1.0 / (255.0 * std)).astype(np.float32).reshape(3, 1, 1), (-mean / std).astype(np.float32).reshape(3, 1, 1)
+
 
 IMAGENET_STATS = Stats(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 CLIP_STATS = Stats(mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
@@ -76,10 +82,7 @@ class ToNormalizedTensor(torch.nn.Module):
     def __init__(self, stats: Stats):
         super().__init__()
         self.stats = stats
-        mean, std = np.asarray(stats.mean, np.float64), np.asarray(stats.std, np.float64)
-        # (x / 255 - mean) / std = x * (1 / (255 std)) - mean / std, in float64 once
-        self._scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(3, 1, 1)
-        self._shift = (-mean / std).astype(np.float32).reshape(3, 1, 1)
+        self._scale, self._shift = stats.uint8_affine()
         self._generic = T.Compose([T.ToTensor(), T.Normalize(stats.mean, stats.std)])
 
     def forward(self, image) -> torch.Tensor:
