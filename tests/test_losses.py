@@ -9,23 +9,31 @@ import torch
 import torch.nn.functional as F
 
 from relaxkd.errors import UserError
+from relaxkd.methods import METHODS, MethodContext, Outputs, Step, build_method
+from relaxkd.config import DISTILL_PRESETS, MULTIMODAL_PRESETS
 from relaxkd.losses import (
     AGGREGATORS,
-    AUTHORS_CODE,
-    KD_METHODS,
-    PAPER,
-    TEACHER_LOSS_AUTHORS_CODE,
-    TEACHER_LOSS_PAPER,
     adaptive_teacher_weights,
     aggregate_teacher_logits,
     cosine_regularization,
-    distillation_loss,
     dkd_loss,
     hierarchical_loss,
     kd_loss,
     multimodal_teacher_loss,
     standardize_logits,
 )
+
+def distillation_loss(student, teachers, targets, *, method="kd", aggregate="mean_logits", teacher_weights=None,
+                      multimodal_index=None, params=None, **shared):
+    """CE + KD through the method layer, as the student's training step computes it."""
+    names = [f"t{i}" for i in range(len(teachers))]
+    context = MethodContext(num_classes=student.shape[1], teacher_names=names, multimodal_index=multimodal_index, aggregate=aggregate)
+    m = build_method(method, context, params, **shared)
+    step = Step(epoch=0, step=0, images=student, targets=targets, indices=torch.arange(len(targets)),
+                student=Outputs(student), teachers={n: Outputs(t) for n, t in zip(names, teachers)},
+                teacher_weights=teacher_weights)
+    return m(step)
+
 
 # ---- independent numpy reference ---------------------------------------------------------
 
@@ -178,11 +186,16 @@ def test_distillation_mean_losses_and_adaptive(batch):
     student, teachers, targets = batch
     s = student.numpy()
     per_teacher = [np_kd(s, z.numpy(), 4.0) for z in teachers]
-    mean = distillation_loss(student, teachers, targets, aggregate="mean_losses")
+    mean = distillation_loss(student, teachers, targets, aggregate="mean_losses", temperature=4.0)
     assert mean["kd"].item() == pytest.approx(sum(per_teacher) / 3, rel=1e-10)
     weights = [0.5, 0.3, 0.2]
-    adaptive = distillation_loss(student, teachers, targets, aggregate="adaptive", teacher_weights=weights)
+    adaptive = distillation_loss(student, teachers, targets, aggregate="adaptive", teacher_weights=weights, temperature=4.0)
     assert adaptive["kd"].item() == pytest.approx(sum(w * l for w, l in zip(weights, per_teacher)), rel=1e-10)
+    # the training step passes the weights as a tensor (no host synchronisation)
+    on_device = distillation_loss(
+        student, teachers, targets, aggregate="adaptive", teacher_weights=torch.tensor(weights), temperature=4.0
+    )
+    assert on_device["kd"].item() == pytest.approx(adaptive["kd"].item(), rel=1e-6)
 
 
 def test_adaptive_needs_valid_weights(batch):
@@ -209,7 +222,7 @@ def test_methods_through_distillation_loss(batch):
     z_bar = aggregate_teacher_logits(teachers, None)
     zscore = distillation_loss(student, teachers, targets, method="zscore", temperature=2.0)
     assert zscore["kd"].item() == pytest.approx(kd_loss(student, z_bar, 2.0, standardize=True).item())
-    dkd = distillation_loss(student, teachers, targets, method="dkd", dkd_alpha=0.5, dkd_beta=4.0)
+    dkd = distillation_loss(student, teachers, targets, method="dkd", params={"alpha": 0.5, "beta": 4.0})
     assert dkd["kd"].item() == pytest.approx(dkd_loss(student, z_bar, targets, 0.5, 4.0, 4.0).item())
     none = distillation_loss(student, [], targets, method="none", ce_weight=0.6)
     assert none["kd"].item() == 0.0
@@ -224,7 +237,7 @@ def test_unknown_names_are_user_errors_listing_valid_ones(batch):
     with pytest.raises(UserError, match="dkd"):
         distillation_loss(student, teachers, targets, method="crd")
     assert AGGREGATORS.names() == ["adaptive", "mean_logits", "mean_losses"]
-    assert KD_METHODS.names() == ["dkd", "kd", "none", "zscore"]
+    assert {"dkd", "kd", "none", "zscore", "lfme", "ffkd"} <= set(METHODS.names())
 
 
 def test_kd_needs_a_teacher(batch):
@@ -233,14 +246,17 @@ def test_kd_needs_a_teacher(batch):
         distillation_loss(student, [], targets)
 
 
-def test_presets_and_gradient_reaches_student_only(batch):
-    assert (AUTHORS_CODE.ce_weight, AUTHORS_CODE.kd_weight, AUTHORS_CODE.temperature) == (0.6, 0.4, 3.0)
-    assert (PAPER.ce_weight, PAPER.kd_weight, PAPER.temperature, PAPER.aggregate) == (1.0, 1.0, 4.0, "mean_logits")
-    assert (TEACHER_LOSS_PAPER.lambda_hier, TEACHER_LOSS_PAPER.lambda_cos) == (0.1, 0.01)
-    assert (TEACHER_LOSS_AUTHORS_CODE.lambda_hier, TEACHER_LOSS_AUTHORS_CODE.lambda_cos) == (0.2, 0.005)
+def test_presets_are_defined_once_with_their_sources_and_gradient_reaches_student_only(batch):
+    # the paper gives no τ or λ: KD's recipe is the authors' scripts' τ 3, CE 0.6 / KD 0.4
+    authors = DISTILL_PRESETS["authors_code"]
+    assert (authors["ce_weight"], authors["kd_weight"], authors["temperature"], authors["aggregate"]) == (0.6, 0.4, 3.0, "mean_losses")
+    assert set(DISTILL_PRESETS) == {"authors_code"}  # no "paper" preset: the paper states no values
+    assert METHODS.get("kd").Params().model_dump() == {"temperature": 3.0, "ce_weight": 0.6, "kd_weight": 0.4}
+    assert MULTIMODAL_PRESETS == {"paper": {"lambda_hier": 0.1, "lambda_cos": 0.01}, "authors_code": {"lambda_hier": 0.2, "lambda_cos": 0.005}}
     student, teachers, targets = batch
     student = student.clone().requires_grad_(True)
-    out = distillation_loss(student, teachers, targets, **AUTHORS_CODE.kwargs())
+    kwargs = {k: v for k, v in authors.items() if k != "aggregate"}
+    out = distillation_loss(student, teachers, targets, aggregate=authors["aggregate"], **kwargs)
     out["loss"].backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
 
@@ -279,6 +295,6 @@ def test_multimodal_teacher_loss_eq6():
     assert out["cos"].item() == pytest.approx(0.5)
     assert out["loss"].item() == pytest.approx(ce + 0.2 * 1.0 + 0.1 * 0.5, rel=1e-6)
     # No wn samples and no bank: only the cross-entropy remains.
-    plain = multimodal_teacher_loss(logits, targets, torch.zeros(0, 3), torch.zeros(0, 3), None, None)
+    plain = multimodal_teacher_loss(logits, targets, torch.zeros(0, 3), torch.zeros(0, 3), None, None, lambda_hier=0.1, lambda_cos=0.01)
     assert plain["hier"].item() == 0.0 and plain["cos"].item() == 0.0
     assert plain["loss"].item() == pytest.approx(ce, rel=1e-6)

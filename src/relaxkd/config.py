@@ -20,16 +20,20 @@ from relaxkd.errors import UserError
 TEXT_MODES = ("gt", "wn", "noise", "none")
 SWEEP_FAMILIES = ("table1", "table2", "table3", "figure2")
 
-#: eq. 6 weights: the paper's and those of the authors' released code.
+#: Presets: the one definition of each named set of loss weights (tests pin their sources).
+#: eq. 6 weights: the paper's (§3, λ_hier 0.1, λ_cos 0.01) and the authors' released code's.
 MULTIMODAL_PRESETS = {
     "paper": {"lambda_hier": 0.1, "lambda_cos": 0.01},
     "authors_code": {"lambda_hier": 0.2, "lambda_cos": 0.005},
 }
-#: eq. 2-3 weights: the paper's (CE + KD, tau 4) and those of the authors' released code.
+#: eqs. 2-3: the paper gives no τ or λ. The authors' released scripts (chenqiguo/CrossmodalKD,
+#: script/script_*_regularizerV2.sh) use τ 3, CE 0.6 / KD 0.4 and average per-teacher KD losses.
+#: KD's own recipe (relaxkd/methods/kd.py) takes its τ and weights from here.
 DISTILL_PRESETS = {
-    "paper": {"ce_weight": 1.0, "kd_weight": 1.0, "temperature": 4.0},
     "authors_code": {"ce_weight": 0.6, "kd_weight": 0.4, "temperature": 3.0, "aggregate": "mean_losses"},
 }
+#: teachers the LFME method distils from: experts on the many/medium/few-shot class subsets
+EXPERT_TEACHERS = ("expert_many", "expert_medium", "expert_few")
 
 
 class Strict(BaseModel):
@@ -120,6 +124,8 @@ class UnimodalConfig(Strict):
             raise ValueError(f"member names must be unique, got {names}")
         if "tx" in names:
             raise ValueError("'tx' is reserved for the multimodal teacher")
+        if set(names) & set(EXPERT_TEACHERS):
+            raise ValueError(f"{', '.join(EXPERT_TEACHERS)} are reserved for LFME's subset experts")
         return members
 
 
@@ -134,8 +140,8 @@ class MultimodalConfig(Strict):
     #: Figure 2's text-only teacher: the image half of the input is zeroed.
     text_only: bool = False
     preset: Literal["paper", "authors_code"] = "paper"
-    lambda_hier: float = Field(0.1, ge=0)
-    lambda_cos: float = Field(0.01, ge=0)
+    lambda_hier: float = Field(MULTIMODAL_PRESETS["paper"]["lambda_hier"], ge=0)
+    lambda_cos: float = Field(MULTIMODAL_PRESETS["paper"]["lambda_cos"], ge=0)
     bank_weight_decay: float = Field(1e-4, ge=0)
     #: "cached": train on the embed stage's clean-image embeddings; "online": CLIP per augmented batch.
     input: Literal["cached", "online"] = "cached"
@@ -170,14 +176,20 @@ class DistillConfig(Strict):
     student: str = "resnet18"
     #: names of unimodal members and/or "tx" (the multimodal teacher).
     teachers: list[str] = Field(default_factory=lambda: ["strong", "weak", "tx"])
-    loss: Literal["kd", "zscore", "dkd", "none"] = "kd"
+    #: the KD method (relaxkd.methods: kd, zscore, dkd, none, lfme, ffkd, dmae, or a registered plug-in)
+    loss: str = "kd"
+    #: the method's own parameters (validated by the method; unknown keys are refused)
+    params: dict[str, Any] = Field(default_factory=dict)
     aggregate: Literal["mean_logits", "mean_losses", "adaptive"] = "mean_logits"
-    preset: Literal["paper", "authors_code"] = "paper"
-    temperature: float = Field(4.0, gt=0)
-    ce_weight: float = Field(1.0, ge=0)
-    kd_weight: float = Field(1.0, ge=0)
-    dkd_alpha: float = Field(1.0, ge=0)
-    dkd_beta: float = Field(8.0, ge=0)
+    #: named loss weights, applied over the method's recipe (see DISTILL_PRESETS)
+    preset: Literal["authors_code"] | None = None
+    #: unset (null): the method's own recipe (kd: τ 3, CE 0.6 / KD 0.4; zscore: τ 2, CE 0.1 / KD 9; ...)
+    temperature: float | None = Field(None, gt=0)
+    ce_weight: float | None = Field(None, ge=0)
+    kd_weight: float | None = Field(None, ge=0)
+    #: DKD's α and β (the same as distill.params.alpha / beta)
+    dkd_alpha: float | None = Field(None, ge=0)
+    dkd_beta: float | None = Field(None, ge=0)
     #: T_x during distillation: "online" CLIP on every augmented batch, or "cached" clean embeddings.
     tx_input: Literal["cached", "online"] = "online"
     #: teachers during distillation: "online" (run on every batch) or "cached" (Fast-KD style: the
@@ -196,10 +208,18 @@ class DistillConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, values: Any) -> Any:
-        if isinstance(values, dict) and "preset" in values:
+        if isinstance(values, dict) and values.get("preset") is not None:
             preset = DISTILL_PRESETS.get(values["preset"], {})
-            values = {**preset, **values}
+            values = {**preset, **{k: v for k, v in values.items() if v is not None}}
         return values
+
+    def method_params(self) -> dict[str, Any]:
+        """The method's parameters as configured (validated against the method by check_names)."""
+        from relaxkd.methods import method_params
+
+        shared = {"temperature": self.temperature, "ce_weight": self.ce_weight, "kd_weight": self.kd_weight,
+                  "alpha": self.dkd_alpha, "beta": self.dkd_beta}
+        return method_params(self.loss, self.params, shared).model_dump()
 
     @model_validator(mode="after")
     def _teachers_for_loss(self) -> "DistillConfig":
@@ -247,7 +267,7 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _teachers_exist(self) -> "ExperimentConfig":
-        known = [m.name for m in self.unimodal.members] + ["tx"]
+        known = [m.name for m in self.unimodal.members] + ["tx", *EXPERT_TEACHERS]
         for name in self.distill.teachers:
             if name not in known:
                 raise ValueError(f"distill.teachers names unknown teacher {name!r}; valid teachers: {', '.join(known)}")
@@ -380,3 +400,4 @@ def check_names(cfg: ExperimentConfig) -> None:
     BACKBONES.get(cfg.unimodal.arch)
     BACKBONES.get(cfg.distill.student)
     FUSION_HEADS.get(cfg.multimodal.head)
+    cfg.distill.method_params()  # unknown method, unknown or bad parameters

@@ -1,9 +1,13 @@
-"""The student: a ResNet18 from scratch distilled from frozen teachers.
+"""The student: an image classifier distilled from teachers by a KD method (relaxkd.methods).
 
 Every teacher sees the same augmented batch, re-normalised to its own input statistics (timm's
 distillation task does the same). Teachers are frozen, kept in eval mode, run under
 ``inference_mode`` and are excluded from checkpoints and gradient synchronisation. With cached
-teacher targets (targets.py) no teacher runs: their recorded logits for this epoch's views are replayed.
+teacher targets (targets.py) no teacher runs: their recorded logits for this epoch's views are
+replayed. A method that refines its teachers (FFKD) owns trainable copies instead; they live in the
+method's state, which checkpoints carry.
+
+The training step stays on the device: no ``.item()``/``.tolist()`` on its path.
 """
 from __future__ import annotations
 
@@ -13,13 +17,15 @@ import torch
 from torch import nn
 
 from relaxkd.config import OptimConfig
-from relaxkd.data.transforms import Stats
+from relaxkd.data.transforms import Stats, renormalize
 from relaxkd.distill.teacher_set import TeacherSet
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
+from relaxkd.engine.metrics import is_long_tailed
 from relaxkd.errors import UserError
-from relaxkd.losses import adaptive_teacher_weights, distillation_loss, kd_loss
-from relaxkd.losses.distill import AGGREGATORS, KD_METHODS
+from relaxkd.losses import adaptive_teacher_weights, kd_loss
+from relaxkd.losses.distill import AGGREGATORS
+from relaxkd.methods import METHODS, FeatureTap, KDMethod, MethodContext, Outputs, Step, method_params
 from relaxkd.models import build_backbone
 
 
@@ -37,6 +43,29 @@ class _Frozen(nn.Module):
         return super().train(False)
 
 
+def check_method_inputs(method: type[KDMethod], *, teachers: list[str], cached: bool, class_counts: list[int] | None,
+                        student_family: str | None = None, dataset: str | None = None) -> None:
+    """Refuse a method its inputs cannot serve, with one line each (before any work)."""
+    name = method.name
+    if method.needs_teachers and not teachers:
+        raise UserError(f"KD method {name!r} needs teachers; list them in distill.teachers or set distill.loss=none")
+    if cached and not method.serves_cached_targets():
+        what = "needs teacher features" if method.teacher_features else "updates its teachers"
+        raise UserError(f"KD method {name!r} {what}, which cached teacher targets cannot serve; set distill.targets=online")
+    if method.long_tailed_only and class_counts is not None and not is_long_tailed(class_counts):
+        ratio = max(class_counts) / max(1, min(class_counts))
+        where = f"dataset {dataset!r}" if dataset else "the training set"
+        raise UserError(
+            f"KD method {name!r} needs a long-tailed training set (largest/smallest class >= 10); "
+            f"{where} is balanced (ratio {ratio:.1f}); use e.g. cifar100_lt or imagenet_lt"
+        )
+    if method.students is not None and student_family is not None and student_family not in method.students:
+        raise UserError(
+            f"KD method {name!r} needs a {' or '.join(method.students)} student, got a {student_family} "
+            f"(distill.student); use e.g. distill.student=vit_tiny_patch16"
+        )
+
+
 class StudentDistiller(ClassifierModule):
     def __init__(
         self,
@@ -45,62 +74,103 @@ class StudentDistiller(ClassifierModule):
         num_classes: int,
         optim_cfg: dict,
         loss: str = "kd",
+        params: dict[str, Any] | None = None,
         aggregate: str = "mean_logits",
-        temperature: float = 4.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 1.0,
-        dkd_alpha: float = 1.0,
-        dkd_beta: float = 8.0,
+        temperature: float | None = None,
+        ce_weight: float | None = None,
+        kd_weight: float | None = None,
+        dkd_alpha: float | None = None,
+        dkd_beta: float | None = None,
         input_stats: Stats | None = None,
         class_counts: list[int] | None = None,
         teachers: TeacherSet | None = None,
+        method_state: dict[str, Any] | None = None,
+        student_init: dict[str, torch.Tensor] | None = None,
     ):
         super().__init__(class_counts)
-        # bad names and a KD method without teachers fail here, not at the first training step
-        KD_METHODS.get(loss)
+        # bad names and inputs a method cannot use fail here, not at the first training step
+        method_cls = METHODS.get(loss)
         AGGREGATORS.get(aggregate)
-        if loss != "none" and (teachers is None or not teachers.names):
-            raise UserError(f"KD method {loss!r} needs teachers; list them in distill.teachers or set distill.loss=none")
-        self.save_hyperparameters(ignore=["class_counts", "teachers", "input_stats"])
+        resolved = method_params(
+            loss, params,
+            {"temperature": temperature, "ce_weight": ce_weight, "kd_weight": kd_weight, "alpha": dkd_alpha, "beta": dkd_beta},
+        )
+        teacher_set = teachers or TeacherSet(names=[])
+        if not method_cls.needs_teachers:
+            teacher_set = TeacherSet(names=[])
+        check_method_inputs(
+            method_cls, teachers=teacher_set.names, cached=teacher_set.cached is not None, class_counts=class_counts,
+        )
+        self.save_hyperparameters(ignore=["class_counts", "teachers", "input_stats", "method_state", "student_init"])
         self.optim_cfg = OptimConfig.model_validate(optim_cfg)
         self.student = build_backbone(arch, num_classes, "none")
+        if student_init is not None:
+            self.student.load_state_dict(student_init)
         self.input_stats = input_stats
-        self.teacher_set = teachers or TeacherSet(names=[])
-        self.teachers = _Frozen(self.teacher_set.modules())
-        count = max(1, len(self.teacher_set.names))
+        self.teacher_set = teacher_set
+        context = MethodContext(
+            num_classes=num_classes,
+            teacher_names=list(teacher_set.names),
+            multimodal_index=teacher_set.multimodal_index,
+            aggregate=aggregate,
+            class_counts=class_counts,
+            total_epochs=self.optim_cfg.epochs,
+            teacher_modules=dict(teacher_set.members) if method_cls.updates_teachers else {},
+            extra=dict(method_state or {}),
+        )
+        self.method: KDMethod = method_cls(resolved, context)
+        # teachers a method refines are its own copies: the frozen set then holds nothing
+        frozen = {} if method_cls.updates_teachers else teacher_set.modules(include_members=bool(method_cls.teacher_features))
+        self.teachers = _Frozen(frozen)
+        self._student_tap = FeatureTap(self.student, method_cls.student_features) if method_cls.student_features else None
+        count = max(1, len(teacher_set.names))
         self.register_buffer("teacher_weights", torch.full((count,), 1.0 / count))
-        self.strict_loading = False  # teachers are not saved with the student
+        self.strict_loading = False  # frozen teachers are not saved with the student
         self._val_kd: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.student(images)
 
-    # -- teachers ------------------------------------------------------------------------------
+    # -- outputs -------------------------------------------------------------------------------
+    def student_outputs(self, images: torch.Tensor) -> Outputs:
+        logits = self.student(images)
+        return Outputs(logits, self._student_tap.collect() if self._student_tap is not None else {})
+
+    def teacher_outputs(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str) -> dict[str, Outputs]:
+        if not self.teacher_set.names:
+            return {}
+        own = self.method.teacher_outputs(images, {"split": split, "renormalize": self._to_teacher_stats})
+        if own is not None:
+            return own
+        return self.teacher_set.outputs(
+            images, targets, indices, split, self.input_stats, epoch=self.current_epoch, features=self.method.teacher_features
+        )
+
     def teacher_logits(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str) -> list[torch.Tensor]:
-        return self.teacher_set.logits(images, targets, indices, split, self.input_stats, epoch=self.current_epoch)
+        return [o.logits for o in self.teacher_outputs(images, targets, indices, split).values()]
+
+    def _to_teacher_stats(self, images: torch.Tensor) -> torch.Tensor:
+        stats = self.teacher_set.image_stats
+        if stats is None or self.input_stats is None or stats == self.input_stats:
+            return images
+        return renormalize(images, self.input_stats, stats)
 
     # -- training ------------------------------------------------------------------------------
-    def _loss(self, student_logits, teacher_logits, targets) -> dict[str, torch.Tensor]:
-        hp = self.hparams
-        return distillation_loss(
-            student_logits,
-            teacher_logits,
-            targets,
-            method=hp.loss,
-            aggregate=hp.aggregate,
-            temperature=hp.temperature,
-            ce_weight=hp.ce_weight,
-            kd_weight=hp.kd_weight,
-            teacher_weights=self.teacher_weights.tolist() if hp.aggregate == "adaptive" else None,
-            multimodal_index=self.teacher_set.multimodal_index,
-            dkd_alpha=hp.dkd_alpha,
-            dkd_beta=hp.dkd_beta,
+    def step_inputs(self, batch, split: str = "train") -> Step:
+        images, targets, indices = batch
+        return Step(
+            epoch=self.current_epoch,
+            step=self.global_step,
+            images=images,
+            targets=targets,
+            indices=indices,
+            student=self.student_outputs(images),
+            teachers=self.teacher_outputs(images, targets, indices, split),
+            teacher_weights=self.teacher_weights if self.hparams.aggregate == "adaptive" else None,
         )
 
     def training_step(self, batch, batch_idx):
-        images, targets, indices = batch
-        teacher_logits = self.teacher_logits(images, targets, indices, "train") if self.hparams.loss != "none" else []
-        terms = self._loss(self(images), teacher_logits, targets)
+        terms = self.method(self.step_inputs(batch))
         self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"})
         self.log("train/loss", terms["loss"], prog_bar=True)
         return terms["loss"]
@@ -109,10 +179,10 @@ class StudentDistiller(ClassifierModule):
         images, targets, indices = batch
         logits = self(images)
         self.store_validation(logits, targets, indices)
-        if self.hparams.aggregate == "adaptive" and self.hparams.loss != "none":
+        temperature = getattr(self.method.params, "temperature", None)
+        if self.hparams.aggregate == "adaptive" and self.teacher_set.names and temperature is not None:
             per_teacher = [
-                kd_loss(logits, t, self.hparams.temperature) * len(targets)
-                for t in self.teacher_logits(images, targets, indices, "val")
+                kd_loss(logits, t, temperature) * len(targets) for t in self.teacher_logits(images, targets, indices, "val")
             ]
             self._val_kd.append(torch.stack([p.detach() for p in per_teacher] + [logits.new_tensor(float(len(targets)))]))
 
@@ -122,6 +192,8 @@ class StudentDistiller(ClassifierModule):
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
+        if self.history:
+            self.method.on_validation_metrics(self.history[-1])
         if self._val_kd:
             # adaptive aggregation: next epoch's teacher weights ∝ 1 / validation KD loss
             sums = self.trainer.strategy.reduce(torch.stack(self._val_kd).sum(0), reduce_op="sum")
@@ -130,12 +202,14 @@ class StudentDistiller(ClassifierModule):
             self._val_kd = []
 
     def extra_epoch_metrics(self) -> dict[str, float]:
-        if self.hparams.aggregate != "adaptive":
-            return {}
-        return {f"weight_{n}": w for n, w in zip(self.teacher_set.names, self.teacher_weights.tolist())}
+        found = dict(self.method.epoch_metrics())
+        if self.hparams.aggregate == "adaptive" and self.teacher_set.names:
+            found.update({f"weight_{n}": w for n, w in zip(self.teacher_set.names, self.teacher_weights.tolist())})
+        return found
 
     def configure_optimizers(self):
-        return optim.configure([{"params": self.student.parameters()}], self.optim_cfg)
+        groups = [{"params": self.student.parameters()}, *self.method.param_groups()]
+        return optim.configure(groups, self.optim_cfg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

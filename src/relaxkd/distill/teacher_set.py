@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from relaxkd.data.transforms import Stats, renormalize
+from relaxkd.errors import UserError
 from relaxkd.models import TeacherEnsemble
 from relaxkd.teachers.multimodal import MultimodalTeacher
 
 if TYPE_CHECKING:
     from relaxkd.distill.targets import CachedTargets
+    from relaxkd.methods import Outputs
 
 #: T_x's name in ``TeacherSet.names`` (always listed last)
 MULTIMODAL = "tx"
@@ -36,19 +38,63 @@ class TeacherSet:
     cached_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     #: cached teacher targets: no teacher runs, their recorded logits are replayed
     cached: "CachedTargets | None" = None
+    #: the image teachers' own models by name (unfused): for named features and for methods that
+    #: refine their teachers (these get copies)
+    members: dict[str, torch.nn.Module] = field(default_factory=dict)
 
     @property
     def multimodal_index(self) -> int | None:
         return self.names.index(MULTIMODAL) if MULTIMODAL in self.names else None
 
-    def modules(self) -> dict[str, torch.nn.Module]:
-        """The teachers' modules (none when targets are cached), to move them with the student."""
+    def modules(self, include_members: bool = False) -> dict[str, torch.nn.Module]:
+        """The teachers' modules (none when targets are cached), to move them with the student;
+        ``include_members``: also the unfused image models (for named teacher features)."""
         found: dict[str, torch.nn.Module] = {}
+        if include_members:
+            found.update({f"member_{n}": m for n, m in self.members.items()})
         if self.image_teachers is not None:
             found["image"] = self.image_teachers
         if self.multimodal is not None:
             found[MULTIMODAL] = self.multimodal
         return found
+
+    def outputs(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        indices: torch.Tensor,
+        split: str,
+        input_stats: Stats | None,
+        epoch: int = 0,
+        features: tuple[str, ...] = (),
+    ) -> dict[str, "Outputs"]:
+        """Each teacher's :class:`~relaxkd.methods.Outputs` by name; named features on request."""
+        from relaxkd.methods import Outputs
+
+        if not features:
+            return {n: Outputs(z) for n, z in zip(self.names, self.logits(images, targets, indices, split, input_stats, epoch))}
+        if self.cached is not None:
+            raise UserError("cached teacher targets hold logits only; a method that needs teacher features runs them online")
+        if self.multimodal is not None:
+            raise UserError("teacher features are available from image teachers only; remove tx from distill.teachers")
+        return self._member_outputs(images, input_stats, features)
+
+    @torch.inference_mode()
+    def _member_outputs(self, images, input_stats, features) -> dict[str, "Outputs"]:
+        from relaxkd.methods import FeatureTap, Outputs
+
+        x = images if self.image_stats == input_stats else renormalize(images, input_stats, self.image_stats)
+        out = {}
+        for name in self.names:
+            model = self.members[name]
+            tap = FeatureTap(model, features)
+            try:
+                logits = model(x).float().clone()
+                found = {k: v.clone() for k, v in tap.collect().items()}
+            finally:
+                tap.remove()
+            out[name] = Outputs(logits, found)
+        return out
 
     @torch.inference_mode()
     def logits(

@@ -1,69 +1,19 @@
-"""Student distillation loss from several teachers (DESIGN §2.7, eqs. 1–3).
+"""Multi-teacher aggregation of KD terms (the paper's eqs. 1-3).
 
-``distillation_loss`` = ce_weight·CE(z_s, y) + kd_weight·KD, where KD is computed by a method from
-``KD_METHODS`` and the teachers are combined by an aggregator from ``AGGREGATORS``.
+``AGGREGATORS`` combine per-teacher KD terms: ``mean_logits`` (eq. 1, then one KD term),
+``mean_losses`` (mean of per-teacher terms, the authors' code), ``adaptive`` (weighted sum with
+per-teacher weights ∝ 1 / validation KD loss). KD methods (relaxkd.methods) use them.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from relaxkd.errors import UserError
-from relaxkd.losses.kd import check_temperature, dkd_loss, kd_loss
 from relaxkd.registry import Registry
-
-
-@dataclass(frozen=True)
-class DistillPreset:
-    ce_weight: float
-    kd_weight: float
-    temperature: float
-    aggregate: str
-
-    def kwargs(self) -> dict[str, float | str]:
-        return asdict(self)
-
-
-# Paper eq. 3: L = CE + λ·τ²·KL with λ = 1, τ = 4, teachers combined by eq. 1.
-PAPER = DistillPreset(ce_weight=1.0, kd_weight=1.0, temperature=4.0, aggregate="mean_logits")
-# The authors' released code: CE 0.6 / KD 0.4, τ = 3, per-teacher KD losses averaged.
-AUTHORS_CODE = DistillPreset(ce_weight=0.6, kd_weight=0.4, temperature=3.0, aggregate="mean_losses")
-
-
-class KDMethod(Protocol):
-    def __call__(
-        self, student: Tensor, teacher: Tensor, targets: Tensor, *, temperature: float,
-        dkd_alpha: float, dkd_beta: float,
-    ) -> Tensor: ...
-
-
-KD_METHODS: Registry[KDMethod] = Registry("KD method")
-
-
-@KD_METHODS.register("kd")
-def _kd(student, teacher, targets, *, temperature, dkd_alpha, dkd_beta):
-    return kd_loss(student, teacher, temperature)
-
-
-@KD_METHODS.register("zscore")
-def _zscore(student, teacher, targets, *, temperature, dkd_alpha, dkd_beta):
-    return kd_loss(student, teacher, temperature, standardize=True)
-
-
-@KD_METHODS.register("dkd")
-def _dkd(student, teacher, targets, *, temperature, dkd_alpha, dkd_beta):
-    return dkd_loss(student, teacher, targets, alpha=dkd_alpha, beta=dkd_beta, temperature=temperature)
-
-
-@KD_METHODS.register("none")
-def _none(student, teacher, targets, *, temperature, dkd_alpha, dkd_beta):
-    return student.new_zeros(())
-
 
 def aggregate_teacher_logits(teacher_logits: Sequence[Tensor], multimodal_index: int | None) -> Tensor:
     """Eq. 1: z̄ = (mean of unimodal teachers' logits + z_tx) / 2; the plain mean without T_x.
@@ -104,6 +54,12 @@ def _mean_losses(student, teacher_logits, kd_term, *, multimodal_index, teacher_
 def _adaptive(student, teacher_logits, kd_term, *, multimodal_index, teacher_weights):
     if teacher_weights is None:
         raise UserError("aggregate 'adaptive' needs teacher_weights (see adaptive_teacher_weights)")
+    if isinstance(teacher_weights, Tensor):
+        # validated when set (adaptive_teacher_weights): no host synchronisation in the step
+        if teacher_weights.numel() != len(teacher_logits):
+            raise UserError(f"got {teacher_weights.numel()} teacher weights for {len(teacher_logits)} teachers")
+        terms = torch.stack([kd_term(student, z) for z in teacher_logits])
+        return (teacher_weights.to(terms.dtype) * terms).sum()
     weights = [float(w) for w in teacher_weights]
     if len(weights) != len(teacher_logits):
         raise UserError(f"got {len(weights)} teacher weights for {len(teacher_logits)} teachers")
@@ -125,47 +81,3 @@ def adaptive_teacher_weights(val_kd_losses: Sequence[float]) -> list[float]:
     inverse = [1.0 / max(v, 1e-12) for v in losses]
     total = sum(inverse)
     return [w / total for w in inverse]
-
-
-def distillation_loss(
-    student_logits: Tensor,
-    teacher_logits: Sequence[Tensor],
-    targets: Tensor,
-    *,
-    method: str = "kd",
-    aggregate: str = PAPER.aggregate,
-    temperature: float = PAPER.temperature,
-    ce_weight: float = PAPER.ce_weight,
-    kd_weight: float = PAPER.kd_weight,
-    teacher_weights: Sequence[float] | None = None,
-    multimodal_index: int | None = None,
-    dkd_alpha: float = 1.0,
-    dkd_beta: float = 8.0,
-) -> dict[str, Tensor]:
-    """ce_weight·CE(z_s, y) + kd_weight·KD; returns ``loss`` and the unweighted ``ce``, ``kd``.
-
-    ``method``: one of ``KD_METHODS`` (kd, zscore, dkd, none). ``aggregate``: one of
-    ``AGGREGATORS`` — ``mean_logits`` (eq. 1 then one KD term), ``mean_losses`` (mean of
-    per-teacher KD terms), ``adaptive`` (``teacher_weights``-weighted sum of per-teacher terms).
-    Teacher logits are used as given: compute them without gradients.
-    """
-    kd_method = KD_METHODS.get(method)
-    aggregator = AGGREGATORS.get(aggregate)
-    check_temperature(temperature)
-    ce = F.cross_entropy(student_logits, targets)
-    if method == "none":
-        kd = ce.new_zeros(())
-    else:
-        def kd_term(student: Tensor, teacher: Tensor) -> Tensor:
-            return kd_method(
-                student, teacher, targets, temperature=temperature, dkd_alpha=dkd_alpha, dkd_beta=dkd_beta
-            )
-
-        if len(teacher_logits) == 0:
-            raise UserError(f"KD method {method!r} needs at least one teacher")
-        kd = aggregator(
-            student_logits, list(teacher_logits), kd_term,
-            multimodal_index=multimodal_index, teacher_weights=teacher_weights,
-        )
-    loss = ce_weight * ce + kd_weight * kd
-    return {"loss": loss, "ce": ce, "kd": kd}

@@ -1,24 +1,9 @@
 """Losses of the multimodal teacher T_x (DESIGN §2.5, eq. 6)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-
-@dataclass(frozen=True)
-class TeacherLossPreset:
-    lambda_hier: float
-    lambda_cos: float
-
-    def kwargs(self) -> dict[str, float]:
-        return asdict(self)
-
-
-TEACHER_LOSS_PAPER = TeacherLossPreset(lambda_hier=0.1, lambda_cos=0.01)
-TEACHER_LOSS_AUTHORS_CODE = TeacherLossPreset(lambda_hier=0.2, lambda_cos=0.005)
 
 
 def _mean_one_minus_cos(a: Tensor, b: Tensor) -> Tensor:
@@ -49,13 +34,15 @@ def multimodal_teacher_loss(
     t_wn_rows: Tensor,
     bank: Tensor | None,
     bank_pretrained: Tensor | None,
-    lambda_hier: float = TEACHER_LOSS_PAPER.lambda_hier,
-    lambda_cos: float = TEACHER_LOSS_PAPER.lambda_cos,
+    *,
+    lambda_hier: float,
+    lambda_cos: float,
 ) -> dict[str, Tensor]:
     """Eq. 6: CE + λ_hier·hierarchical (``wn`` rows only) + λ_cos·cosine regulariser.
 
     ``n_gt_rows``/``t_wn_rows`` hold only the ``wn`` samples' class-name and retrieved-text
     embeddings (possibly zero rows). ``bank=None`` (no relaxed bank) gives a zero regulariser.
+    The weights' presets (the paper's, the authors' code's) are ``config.MULTIMODAL_PRESETS``.
     Returns ``loss`` plus the unweighted terms ``ce``, ``hier``, ``cos`` for logging.
     """
     ce = F.cross_entropy(logits, targets)

@@ -575,6 +575,7 @@ class Pipeline:
                 num_classes=self.num_classes,
                 optim_cfg=d.optim.model_dump(),
                 loss=d.loss,
+                params=d.params,
                 aggregate=d.aggregate,
                 temperature=d.temperature,
                 ce_weight=d.ce_weight,
@@ -632,6 +633,7 @@ class Pipeline:
                 names.append(name)
         teacher_set = TeacherSet(
             names=names,
+            members=dict(zip(names, image_models)),
             image_teachers=TeacherEnsemble(image_models, compiled=self.cfg.distill.compile_teachers) if image_models else None,
             image_stats=IMAGENET_STATS,
         )

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from relaxkd.config import OptimConfig
+from relaxkd.config import MULTIMODAL_PRESETS, OptimConfig
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
 from relaxkd.errors import UserError
@@ -34,8 +34,8 @@ class MultimodalTeacher(ClassifierModule):
         bank_learnable: bool = True,
         text_only: bool = False,
         temperature: float = 0.005,
-        lambda_hier: float = 0.1,
-        lambda_cos: float = 0.01,
+        lambda_hier: float = MULTIMODAL_PRESETS["paper"]["lambda_hier"],
+        lambda_cos: float = MULTIMODAL_PRESETS["paper"]["lambda_cos"],
         bank_weight_decay: float = 1e-4,
         head_kwargs: dict | None = None,
         num_train: int = 0,
