@@ -5,24 +5,35 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.relaxkd-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup wordnet demo test test-all bench bench-quick clean
+.PHONY: setup wordnet demo docs test test-all bench bench-quick clean
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned: served from local disk on the project's machines
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	@echo "[setup 1/4] virtual environment $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[setup 2/4] pip (upgrade)"
+	@$(PY) -m pip install -q --upgrade pip
+	@# torch first and pinned: served from local disk on the project's machines
+	@echo "[setup 3/4] torch 2.14.1 + torchvision 0.29.1 (about a minute)"
+	@$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	@echo "[setup 4/4] relaxkd and its dependencies (open_clip, lightning, nltk, faiss, captum, ...; about a minute)"
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+	@echo "[setup] done: $(VENV)"
 
 setup: $(STAMP) wordnet
 
 # WordNet 3.0 for NLTK: found if present, else built offline from Debian's wordnet-base
 wordnet: $(STAMP)
-	$(PY) -m relaxkd.wordnet
+	@echo "[setup] WordNet 3.0 for NLTK"
+	@$(PY) -m relaxkd.wordnet
 
+# about 8-12 min on 2 CPU cores (measured: see README "Quick start"); prints the report path last
 demo: setup
 	$(VENV)/bin/relaxkd run configs/demo.yaml
+
+# docs/config.md from the config schema (tests/test_configdoc.py fails when it is stale)
+docs: $(STAMP)
+	$(PY) -m relaxkd.configdoc > docs/config.md
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

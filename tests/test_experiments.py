@@ -20,7 +20,7 @@ def test_run_end_to_end_then_rerun_recomputes_nothing(tiny_cfg, monkeypatch):
     text = report.read_text()
     assert report == tiny_cfg.run_dir / "report" / "report.md"
     assert "random-weight CLIP" in text and "demo data" in text
-    assert (report.parent / "validation_history.png").stat().st_size > 0
+    assert (report.parent / "validation_history_students.png").stat().st_size > 0
     stages = {a.stage for a in ArtifactStore(tiny_cfg.run_dir).artifacts()}
     assert {"embed-images", "relax", "teacher-unimodal", "teacher-multimodal", "attribute", "distill"} <= stages
 
@@ -99,4 +99,4 @@ def test_table2_sweep_reproduces_the_papers_teacher_ordering(tmp_path):
     assert noise_shares[-1] > noise_shares[0] + 0.05, noise_shares  # measured: 0.77 -> 0.86
     assert all(a <= b + 0.05 for a, b in zip(noise_shares, noise_shares[1:])), noise_shares
     report = write_report(p.cfg.run_dir).read_text()
-    assert "Table 2" in report and "table2_accuracy_attribution.png" in report
+    assert "Table 2" in report and "figure3_attribution_shares.png" in report

@@ -1,13 +1,29 @@
-"""Reports: Markdown and CSV tables laid out like the paper's, PNG figures, provenance per number."""
+"""Reports: one Markdown page that tells a run's story, its tables as CSV, PNG figures like the paper's.
+
+``write_report(run_dir)`` reads the run's artifacts and sweep records (see ``collect.py``) and writes
+``<run_dir>/report/report.md``. Rows are labelled by what they are (trial, teachers, text mix);
+artifact hashes come last. Numbers are reported as measured.
+"""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from relaxkd.errors import UserError
+from relaxkd.report.collect import (
+    LOSS_NAMES,
+    Model,
+    RunView,
+    Trial,
+    dataset_sizes,
+    fmt_mean_std,
+    mean_std,
+    member_alias,
+    mix_label,
+    teachers_label,
+)
 from relaxkd.stages.artifacts import ArtifactStore, atomic_output
 
 #: student top-1 (%) published in the paper (Table 1, "ours"), for real CLIP weights and data.
@@ -19,278 +35,378 @@ PAPER_STUDENT_TOP1 = {
     "scene": 93.07,
     "utkface": 86.71,
 }
+#: the paper's CIFAR-100 Table 1 (student top-1 %) by trial name, as far as this project records it.
+PAPER_CIFAR100_TABLE1: dict[str, float] = {"ours": PAPER_STUDENT_TOP1["cifar100"]}
+
+GLOSSARY = [
+    ("T_m", "the image teachers: ResNets fine-tuned on the images; T1s and T3s with strong augmentation "
+            "(AutoAugment + Cutout), T2w with weak augmentation. Ensemble KD distils from T1s T2w T3s."),
+    ("T_x", "the multimodal teacher: classifies [CLIP image embedding, text embedding]. Its text per sample is "
+            "one of gt / wn / noise in the proportions of its *text mix*."),
+    ("S_s", "the student: a plain image classifier trained with strong augmentation; no text, no CLIP at inference. "
+            "`T_x S_s` = taught by T_x alone, `T_m T_x S_s` = taught by T_m and T_x (the method)."),
+    ("gt", "T_x's text is the exact class name: it leaks the label (the teacher looks perfect, teaches little)."),
+    ("wn", "T_x's text is a soft retrieval, with the sample's own image embedding, from the WordNet-relaxed bank "
+           "(nouns near each image cluster, Algorithm 1): no label is used."),
+    ("noise", "T_x's text is the name of a random class."),
+    ("image share", "share of T_x's Integrated-Gradients attribution on the image half of its input (text share = 1 − image share)."),
+    ("ours", "the method: S_s taught by T_m + T_x with 0 % gt / 100 % wn text (eq. 1: mean of the teachers' logits)."),
+]
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.2f}"
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
     return str(value)
 
 
-def provenance_line(metrics: dict[str, Any]) -> str:
-    prov = metrics.get("provenance", {})
-    parts = [f"dataset {prov.get('dataset', '?')}", f"CLIP {prov.get('clip', '?')}", f"epochs {prov.get('epochs', '?')}", f"seed {prov.get('seed', '?')}"]
-    caveats = []
-    if prov.get("random_weight_clip"):
-        caveats.append("random-weight CLIP")
-    if prov.get("demo_data"):
-        caveats.append("demo data")
-    if caveats:
-        parts.append(" / ".join(caveats) + ": not comparable with the paper")
-    return "; ".join(parts)
-
-
 class Table:
-    def __init__(self, title: str, header: list[str]):
-        self.title, self.header, self.rows = title, header, []
+    def __init__(self, title: str, header: list[str], csv_name: str):
+        self.title, self.header, self.csv_name = title, header, csv_name
+        self.rows: list[list[str]] = []
+        self.intro: list[str] = []
         self.notes: list[str] = []
 
     def add(self, *row: Any) -> None:
         self.rows.append([_fmt(v) for v in row])
 
     def markdown(self) -> str:
-        lines = [f"## {self.title}", "", "| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines = [f"## {self.title}", ""]
+        if self.intro:
+            lines += self.intro + [""]
+        lines += ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
         if self.notes:
             lines += [""] + [f"- {n}" for n in self.notes]
+        lines += ["", f"CSV: [`{self.csv_name}`]({self.csv_name})"]
         return "\n".join(lines) + "\n"
 
-    def write_csv(self, path: Path) -> None:
-        with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
+    def write_csv(self, directory: Path) -> None:
+        with atomic_output(directory / self.csv_name) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(self.header)
             writer.writerows(self.rows)
 
 
-def _read_json(directory: str | Path | None, name: str) -> dict[str, Any]:
-    """A JSON file of an artifact directory, or {} when the trial has no such artifact."""
-    if not directory:
-        return {}
-    try:
-        return json.loads((Path(directory) / name).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _metrics(directory: str | Path | None) -> dict[str, Any]:
-    return _read_json(directory, "metrics.json")
-
-
-def _attribution(directory: str | Path | None) -> dict[str, Any]:
-    return _read_json(directory, "attribution.json")
-
-
-def _sweep(run_dir: Path, family: str) -> dict[str, Any]:
-    return _read_json(run_dir, f"sweep-{family}.json")
-
-
 def write_report(run_dir: str | Path) -> Path:
     """Write ``<run_dir>/report/report.md`` (+ CSV tables and PNG figures); return its path."""
+    from relaxkd.report import figures as figs
+
     run_dir = Path(run_dir)
-    store = ArtifactStore(run_dir)
-    artifacts = store.artifacts()
+    artifacts = ArtifactStore(run_dir).artifacts()
     if not artifacts:
         raise UserError(f"no results in {str(run_dir)!r}: run `relaxkd run CONFIG` first (or pass the run directory it printed)")
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
+    view = RunView(run_dir, artifacts)
+    sizes = dataset_sizes(run_dir, artifacts)
+    num_classes = len(sizes.get("classes") or []) or _num_classes(view)
+    chance = 100.0 / num_classes if num_classes else None
+    ctx = {"num_classes": num_classes, "chance": chance, "sizes": sizes}
+
     tables: list[Table] = []
-    figures: list[str] = []
-    provenance: set[str] = set()
+    summary: list[str] = []
+    for build in (_table1, _table2, _table3):
+        table, lines = build(view, ctx)
+        if table is not None:
+            tables.append(table)
+            summary += lines
+    tables.append(_models_table(view, ctx))
+    attribution = _attribution_table(view)
+    if attribution is not None:
+        tables.append(attribution)
+    synsets = _synset_table(sizes)
+    if synsets is not None:
+        tables.append(synsets)
 
-    stage_table = Table("Trained models in this run", ["stage", "name", "top-1", "top-5", "many", "medium", "few", "artifact"])
-    for art in artifacts:
-        if art.stage not in ("teacher-unimodal", "teacher-multimodal", "distill"):
-            continue
-        m = _metrics(art.path)
-        info = _read_json(art.path, "student.json" if art.stage == "distill" else "teacher.json")
-        name = info.get("name") or info.get("arch") or info.get("kind", "")
-        if art.stage == "teacher-multimodal":
-            prov = m.get("provenance", {})
-            name = "T_x " + ", ".join(f"{k} {v:g}" for k, v in prov.get("proportions", {}).items())
-            name += " (text only)" if prov.get("text_only") else ""
-            name += f" [{prov.get('bank', '')} bank]"
-        elif art.stage == "distill":
-            prov = m.get("provenance", {})
-            name = f"{info.get('arch', 'student')} ← {', '.join(prov.get('teachers', [])) or 'no teacher'} ({prov.get('loss', '')})"
-        stage_table.add(art.stage, name, m.get("top1"), m.get("top5"), m.get("many_shot"), m.get("medium_shot"), m.get("few_shot"), art.path.name)
-        provenance.add(provenance_line({**m, "provenance": {**m.get("provenance", {})}}))
-    tables.append(stage_table)
-
-    attribution_rows = [(a.path.name, a.read_json("attribution.json")) for a in store.artifacts("attribute")]
-    if attribution_rows:
-        t = Table("Attribution (Integrated Gradients on T_x)", ["artifact", "image share", "text share", "samples"])
-        for name, r in attribution_rows:
-            t.add(name, r["image_share"], r["text_share"], r["num_samples"])
-        tables.append(t)
-
-    dataset = _dataset_of(artifacts)
-    tables += _table1(run_dir, dataset)
-    t2, figs = _table2(run_dir, out)
-    tables += t2
-    figures += figs
-    tables += _table3(run_dir)
-    f2 = _figure2(run_dir, out)
-    figures += f2
-    figures += _history_figure(artifacts, out)
+    figures: list[tuple[str, str]] = []
+    for name in figs.figure2(view, out, chance):
+        figures.append((name, "Teacher (T_x) and student top-1 against the share of exact class names in T_x's text "
+                              "(solid: the rest is wn text, dashed: the rest is noise); error bars: std over seeds."))
+    for name in figs.figure3(view, out):
+        figures.append((name, "Image vs text share of T_x's attribution (Integrated Gradients), per text mix."))
+    for name in figs.history_figures(view, out, chance):
+        figures.append((name, "Validation top-1 after each epoch, one figure per stage family."))
 
     lines = [f"# relaxkd report: {run_dir.name}", ""]
-    caveat = any(("random-weight CLIP" in p or "demo data" in p) for p in provenance)
-    if caveat:
+    if view.caveat:
         lines += ["> **These numbers come from random-weight models and/or the tiny demo data. They exercise the real "
-                  "pipeline but are not comparable with the paper's results.**", ""]
-    lines += ["Provenance of the numbers below:", ""] + [f"- {p}" for p in sorted(provenance)] + [""]
-    for i, table in enumerate(tables):
+                  "pipeline but are not comparable with the paper's results** (the paper's CIFAR-100 numbers appear "
+                  "only as a labelled reference).", ""]
+    lines += _at_a_glance(view, ctx) + [""]
+    if summary:
+        lines += ["**What this run measured.**", ""] + [f"- {s}" for s in summary] + [""]
+    lines += ["## Glossary", ""] + [f"- **{term}**: {text}" for term, text in GLOSSARY] + [""]
+    for table in tables:
         lines.append(table.markdown())
-        csv_name = f"table{i}_" + "".join(c if c.isalnum() else "_" for c in table.title.lower())[:40] + ".csv"
-        table.write_csv(out / csv_name)
+        table.write_csv(out)
     if figures:
-        lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
+        lines += ["## Figures", ""]
+        for name, caption in figures:
+            lines += [f"![{Path(name).stem}]({name})", "", f"*{name}*: {caption}", ""]
+    lines += ["## Provenance", ""] + [f"- {p}" for p in _provenance(view, ctx)]
     report = out / "report.md"
     with atomic_output(report) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return report
 
 
-def _dataset_of(artifacts) -> str | None:
-    for art in artifacts:
-        prov = _metrics(art.path).get("provenance", {})
-        if prov.get("dataset"):
-            return prov["dataset"]
+def _num_classes(view: RunView) -> int | None:
+    for model in view.models:
+        if model.info.get("num_classes"):
+            return int(model.info["num_classes"])
     return None
 
 
-def _table1(run_dir: Path, dataset: str | None) -> list[Table]:
-    record = _sweep(run_dir, "table1")
-    if not record:
-        return []
-    t = Table("Table 1: student top-1 by distillation method", ["method", "student top-1", "top-5", "paper (ours)"])
-    for name, trial in record.items():
-        m = _metrics(trial["artifacts"].get("distill"))
-        prov = m.get("provenance", {})
-        comparable = not prov.get("random_weight_clip") and not prov.get("demo_data")
-        paper = PAPER_STUDENT_TOP1.get(dataset or "") if (name == "ours" and comparable) else None
-        t.add(name, m.get("top1"), m.get("top5"), paper)
-    t.notes.append("paper column: published student top-1 for the same dataset, shown only for real weights and data")
-    return [t]
+def _at_a_glance(view: RunView, ctx: dict[str, Any]) -> list[str]:
+    sizes, prov = ctx["sizes"], view.provenance
+    parts = [f"Dataset `{prov.get('dataset', '?')}`"]
+    if ctx["num_classes"]:
+        parts.append(f"{ctx['num_classes']} classes")
+    if sizes.get("num_train") is not None:
+        parts.append(f"{sizes['num_train']:,} training / {sizes['num_val']:,} validation images")
+    else:
+        val = next((m.metrics.get("num_samples") for m in view.models if m.metrics.get("num_samples")), None)
+        if val:
+            parts.append(f"{val:,} validation images")
+    line = ", ".join(parts) + "."
+    if ctx["chance"] is not None:
+        line += f" Chance level: {ctx['chance']:.1f} % top-1."
+    seeds = view.seeds
+    line += f" Seeds: {len(seeds)} ({', '.join(map(str, seeds))})." if seeds else ""
+    line += (" Every number is top-1 accuracy (%) on the validation split after the last epoch; no checkpoint "
+             "is picked on it.")
+    return [line]
 
 
-def _table2(run_dir: Path, out: Path) -> tuple[list[Table], list[str]]:
-    record = _sweep(run_dir, "table2")
-    if not record:
-        return [], []
-    rows: dict[tuple, dict[str, Any]] = {}
-    for name, trial in record.items():
-        labels = trial["labels"]
-        key = (labels["gt"], labels["other"], labels["other_share"])
-        row = rows.setdefault(key, {})
-        if "tx" in trial["artifacts"]:
-            row["tx"] = _metrics(trial["artifacts"]["tx"]).get("top1")
-        if "attribute" in trial["artifacts"]:
-            row["image_share"] = _attribution(trial["artifacts"]["attribute"]).get("image_share")
-        row[labels["teachers"]] = _metrics(trial["artifacts"].get("distill")).get("top1")
+def _seed_cells(values: dict[int, float]) -> str:
+    return ", ".join(f"{v:.1f}" for _, v in sorted(values.items())) or "–"
+
+
+def _keys(models: dict[int, Model]) -> str:
+    return " ".join(m.key[:8] for _, m in sorted(models.items())) or "–"
+
+
+def _tx_of(view: RunView, student: Model) -> Model | None:
+    key = student.teacher_keys().get("tx")
+    return view.by_key.get(key) if key else None
+
+
+def _table1(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]]:
+    trials = view.trials.get("table1", [])
+    if not trials:
+        return None, []
+    seeds_all = sorted({s for t in trials for s in t.runs})
     t = Table(
-        "Table 2: T_x text proportions (img + gt/wn and img + gt/noise)",
-        ["gt %", "other", "other %", "T_x top-1", "T_x S_s top-1", "T_m T_x S_s top-1", "T_x image share"],
+        f"Table 1 (in small): student top-1 by distillation method, {len(seeds_all)} seed(s)",
+        ["method", "teachers", "T_x text mix", "student top-1 % (mean ± std)", "per seed", "Δ vs ensemble KD (paired)",
+         "paper, CIFAR-100 (reference)", "artifacts"],
+        "table1_students.csv",
     )
-    ordered = sorted(rows.items(), key=lambda kv: (kv[0][1] != "wn", -kv[0][0]))
-    for (gt, other, share), row in ordered:
-        t.add(round(gt * 100), other, round(share * 100), row.get("tx"), row.get("T_x S_s"), row.get("T_m T_x S_s"), row.get("image_share"))
-    if not any(row.get(k) is not None for _, row in ordered for k in ("T_x S_s", "T_m T_x S_s")):
+    baseline = next((tr for tr in trials if tr.name == "ensemble-kd"), None)
+    base_values = baseline.values(view, "distill") if baseline else {}
+    summary = []
+    for trial in trials:
+        students = trial.models(view, "distill")
+        values = {s: m.top1 for s, m in students.items() if m.top1 is not None}
+        first = next(iter(students.values()), None)
+        teachers = teachers_label(first.prov.get("teachers", []), first.prov.get("loss")) if first else "–"
+        tx = _tx_of(view, first) if first else None
+        mix = mix_label(tx.prov.get("proportions")) if tx else "–"
+        diff = _paired(values, base_values) if baseline and trial is not baseline else None
+        t.add(trial.name, teachers, mix, fmt_mean_std(list(values.values())), _seed_cells(values),
+              diff or "–", _paper(trial.name), _keys(students))
+        if trial.name == "ours" and diff:
+            summary.append(f"Table 1: ours {fmt_mean_std(list(values.values()))} vs ensemble KD "
+                           f"{fmt_mean_std(list(base_values.values()))}; ours − ensemble KD = {diff} points "
+                           f"(paired over {len(set(values) & set(base_values))} seeds).")
+    t.intro.append("Every student has the same architecture and recipe (epochs, optimiser, augmentation); only the "
+                   "teachers and the KD loss differ. Δ: per-seed difference to the ensemble-KD student with the same seed, "
+                   "mean ± std over seeds.")
+    teacher_line = _teacher_line(view, trials)
+    if teacher_line:
+        t.intro.append(teacher_line)
+    t.notes.append("paper column: the paper's CIFAR-100 student top-1 where this project records it (ResNet18 student, "
+                   "real CLIP weights, 500 epochs): a reference for the ordering, not a number this dataset can reach.")
+    if ctx["chance"] is not None:
+        t.notes.append(f"chance level: {ctx['chance']:.1f} %.")
+    return t, summary
+
+
+def _paired(values: dict[int, float], base: dict[int, float]) -> str | None:
+    common = sorted(set(values) & set(base))
+    if not common:
+        return None
+    diffs = [values[s] - base[s] for s in common]
+    mean, std = mean_std(diffs)
+    return f"{mean:+.1f}" + (f" ± {std:.1f}" if std is not None else " (1 seed)")
+
+
+def _teacher_line(view: RunView, trials: list[Trial]) -> str | None:
+    """The teachers' own accuracy on the same validation set, for context."""
+    seen: dict[str, dict[str, float]] = {}
+    for trial in trials:
+        for student in trial.models(view, "distill").values():
+            for name, key in student.teacher_keys().items():
+                teacher = view.by_key.get(key)
+                if teacher is not None and teacher.top1 is not None:
+                    seen.setdefault("T_x" if name == "tx" else member_alias(name), {})[key] = teacher.top1
+    parts = [f"{label} {fmt_mean_std(list(v.values()))}" for label, v in seen.items()]
+    return ("Teachers' own top-1 on the same validation set: " + ", ".join(parts) + ".") if parts else None
+
+
+def _table2(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]]:
+    from relaxkd.report.figures import mix_series
+
+    series = mix_series(view)
+    if not series:
+        return None, []
+    t = Table(
+        "Table 2 (in small): T_x text mix → teacher and students",
+        ["T_x text mix", "T_x top-1 % (teacher)", "T_x S_s top-1 %", "T_m T_x S_s top-1 %", "T_x image share", "seeds"],
+        "table2_text_mix.csv",
+    )
+    rows = []
+    for other, points in sorted(series.items(), key=lambda kv: kv[0] != "wn"):
+        for gt, row in sorted(points, key=lambda p: -p[0]):
+            mix = mix_label({"gt": gt, other: round(1 - gt, 6)})
+            seeds = sorted({s for v in row.values() if isinstance(v, dict) for s in v})
+            t.add(mix, fmt_mean_std(list(row.get("tx", {}).values())), fmt_mean_std(list(row.get("T_x S_s", {}).values())),
+                  fmt_mean_std(list(row.get("T_m T_x S_s", {}).values())),
+                  fmt_mean_std(list(row.get("share", {}).values()), 2), ", ".join(map(str, seeds)) or "–")
+            rows.append((mix, row))
+    t.intro.append("T_x is evaluated with its own text mix (validation samples get text in the same proportions). "
+                   "The paper's claim: the more exact class names (gt), the better T_x looks and the worse it teaches.")
+    if not any(k in row for _, row in rows for k in ("T_x S_s", "T_m T_x S_s")):
         t.notes.append("students were not trained in this sweep (sweep_students=false); "
                        "`relaxkd sweep CONFIG --family table2 sweep_students=true` trains them")
-    figures = _plot_table2(ordered, out)
-    return [t], figures
+    return t, _leakage_summary(rows)
 
 
-def _plot_table2(ordered, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for other, marker in (("wn", "o"), ("noise", "s")):
-        pts = sorted((gt, row) for (gt, o, _), row in ordered if o == other)
-        if not pts:
+def _leakage_summary(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    teachers = [(mean_std(list(row["tx"].values()))[0], mix, row) for mix, row in rows if row.get("tx")]
+    if not teachers:
+        return []
+    best_value, best_mix, best_row = max(teachers, key=lambda x: x[0])
+    lines = [f"Table 2: the best teacher is T_x [{best_mix}] ({best_value:.1f} %)."]
+    wn = next(((mix, row) for mix, row in rows if mix == "wn 100 %"), None)
+    for who in ("T_x S_s", "T_m T_x S_s"):
+        best_student = best_row.get(who)
+        if not best_student or wn is None or not wn[1].get(who) or best_mix == wn[0]:
             continue
-        xs = [100 * gt for gt, _ in pts]
-        for key, style in (("tx", "-"), ("T_x S_s", "--"), ("T_m T_x S_s", ":")):
-            ys = [row.get(key) for _, row in pts]
-            if any(y is not None for y in ys):
-                axes[0].plot(xs, [float("nan") if y is None else y for y in ys], style, marker=marker, label=f"{key} (gt + {other})")
-        shares = [row.get("image_share") for _, row in pts]
-        axes[1].plot(xs, [float("nan") if s is None else s for s in shares], marker=marker, label=f"image share (gt + {other})")
-    axes[0].set(xlabel="gt text %", ylabel="top-1 %", title="Teacher and student accuracy")
-    axes[1].set(xlabel="gt text %", ylabel="image attribution share", title="Integrated Gradients on T_x", ylim=(0, 1))
-    for ax in axes:
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "table2_accuracy_attribution.png"
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return [str(path)]
+        a, b = mean_std(list(best_student.values()))[0], mean_std(list(wn[1][who].values()))[0]
+        verdict = "worse than" if a < b else ("as good as" if a == b else "better than")
+        lines.append(f"Its student {who} reaches {a:.1f} %, {verdict} the {who} of T_x [wn 100 %] ({b:.1f} %)"
+                     + (": the leakage story holds here." if a < b else ": this run does not show the leakage story."))
+    return lines
 
 
-def _table3(run_dir: Path) -> list[Table]:
-    record = _sweep(run_dir, "table3")
-    if not record:
-        return []
-    t = Table("Table 3: fixed (n_pretrained) vs learnable relaxed bank", ["bank", "T_x top-1", "student top-1", "T_x image share"])
-    for name, trial in record.items():
-        a = trial["artifacts"]
-        t.add(trial["labels"]["bank"], _metrics(a.get("tx")).get("top1"), _metrics(a.get("distill")).get("top1"), _attribution(a.get("attribute")).get("image_share"))
-    return [t]
+def _table3(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]]:
+    trials = view.trials.get("table3", [])
+    if not trials:
+        return None, []
+    t = Table("Table 3 (in small): fixed (n_pretrained) vs learnable relaxed bank",
+              ["bank", "T_x top-1 %", "student top-1 % (T_m T_x S_s)", "T_x image share", "artifacts"], "table3_bank.csv")
+    for trial in trials:
+        t.add(trial.labels.get("bank", trial.name), fmt_mean_std(list(trial.values(view, "tx").values())),
+              fmt_mean_std(list(trial.values(view, "distill").values())), fmt_mean_std(list(trial.shares(view).values()), 2),
+              _keys(trial.models(view, "tx")))
+    return t, []
 
 
-def _figure2(run_dir: Path, out: Path) -> list[str]:
-    record = _sweep(run_dir, "figure2")
-    if not record:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts = sorted((trial["labels"]["wn"], _metrics(trial["artifacts"].get("tx")).get("top1")) for trial in record.values())
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([100 * x for x, _ in pts], [float("nan") if y is None else y for _, y in pts], marker="o")
-    ax.set(xlabel="wn text % (rest gt)", ylabel="text-only T_x top-1 %", title="Figure 2: text-only teacher")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "figure2_text_only.png"
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return [str(path)]
+def _has(view: RunView, key: str) -> bool:
+    return any(isinstance(m.metrics.get(key), (int, float)) and not math.isnan(m.metrics[key]) for m in view.models)
 
 
-def _history_figure(artifacts, out: Path) -> list[str]:
-    import matplotlib
+_ORDER = {"teacher-unimodal": 0, "teacher-multimodal": 1, "distill": 2}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    curves = []
-    for art in artifacts:
-        if art.stage in ("teacher-unimodal", "teacher-multimodal", "distill"):
-            history = _metrics(art.path).get("history", [])
-            if history:
-                curves.append((f"{art.stage} {art.key[:6]}", [h["epoch"] for h in history], [h["top1"] for h in history]))
-    if not curves:
-        return []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, xs, ys in curves[:12]:
-        ax.plot(xs, ys, label=label)
-    ax.set(xlabel="epoch", ylabel="validation top-1 %", title="Validation accuracy per epoch")
-    ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "validation_history.png"
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return [str(path)]
+def _models_table(view: RunView, ctx: dict[str, Any]) -> Table:
+    top5 = (ctx["num_classes"] or 0) > 10
+    shots = [k for k in ("many_shot", "medium_shot", "few_shot") if _has(view, k)]
+    header = ["model", "used in", "seed", "epochs", "top-1 %"] + (["top-5 %"] if top5 else [])
+    header += [k.replace("_", "-") + " %" for k in shots] + ["T_x taught", "artifact"]
+    t = Table("Every trained model in this run", header, "models.csv")
+    main_tx = None
+    main = view.model_at(view.main.get("distill"))
+    if main is not None:
+        main_tx = main.teacher_keys().get("tx")
+    models = sorted(view.models, key=lambda m: (_ORDER.get(m.stage, 9), m.role, m.seed if isinstance(m.seed, int) else 0))
+    for m in models:
+        taught = ""
+        if m.stage == "teacher-multimodal":
+            students = view.taught(m)
+            taught = f"{len(students)} student(s)" if students else "none"
+            if m.key == main_tx:
+                taught = "★ taught the main run's student; " + taught
+        uses = "; ".join(m.uses) or "–"
+        row = [m.role, uses, m.seed, m.prov.get("epochs"), m.top1] + ([m.metrics.get("top5")] if top5 else [])
+        row += [m.metrics.get(k) for k in shots] + [taught or "", m.key]
+        t.add(*row)
+    t.intro.append("Rows: T_m members, then T_x teachers (by text mix), then students (by teachers). "
+                   "★ marks the T_x that taught the main run's student.")
+    if not top5:
+        t.notes.append(f"top-5 is not shown: with {ctx['num_classes']} classes it says little.")
+    return t
+
+
+def _attribution_table(view: RunView) -> Table | None:
+    rows = []
+    for art in view.other:
+        if art.stage != "attribute":
+            continue
+        from relaxkd.report.collect import read_json
+
+        result = read_json(art.path, "attribution.json")
+        teacher = view.by_key.get((art.manifest.get("spec") or {}).get("teacher", ""))
+        label = teacher.role if teacher else "T_x (artifact not in this run)"
+        uses = "; ".join(teacher.uses) if teacher else ""
+        rows.append((label, uses, result, art.key))
+    if not rows:
+        return None
+    t = Table("Attribution (Integrated Gradients on T_x)", ["T_x", "used in", "image share", "text share", "samples", "artifact"],
+              "attribution.csv")
+    for label, uses, r, key in sorted(rows, key=lambda x: x[0]):
+        t.add(label, uses or "–", _fmt(r.get("image_share"), 3), _fmt(r.get("text_share"), 3), r.get("num_samples"), key)
+    return t
+
+
+def _synset_table(sizes: dict[str, Any]) -> Table | None:
+    classes, synsets = sizes.get("classes") or [], sizes.get("synsets") or []
+    if not classes or len(classes) != len(synsets):
+        return None
+    glosses = sizes.get("glosses") or [None] * len(classes)
+    senses = sizes.get("senses") or [None] * len(classes)
+    t = Table("Classes and their WordNet senses", ["class", "synset", "gloss", "noun senses of the name"], "class_synsets.csv")
+    for name, synset, gloss, count in zip(classes, synsets, glosses, senses):
+        t.add(name, synset, gloss or "–", count)
+    t.intro.append("The sense decides the class's place in WordNet (neighbourhood candidates, hierarchy). A wrong sense "
+                   "is fixed with a `class_name: synset.n.NN` line in the file named by `data.synset_overrides`.")
+    return t
+
+
+def _provenance(view: RunView, ctx: dict[str, Any]) -> list[str]:
+    prov = view.provenance
+    lines = []
+    clip = prov.get("clip", "?")
+    lines.append(f"CLIP: {clip}" + (" (random-weight CLIP: not the paper's)" if prov.get("random_weight_clip") else ""))
+    lines.append(f"dataset: {prov.get('dataset', '?')}" + (" (bundled demo data)" if prov.get("demo_data") else ""))
+    families = {"teacher-unimodal": "T_m members", "teacher-multimodal": "T_x teachers", "distill": "students"}
+    for stage, label in families.items():
+        epochs = sorted({m.prov.get("epochs") for m in view.models if m.stage == stage and m.prov.get("epochs")})
+        if epochs:
+            archs = sorted({m.info.get("arch") for m in view.models if m.stage == stage and m.info.get("arch")})
+            what = f" ({', '.join(archs)})" if archs else ""
+            lines.append(f"{label}{what}: trained {', '.join(map(str, epochs))} epochs each")
+    losses = sorted({LOSS_NAMES.get(m.prov.get("loss"), m.prov.get("loss")) for m in view.models if m.stage == "distill" and m.prov.get("loss")})
+    if losses:
+        lines.append(f"student losses: {', '.join(losses)}")
+    lines.append(f"seeds: {', '.join(map(str, view.seeds)) or '?'}")
+    return lines
+
+
+def _paper(trial: str) -> str:
+    value = PAPER_CIFAR100_TABLE1.get(trial)
+    return f"{value:.2f}" if value is not None else "–"
