@@ -171,14 +171,14 @@ class Setup:
 
 @lru_cache(maxsize=None)
 def setup(bench: Bench, size_name: str) -> Setup:
-    """A StudentDistiller with a real TeacherSet, assembled as Pipeline.load_teachers does it."""
+    """A StudentDistiller with a real TeacherSet, assembled as stages/teacher_loading.py does it."""
     import copy
 
     from relaxkd.clip import load_clip
     from relaxkd.data.transforms import IMAGENET_STATS
     from relaxkd.distill import StudentDistiller, TeacherSet
     from relaxkd.models import TeacherEnsemble, build_backbone
-    from relaxkd.stages.pipeline import OnlineClip
+    from relaxkd.clip.online import OnlineClip
     from relaxkd.teachers import MultimodalTeacher, assign_noise_classes, assign_text_modes
 
     size = PAPER if size_name == PAPER.name else SIZES[size_name]
@@ -368,14 +368,14 @@ def loader_headroom(bench: Bench) -> None:
             size = SIZES[size_name]
             batch = bench.batch(size)
             if size_name == "demo":
-                raw = build_dataset("digits", None, "train")  # as the demo's Pipeline.raw_train
+                raw = build_dataset("digits", None, "train")  # as the demo's Context.raw_train
                 what = "scikit-learn digits (1,437 train images, 32 px RGB)"
             else:
                 synthetic_cifar100(Path(tmp), 10_000)
                 raw = build_dataset("cifar100", tmp, "train")
                 what = "synthetic CIFAR-100 stand-in in torchvision's format (10,000 random 32x32 uint8 images), real CIFAR100Dataset"
             transform = build_transform("strong", size.image_size, IMAGENET_STATS, policy="cifar")
-            train = sampling.SeededAugmentation(raw, transform, seed=0)  # as Pipeline.augmented
+            train = sampling.SeededAugmentation(raw, transform, seed=0)  # as Context.augmented
             loader = SeededDataModule(train, None, batch, size.num_workers, seed=0).train_dataloader()
             # enough batches per block that the workers' start-of-epoch prefetch does not dominate
             per_block = max(4, 3 * size.num_workers)
@@ -620,13 +620,14 @@ def demo_accuracy(bench: Bench) -> None:
     from conftest import tiny_overrides
 
     from relaxkd.config import load_config
-    from relaxkd.stages.pipeline import Pipeline
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.distill import distill
 
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         def top1(*extra: str) -> float:
             overrides = tiny_overrides(Path(tmp)) + [f"trainer.accelerator={'gpu' if bench.device.type == 'cuda' else 'cpu'}", *extra]
             cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", overrides)
-            return float(Pipeline(cfg).distill().read_json("metrics.json")["top1"])
+            return float(distill(Context(cfg)).read_json("metrics.json")["top1"])
 
         online = top1()
         exact = top1("distill.targets=cached")

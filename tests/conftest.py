@@ -70,7 +70,9 @@ class CommittedRun:
 def committed_run(tmp_path_factory) -> CommittedRun:
     """Built once per session (seconds): image embeddings and the strong unimodal teacher."""
     from relaxkd.config import load_config
-    from relaxkd.stages.pipeline import Pipeline
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.embed_images import embed_images
+    from relaxkd.stages.unimodal import unimodal_teacher
 
     from data_fixtures import write_image_folder
 
@@ -78,8 +80,8 @@ def committed_run(tmp_path_factory) -> CommittedRun:
     data = write_image_folder(base / "data", {"train": {"cat": 6, "dog": 6, "fish": 6}, "val": {"cat": 2, "dog": 2, "fish": 2}})
     run = CommittedRun(base / "runs", data)
     torch.set_num_threads(1)  # session fixtures run before the autouse thread fixture
-    pipeline = Pipeline(load_config(REPO / "configs" / "demo.yaml", run.args))
-    pipeline.embed_images()
-    pipeline.unimodal("strong")
+    ctx = Context(load_config(REPO / "configs" / "demo.yaml", run.args))
+    embed_images(ctx)
+    unimodal_teacher(ctx, "strong")
     assert len(run.snapshot().files) > 6
     return run

@@ -270,7 +270,7 @@ def test_full_disk_while_writing_an_artifact(capsys, monkeypatch, run, intact, c
         Path(filename).write_bytes(b"half a file")  # the disk filled up mid-write
         raise DISK_FULL[error]
 
-    monkeypatch.setattr("relaxkd.stages.pipeline.save_file", full_disk)
+    monkeypatch.setattr(f"relaxkd.stages.{stage.replace('-', '_')}.save_file", full_disk)
     result = relaxkd(capsys, monkeypatch, *command, DEMO, *run.args, "seed=11")  # seed: a new artifact key
     assert_user_error(
         result,
@@ -326,7 +326,7 @@ def test_full_disk_while_exporting_leaves_no_half_written_file(capsys, monkeypat
     class Artifact:
         path = tmp_path
 
-    monkeypatch.setattr(export, "_find_student", lambda pipeline, artifact: Artifact)
+    monkeypatch.setattr(export, "_find_student", lambda ctx, artifact: Artifact)
     monkeypatch.setattr(export, "_load_student", lambda folder, advice: (torch.nn.Identity(), {}))
     monkeypatch.setattr(export.shutil, "copyfile", full_disk)
     result = relaxkd(capsys, monkeypatch, "export", DEMO, f"run_root={tmp_path / 'runs'}", "--out", out)

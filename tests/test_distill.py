@@ -29,7 +29,13 @@ from relaxkd.models import build_backbone
 from relaxkd.report import write_report
 from relaxkd.stages.artifacts import ArtifactStore
 from relaxkd.stages.export import export_student, load_exported
-from relaxkd.stages.pipeline import Pipeline
+from relaxkd.stages.context import Context
+from relaxkd.stages.distill import distill
+from relaxkd.stages.embed_images import embed_images
+from relaxkd.stages.multimodal import multimodal_teacher
+from relaxkd.stages.targets import teacher_targets
+from relaxkd.stages.teacher_loading import load_teachers
+from relaxkd.stages.unimodal import unimodal_teacher
 
 from conftest import REPO, tiny_overrides
 from data_fixtures import write_scene
@@ -42,9 +48,9 @@ def overrides(run_root: Path, *extra: str) -> list[str]:
     return tiny_overrides(run_root) + TEACHERS + list(extra)
 
 
-def pipeline(run_root: Path, *extra: str) -> Pipeline:
+def pipeline(run_root: Path, *extra: str) -> Context:
     torch.set_num_threads(1)  # module-scoped callers run before the autouse thread fixture
-    return Pipeline(load_config(REPO / "configs" / "demo.yaml", overrides(run_root, *extra)))
+    return Context(load_config(REPO / "configs" / "demo.yaml", overrides(run_root, *extra)))
 
 
 def _refuse_network(self, address, *args, **kwargs):
@@ -64,8 +70,8 @@ def teachers_root(tmp_path_factory):
         mp.setattr(socket.socket, "connect", _refuse_network)
         p = pipeline(root)
         for name in ("strong", "weak"):
-            p.unimodal(name)
-        p.multimodal()
+            unimodal_teacher(p, name)
+        multimodal_teacher(p)
     return root
 
 
@@ -81,7 +87,7 @@ def copy_root(src: Path, dst: Path) -> Path:
 def test_student_from_tm_and_wn_tx_trains_offline_and_report_names_random_clip(teachers_root):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", _refuse_network)
-        art = pipeline(teachers_root).distill()
+        art = distill(pipeline(teachers_root))
         report = write_report(teachers_root / "demo").read_text()
     metrics = art.read_json("metrics.json")
     assert metrics["provenance"]["teachers"] == ["strong", "weak", "tx"]
@@ -94,16 +100,16 @@ def test_student_from_tm_and_wn_tx_trains_offline_and_report_names_random_clip(t
 
 def test_tx_from_cached_embeddings_names_them_among_the_distillation_inputs(teachers_root):
     p = pipeline(teachers_root, "distill.tx_input=cached")
-    manifest = p.distill().manifest
-    embeddings = p.embed_images()
+    manifest = distill(p).manifest
+    embeddings = embed_images(p)
     assert f"embed-images-{embeddings.key}" in manifest["inputs"]
     assert manifest["spec"]["tx_embeddings"] == embeddings.key
-    online = pipeline(teachers_root).distill().manifest
+    online = distill(pipeline(teachers_root)).manifest
     assert not any(name.startswith("embed-images-") for name in online["inputs"]) and "clip" in online["spec"]
 
 
 def test_adaptive_aggregation_records_teacher_weights_summing_to_one(teachers_root):
-    history = pipeline(teachers_root, "distill.aggregate=adaptive").distill().read_json("metrics.json")["history"]
+    history = distill(pipeline(teachers_root, "distill.aggregate=adaptive")).read_json("metrics.json")["history"]
     assert len(history) == 2
     weights = [[h[f"weight_{n}"] for n in ("strong", "weak", "tx")] for h in history]
     for per_epoch in weights:
@@ -137,16 +143,16 @@ def test_cached_targets_replay_the_online_distillation_bit_for_bit_without_runni
     from relaxkd.models import TeacherEnsemble
     from relaxkd.teachers import MultimodalTeacher
 
-    online = pipeline(teachers_root).distill()
+    online = distill(pipeline(teachers_root))
     p = pipeline(teachers_root, "distill.targets=cached")
-    targets = p.teacher_targets()
+    targets = teacher_targets(p)
     recorded = load_file(str(targets.file("epoch-0001.safetensors")))
     assert torch.equal(recorded["aug_seeds"], sample_seed(0, 1, torch.arange(len(p.raw_train))))
     assert recorded["logits"].shape == (3, len(p.raw_train), 10)  # strong, weak, tx
     with pytest.MonkeyPatch.context() as mp:
         for cls, method in ((TeacherEnsemble, "forward"), (MultimodalTeacher, "logits")):
             mp.setattr(cls, method, lambda *a, **k: pytest.fail("a teacher ran during cached distillation"))
-        cached = p.distill()
+        cached = distill(p)
     assert cached.key != online.key
     for name in ("student.safetensors",):
         a, b = load_file(str(online.file(name))), load_file(str(cached.file(name)))
@@ -154,13 +160,13 @@ def test_cached_targets_replay_the_online_distillation_bit_for_bit_without_runni
     strip = lambda m: {k: v for k, v in m.items() if k != "provenance"}  # noqa: E731
     assert strip(cached.read_json("metrics.json")) == strip(online.read_json("metrics.json"))
     # another student recipe on the same teachers, views and epochs replays the same cache
-    assert pipeline(teachers_root, "distill.targets=cached", "distill.kd_weight=0.5").teacher_targets().key == targets.key
+    assert teacher_targets(pipeline(teachers_root, "distill.targets=cached", "distill.kd_weight=0.5")).key == targets.key
 
 
 def test_cached_targets_refuse_an_epoch_they_do_not_cover(teachers_root):
     from relaxkd.distill import CachedTargets
 
-    targets = pipeline(teachers_root, "distill.targets=cached").teacher_targets()
+    targets = teacher_targets(pipeline(teachers_root, "distill.targets=cached"))
     replay = CachedTargets(targets.path, num_teachers=3, num_classes=10, epochs=2, seed=0)
     assert len(replay.logits("train", 1, torch.tensor([0, 5]))) == 3
     with pytest.raises(UserError, match="cover 2 epochs, the student asked for epoch 3"):
@@ -172,7 +178,7 @@ def test_cached_targets_refuse_an_epoch_they_do_not_cover(teachers_root):
 def student_and_val_logits(teachers_root):
     """The distilled student's artifact, the validation images and the checkpoint's logits on them."""
     p = pipeline(teachers_root)
-    art = p.distill()
+    art = distill(p)
     reference = build_backbone("tiny_cnn", p.num_classes, "none")
     reference.load_state_dict(load_file(str(art.file("student.safetensors"))))
     reference.eval()
@@ -243,11 +249,11 @@ def test_unknown_aggregation_is_refused_listing_valid_ones():
 
 def test_teachers_of_another_dataset_are_refused_naming_both(teachers_root, tmp_path):
     digits = pipeline(teachers_root)
-    artifacts = {"strong": digits.unimodal("strong"), "tx": digits.multimodal()}
+    artifacts = {"strong": unimodal_teacher(digits, "strong"), "tx": multimodal_teacher(digits)}
     scene = write_scene(tmp_path / "scene", [i % 6 for i in range(60)])
     other = pipeline(tmp_path / "runs", "data.dataset=scene", f"data.root={scene}")
     with pytest.raises(UserError) as err:
-        other.load_teachers(artifacts, None)
+        load_teachers(other, artifacts)
     message = one_line(err)
     assert "teacher 'strong'" in message
     assert "trained on digits with 10 classes" in message and "this run is scene with 6 classes" in message

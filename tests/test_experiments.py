@@ -8,15 +8,16 @@ import pytest
 from relaxkd.config import load_config
 from relaxkd.errors import UserError
 from relaxkd.report import write_report
-from relaxkd.stages import experiment
 from relaxkd.stages.artifacts import ArtifactStore
-from relaxkd.stages.pipeline import Pipeline
+from relaxkd.stages.context import Context
+from relaxkd.stages.plan import run_experiment, run_sweep
+from relaxkd import trials
 
 from conftest import REPO, tiny_overrides
 
 
 def test_run_end_to_end_then_rerun_recomputes_nothing(tiny_cfg, monkeypatch):
-    report = experiment.run_experiment(Pipeline(tiny_cfg))
+    report = run_experiment(Context(tiny_cfg), then=[("report", lambda: write_report(tiny_cfg.run_dir))])
     text = report.read_text()
     assert report == tiny_cfg.run_dir / "report" / "report.md"
     assert "random-weight CLIP" in text and "demo data" in text
@@ -28,28 +29,28 @@ def test_run_end_to_end_then_rerun_recomputes_nothing(tiny_cfg, monkeypatch):
         raise AssertionError("a rerun with nothing changed must not build any artifact")
 
     monkeypatch.setattr(ArtifactStore, "create", no_build)
-    assert experiment.run_experiment(Pipeline(tiny_cfg)) == report
+    assert run_experiment(Context(tiny_cfg), then=[("report", lambda: write_report(tiny_cfg.run_dir))]) == report
 
 
 def test_sweep_commands_are_independent_lines():
-    lines = experiment.sweep_commands(REPO / "configs" / "cifar100.yaml", ["seed=1"], "table2", None)
-    assert len(lines) == len(experiment.table2_trials()) == 18
+    lines = trials.sweep_commands(REPO / "configs" / "cifar100.yaml", ["seed=1"], "table2", None)
+    assert len(lines) == len(trials.table2_trials()) == 18
     assert all(line.startswith("relaxkd sweep ") and "--trials" in line and "seed=1" in line for line in lines)
 
 
 def test_table2_trials_cover_the_paper_grid():
-    labels = {(t.labels["gt"], t.labels["other"]) for t in experiment.table2_trials()}
+    labels = {(t.labels["gt"], t.labels["other"]) for t in trials.table2_trials()}
     assert labels == {(g, "wn") for g in (1.0, 0.8, 0.5, 0.2, 0.0)} | {(g, "noise") for g in (0.8, 0.5, 0.2, 0.0)}
-    for trial in experiment.table2_trials():
+    for trial in trials.table2_trials():
         cfg = load_config(REPO / "configs" / "demo.yaml", trial.overrides)
         assert abs(sum(cfg.multimodal.proportions.values()) - 1) < 1e-9
 
 
 def test_unknown_sweep_family_and_trial_are_rejected():
     with pytest.raises(UserError, match="unknown sweep family 'table9'; valid families: table1, table2"):
-        experiment.select_trials("table9", None)
+        trials.select_trials("table9", None)
     with pytest.raises(UserError, match="unknown trial 'gt42' in sweep table2; valid trials:"):
-        experiment.select_trials("table2", "gt42")
+        trials.select_trials("table2", "gt42")
     with pytest.raises(UserError, match="unknown sweep family"):
         load_config(None, ["sweeps=[table7]"])
 
@@ -77,8 +78,8 @@ def test_table2_sweep_reproduces_the_papers_teacher_ordering(tmp_path):
         "attribute.steps=16",
         "sweep_students=false",
     ]
-    p = Pipeline(load_config(REPO / "configs" / "demo.yaml", overrides))
-    experiment.run_sweep(p, "table2")
+    p = Context(load_config(REPO / "configs" / "demo.yaml", overrides))
+    run_sweep(p, "table2")
     record = json.loads((p.cfg.run_dir / "sweep-table2.json").read_text())
     rows = {}
     for trial in record.values():

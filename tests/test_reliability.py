@@ -47,7 +47,7 @@ def pause(where):
 
 kind, _, stage = os.environ.get("RELAXKD_TEST_PAUSE", "").partition(":")
 if kind == "build":
-    import relaxkd.stages.experiment as experiment, relaxkd.stages.pipeline as pipeline
+    import importlib
 
     def paused_after(write):
         def wrapped(*args, **kwargs):
@@ -58,9 +58,11 @@ if kind == "build":
             return result
         return wrapped
 
-    pipeline.save_file = paused_after(pipeline.save_file)
-    pipeline.write_json = paused_after(pipeline.write_json)
-    experiment.write_json = paused_after(experiment.write_json)
+    for name in ("embed_images", "embed_nouns", "relax", "unimodal", "multimodal", "targets", "distill", "attribute"):
+        module = importlib.import_module(f"relaxkd.stages.{name}")
+        for attr in ("save_file", "write_json"):
+            if hasattr(module, attr):
+                setattr(module, attr, paused_after(getattr(module, attr)))
 elif kind == "fit":
     import relaxkd.engine.trainer as trainer
     from lightning.pytorch.callbacks import ModelCheckpoint

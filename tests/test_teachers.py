@@ -14,7 +14,12 @@ from safetensors.torch import load_file
 
 from relaxkd.config import load_config
 from relaxkd.errors import UserError
-from relaxkd.stages.pipeline import Pipeline
+from relaxkd.stages import multimodal as multimodal_stage
+from relaxkd.stages.context import Context
+from relaxkd.stages.embed_images import embed_images
+from relaxkd.stages.multimodal import multimodal_teacher
+from relaxkd.stages.relax import relax
+from relaxkd.stages.teacher_loading import load_multimodal
 from relaxkd.teachers import MODE_IDS, MultimodalTeacher
 
 from conftest import REPO, tiny_overrides
@@ -30,13 +35,13 @@ def run_root(tmp_path_factory):
     return tmp_path_factory.mktemp("teachers") / "runs"
 
 
-def pipeline(run_root, *overrides: str) -> Pipeline:
+def pipeline(run_root, *overrides: str) -> Context:
     torch.set_num_threads(1)  # module-scoped callers run before the autouse thread fixture
-    return Pipeline(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(run_root) + list(overrides)))
+    return Context(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(run_root) + list(overrides)))
 
 
 def tx_top1(run_root, proportions: str) -> float:
-    art = pipeline(run_root, LEAKAGE_OPTIM, f"multimodal.proportions={proportions}").multimodal()
+    art = multimodal_teacher(pipeline(run_root, LEAKAGE_OPTIM, f"multimodal.proportions={proportions}"))
     return art.read_json("metrics.json")["top1"]
 
 
@@ -51,8 +56,8 @@ def test_ground_truth_text_leaks_the_label(run_root):
 
 def test_learnable_bank_moves_and_stays_unit_norm(run_root):
     p = pipeline(run_root, LEAKAGE_OPTIM, "multimodal.proportions={wn: 1.0}")
-    teacher = p.load_multimodal(p.multimodal())
-    relaxed = load_file(str(p.relax().file("bank.safetensors")))["bank"]
+    teacher = load_multimodal(p, multimodal_teacher(p))
+    relaxed = load_file(str(relax(p).file("bank.safetensors")))["bank"]
     bank = teacher.bank.embeddings.detach()
     torch.testing.assert_close(bank.norm(dim=1), torch.ones(len(bank)), atol=1e-6, rtol=0)
     assert (bank - relaxed).abs().max() > 1e-4  # training did change it, so the norm check means something
@@ -61,27 +66,27 @@ def test_learnable_bank_moves_and_stays_unit_norm(run_root):
 
 def test_fixed_bank_is_bit_identical_to_the_relaxed_bank(run_root):
     p = pipeline(run_root, "multimodal.proportions={wn: 1.0}", "multimodal.bank=fixed")
-    teacher = p.load_multimodal(p.multimodal())
-    relaxed = load_file(str(p.relax().file("bank.safetensors")))["bank"]
+    teacher = load_multimodal(p, multimodal_teacher(p))
+    relaxed = load_file(str(relax(p).file("bank.safetensors")))["bank"]
     assert not teacher.bank.learnable
     assert torch.equal(teacher.bank.embeddings.detach(), relaxed)
 
 
 def test_reloaded_teacher_reproduces_its_validation_logits(run_root, monkeypatch):
     trained: list[MultimodalTeacher] = []
-    build = Pipeline.build_multimodal
+    build = multimodal_stage.new_teacher
 
     def keep_module(self, emb, bank):
         trained.append(build(self, emb, bank))
         return trained[-1]
 
-    monkeypatch.setattr(Pipeline, "build_multimodal", keep_module)
+    monkeypatch.setattr(multimodal_stage, "new_teacher", keep_module)
     # all three text modes, so gt, noise and wn texts must all come back from the artifact
     p = pipeline(run_root, "multimodal.proportions={gt: 0.3, wn: 0.4, noise: 0.3}")
-    art = p.multimodal()
+    art = multimodal_teacher(p)
     assert len(trained) == 1, "the teacher must be trained here, not reused"
-    reloaded = p.load_multimodal(art)
-    emb = load_file(str(p.embed_images().file("embeddings.safetensors")))
+    reloaded = load_multimodal(p, art)
+    emb = load_file(str(embed_images(p).file("embeddings.safetensors")))
     val, labels = emb["val"].float(), emb["val_labels"]
 
     size = p.cfg.multimodal.optim.batch_size  # the validation loader's batches: the same arithmetic
@@ -116,17 +121,17 @@ def test_wn_share_without_a_bank_is_a_user_error():
 
 
 def test_teacher_for_another_dataset_and_class_count_is_refused(run_root, tmp_path):
-    art = pipeline(run_root, "multimodal.proportions={gt: 1.0}").multimodal()
+    art = multimodal_teacher(pipeline(run_root, "multimodal.proportions={gt: 1.0}"))
     scene = write_scene(tmp_path / "scene", [i % 6 for i in range(60)])
     other = pipeline(tmp_path / "other", "data.dataset=scene", f"data.root={scene}")
     with pytest.raises(UserError) as err:
-        other.load_multimodal(art)
+        load_multimodal(other, art)
     message = str(err.value)
     assert "digits with 10 classes" in message and "scene with 6 classes" in message and "\n" not in message
 
 
 def test_text_modes_follow_the_configured_proportions(run_root):
-    metrics = pipeline(run_root, "multimodal.proportions={gt: 0.3, wn: 0.4, noise: 0.3}").multimodal().read_json(
+    metrics = multimodal_teacher(pipeline(run_root, "multimodal.proportions={gt: 0.3, wn: 0.4, noise: 0.3}")).read_json(
         "metrics.json"
     )
     for split in ("train", "val"):

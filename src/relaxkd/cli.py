@@ -27,19 +27,19 @@ ConfigArg = typer.Argument(..., help="experiment YAML, e.g. configs/demo.yaml")
 OverridesArg = typer.Argument(None, help="key=value overrides, e.g. distill.temperature=3")
 
 
-def _pipeline(config: Path, overrides: list[str] | None):
+def _context(config: Path, overrides: list[str] | None):
     from relaxkd.config import load_config
-    from relaxkd.stages.pipeline import Pipeline
+    from relaxkd.stages.context import Context
 
-    return Pipeline(load_config(config, overrides or []))
+    return Context(load_config(config, overrides or []))
 
 
-def _locked(pipeline):
+def _locked(ctx):
     """Exclusive use of the run directory (not in DDP workers, which share the parent's)."""
     from relaxkd.engine.trainer import is_main_process
     from relaxkd.stages.artifacts import run_lock
 
-    return run_lock(pipeline.cfg.run_dir) if is_main_process() else nullcontext()
+    return run_lock(ctx.cfg.run_dir) if is_main_process() else nullcontext()
 
 
 def _say(line: str) -> None:
@@ -49,27 +49,33 @@ def _say(line: str) -> None:
 @embed_app.command("images")
 def embed_images(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """CLIP image embeddings of the training and validation sets."""
-    p = _pipeline(config, overrides)
-    with _locked(p):
-        art = p.embed_images()
+    ctx = _context(config, overrides)
+    from relaxkd.stages.embed_images import embed_images as stage
+
+    with _locked(ctx):
+        art = stage(ctx)
     _say(f"image embeddings: {art.file('embeddings.safetensors')}")
 
 
 @embed_app.command("nouns")
 def embed_nouns(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """CLIP text embeddings of the candidate WordNet nouns (shared by all datasets)."""
-    p = _pipeline(config, overrides)
-    with _locked(p):
-        art = p.embed_nouns()
+    ctx = _context(config, overrides)
+    from relaxkd.stages.embed_nouns import embed_nouns as stage
+
+    with _locked(ctx):
+        art = stage(ctx)
     _say(f"noun embeddings: {art.file('embeddings.safetensors')}")
 
 
 @app.command()
 def relax(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Algorithm 1: select WordNet-relaxed nouns per image cluster (the relaxed bank)."""
-    p = _pipeline(config, overrides)
-    with _locked(p):
-        art = p.relax()
+    ctx = _context(config, overrides)
+    from relaxkd.stages.relax import relax as stage
+
+    with _locked(ctx):
+        art = stage(ctx)
     _say(f"relaxed bank: {art.file('bank.safetensors')}")
     _say(f"nouns per cluster: {art.file('nouns.txt')}")
 
@@ -94,24 +100,27 @@ def teacher(
     seed: int = typer.Option(0, help="unimodal member seed, with --aug"),
 ) -> None:
     """Train a teacher: a unimodal ResNet (T_m member) or the multimodal teacher T_x."""
-    p = _pipeline(config, overrides)
-    with _locked(p):
+    ctx = _context(config, overrides)
+    from relaxkd.stages.multimodal import multimodal_teacher
+    from relaxkd.stages.unimodal import unimodal_teacher
+
+    with _locked(ctx):
         if kind == TeacherKind.multimodal:
-            art = p.multimodal()
+            art = multimodal_teacher(ctx)
         else:
-            name = member or _member_for(p, aug.value if aug else "strong", seed)
-            art = p.unimodal(name)
+            name = member or _member_for(ctx, aug.value if aug else "strong", seed)
+            art = unimodal_teacher(ctx, name)
     _report_metrics(art)
 
 
-def _member_for(pipeline, aug: str, seed: int) -> str:
+def _member_for(ctx, aug: str, seed: int) -> str:
     from relaxkd.config import UnimodalMember
 
-    for m in pipeline.cfg.unimodal.members:
+    for m in ctx.cfg.unimodal.members:
         if m.aug == aug and m.seed == seed:
             return m.name
     name = f"{aug}-seed{seed}"
-    pipeline.cfg.unimodal.members = [*pipeline.cfg.unimodal.members, UnimodalMember(name=name, aug=aug, seed=seed)]
+    ctx.cfg.unimodal.members = [*ctx.cfg.unimodal.members, UnimodalMember(name=name, aug=aug, seed=seed)]
     return name
 
 
@@ -125,20 +134,22 @@ def _report_metrics(art) -> None:
 @app.command()
 def distill(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Distil the student from the configured teachers (trains missing teachers first)."""
-    p = _pipeline(config, overrides)
-    with _locked(p):
-        art = p.distill()
+    ctx = _context(config, overrides)
+    from relaxkd.stages.distill import distill as stage
+
+    with _locked(ctx):
+        art = stage(ctx)
     _report_metrics(art)
 
 
 @app.command()
 def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Integrated Gradients on T_x: image vs text attribution shares."""
-    from relaxkd.stages.experiment import attribute_stage
+    from relaxkd.stages.attribute import attribute as stage
 
-    p = _pipeline(config, overrides)
-    with _locked(p):
-        art = attribute_stage(p)
+    ctx = _context(config, overrides)
+    with _locked(ctx):
+        art = stage(ctx)
     result = art.read_json("attribution.json")
     _say(f"image share {result['image_share']:.3f}, text share {result['text_share']:.3f}")
     _say(f"artifact: {art.path}")
@@ -147,11 +158,12 @@ def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = Overrid
 @app.command()
 def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """The whole pipeline for one experiment, reusing every artifact that already exists."""
-    from relaxkd.stages.experiment import run_experiment
+    from relaxkd.report import write_report
+    from relaxkd.stages.plan import run_experiment
 
-    p = _pipeline(config, overrides)
-    with _locked(p):
-        report = run_experiment(p)
+    ctx = _context(config, overrides)
+    with _locked(ctx):
+        report = run_experiment(ctx, then=[("report", lambda: write_report(ctx.cfg.run_dir))])
     _say(f"report: {report}")
 
 
@@ -165,17 +177,18 @@ def sweep(
 ) -> None:
     """A family of trials (the paper's tables and figures) sharing artifacts."""
     from relaxkd.report import write_report
-    from relaxkd.stages.experiment import run_sweep, select_trials, sweep_commands
+    from relaxkd.stages.plan import run_sweep
+    from relaxkd.trials import select_trials, sweep_commands
 
     if print_commands:
         for line in sweep_commands(config, overrides or [], family, trials):
             _say(line)
         return
     select_trials(family, trials)  # reject unknown names before any work
-    p = _pipeline(config, overrides)
-    with _locked(p):
-        run_sweep(p, family, trials)
-        report_path = write_report(p.cfg.run_dir)
+    ctx = _context(config, overrides)
+    with _locked(ctx):
+        run_sweep(ctx, family, trials)
+        report_path = write_report(ctx.cfg.run_dir)
     _say(f"report: {report_path}")
 
 
@@ -198,8 +211,8 @@ def export(
     """Export the trained student: safetensors + TorchScript or ONNX."""
     from relaxkd.stages.export import export_student
 
-    p = _pipeline(config, overrides)
-    for path in export_student(p, out, format, artifact):
+    ctx = _context(config, overrides)
+    for path in export_student(ctx, out, format, artifact):
         _say(f"wrote {path}")
 
 

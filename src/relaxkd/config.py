@@ -16,9 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from relaxkd.errors import UserError
+from relaxkd.trials import SWEEPS, TX
 
 TEXT_MODES = ("gt", "wn", "noise", "none")
-SWEEP_FAMILIES = ("table1", "table2", "table3", "figure2")
+SWEEP_FAMILIES = tuple(SWEEPS)  # defined with the trials themselves
 
 #: Presets: the one definition of each named set of loss weights (tests pin their sources).
 #: eq. 6 weights: the paper's (§3, λ_hier 0.1, λ_cos 0.01) and the authors' released code's.
@@ -267,7 +268,7 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _teachers_exist(self) -> "ExperimentConfig":
-        known = [m.name for m in self.unimodal.members] + ["tx", *EXPERT_TEACHERS]
+        known = [m.name for m in self.unimodal.members] + [TX, *EXPERT_TEACHERS]
         for name in self.distill.teachers:
             if name not in known:
                 raise ValueError(f"distill.teachers names unknown teacher {name!r}; valid teachers: {', '.join(known)}")

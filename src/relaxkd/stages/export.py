@@ -11,7 +11,7 @@ from relaxkd.errors import UserError
 FORMATS = ("torchscript", "onnx")
 
 
-def _find_student(pipeline, artifact: Path | None = None):
+def _find_student(ctx, artifact: Path | None = None):
     """The student artifact to export: the one given, else the newest in the run directory."""
     from relaxkd.stages.artifacts import ArtifactStore
 
@@ -20,16 +20,16 @@ def _find_student(pipeline, artifact: Path | None = None):
         if not found:
             raise UserError(f"{str(artifact)!r} is not a complete distill artifact; pass a distill-* directory of a run")
         return found[0]
-    artifacts = pipeline.store.artifacts("distill")
+    artifacts = ctx.store.artifacts("distill")
     if not artifacts:
-        raise UserError(f"no trained student in {str(pipeline.cfg.run_dir)!r}; run `relaxkd distill` first")
+        raise UserError(f"no trained student in {str(ctx.cfg.run_dir)!r}; run `relaxkd distill` first")
     return max(artifacts, key=lambda a: a.manifest.get("created", ""))
 
 
-def export_student(pipeline, out: Path, fmt: str = "torchscript", artifact: Path | None = None) -> list[Path]:
+def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | None = None) -> list[Path]:
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    art = _find_student(pipeline, artifact)
+    art = _find_student(ctx, artifact)
     model, info = _load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
     from relaxkd.stages.artifacts import atomic_output
 

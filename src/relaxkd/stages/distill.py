@@ -1,0 +1,74 @@
+"""Stage ``distill``: the student trained from its teachers (docs/method.md, "The student"), online or
+from the cached teacher targets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from relaxkd.distill.teacher_set import MULTIMODAL
+from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.stages.context import Context
+from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec
+from relaxkd.stages.targets import student_data, teacher_targets
+from relaxkd.stages.teacher_loading import load_teachers, teacher_artifacts, teachers_spec
+
+STAGE = "distill"
+
+
+def distill(ctx: Context) -> Artifact:
+    d = ctx.cfg.distill
+    artifacts = teacher_artifacts(ctx)
+    cached = teacher_targets(ctx) if d.targets == "cached" and artifacts else None
+    spec = {
+        **views_spec(ctx.cfg),
+        "seed": ctx.cfg.seed,
+        **teachers_spec(ctx, artifacts),
+        "targets": cached.key if cached is not None else None,
+        "distill": d.model_dump(exclude={"preset"}),
+        "train": train_spec(ctx.cfg),
+    }
+
+    def build(out: Path) -> None:
+        from relaxkd.data.transforms import IMAGENET_STATS
+        from relaxkd.distill import CachedTargets, StudentDistiller, TeacherSet
+        from relaxkd.engine.trainer import build_trainer, fit, seed_everything
+
+        if cached is not None:
+            names = cached.read_json("targets.json")["teachers"]
+            replay = CachedTargets(
+                cached.path, num_teachers=len(names), num_classes=ctx.num_classes, epochs=d.optim.epochs, seed=ctx.cfg.seed
+            )
+            teacher_set = TeacherSet(names=names, cached=replay)
+        else:
+            teacher_set = load_teachers(ctx, artifacts)
+        # seeded after the teachers are built (their construction draws random numbers): the
+        # student starts from the same weights whichever teachers it has, online or cached
+        seed_everything(ctx.cfg.seed)
+        module = StudentDistiller(
+            arch=d.student,
+            num_classes=ctx.num_classes,
+            optim_cfg=d.optim.model_dump(),
+            loss=d.loss,
+            params=d.params,
+            aggregate=d.aggregate,
+            temperature=d.temperature,
+            ce_weight=d.ce_weight,
+            kd_weight=d.kd_weight,
+            dkd_alpha=d.dkd_alpha,
+            dkd_beta=d.dkd_beta,
+            input_stats=IMAGENET_STATS,
+            class_counts=ctx.class_counts,
+            teachers=teacher_set,
+        )
+        work = ctx.work_dir(STAGE, spec)
+        fit(build_trainer(ctx.cfg.trainer, work, d.optim.epochs), module, student_data(ctx), work)
+        save_file(contiguous(module.student.state_dict()), str(out / "student.safetensors"))
+        info = model_info(ctx, "student", arch=d.student)
+        write_json(out / "student.json", {**info, "input_stats": "imagenet", "image_size": ctx.cfg.data.image_size})
+        tx_input = d.tx_input if MULTIMODAL in artifacts else None
+        record = metrics(ctx.cfg, module, epochs=d.optim.epochs, teachers=list(artifacts), loss=d.loss,
+                         aggregate=d.aggregate, tx_input=tx_input, targets=d.targets if artifacts else None)
+        write_json(out / "metrics.json", record)
+
+    return ctx.resolve(ctx.store, STAGE, spec, build)

@@ -1,0 +1,128 @@
+"""Stage ``teacher-multimodal``: T_x, a classifier over (CLIP image embedding, text embedding) trained
+with eq. 6 (docs/method.md, "The multimodal teacher T_x")."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from relaxkd.config import ExperimentConfig
+from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.stages.context import Context
+from relaxkd.stages.embed_images import embed_images
+from relaxkd.stages.relax import relax
+from relaxkd.stages.specs import clip_spec, contiguous, metrics, model_info, train_spec, augmentation_spec, data_spec
+
+STAGE = "teacher-multimodal"
+
+
+def needs_bank(cfg: ExperimentConfig) -> bool:
+    """T_x retrieves from the relaxed bank only when some samples have the ``wn`` text mode."""
+    return cfg.multimodal.proportions.get("wn", 0.0) > 0
+
+
+def multimodal_teacher(ctx: Context) -> Artifact:
+    m = ctx.cfg.multimodal
+    images = embed_images(ctx)
+    bank = relax(ctx) if needs_bank(ctx.cfg) else None
+    spec: dict[str, Any] = {
+        "images": images.key,
+        "bank": bank.key if bank is not None else None,
+        "multimodal": m.model_dump(exclude={"preset"}),
+        "temperature": ctx.cfg.relax.temperature,
+        "seed": ctx.cfg.seed,
+        "train": train_spec(ctx.cfg),
+    }
+    if m.input == "online":
+        spec["online"] = {"data": data_spec(ctx.cfg), "clip": clip_spec(ctx.cfg), **augmentation_spec(ctx.cfg)}
+
+    def build(out: Path) -> None:
+        from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything
+        from relaxkd.teachers.text_modes import mode_proportions
+
+        seed_everything(ctx.cfg.seed)
+        emb = load_file(str(images.file("embeddings.safetensors")))
+        bank_tensor = load_file(str(bank.file("bank.safetensors")))["bank"] if bank is not None else None
+        module = new_teacher(ctx, emb, bank_tensor)
+        train, val = _training_data(ctx, module, emb)
+        data = SeededDataModule(train, val, m.optim.batch_size, ctx.cfg.data.num_workers, ctx.cfg.seed)
+        work = ctx.work_dir(STAGE, spec)
+        fit(build_trainer(ctx.cfg.trainer, work, m.optim.epochs), module, data, work)
+        module.image_encoder = None
+        save_file(contiguous(module.state_dict()), str(out / "model.safetensors"))
+        write_json(out / "teacher.json", model_info(ctx, "multimodal", hparams=dict(module.hparams)))
+        measured = {
+            "measured_train_proportions": mode_proportions(module.train_modes),
+            "measured_val_proportions": mode_proportions(module.val_modes),
+        }
+        record = metrics(ctx.cfg, module, epochs=m.optim.epochs, input=m.input, proportions=m.proportions, **measured,
+                         bank=m.bank, text_only=m.text_only)
+        write_json(out / "metrics.json", record)
+
+    return ctx.resolve(ctx.store, STAGE, spec, build)
+
+
+def _training_data(ctx: Context, module, emb: dict[str, torch.Tensor]):
+    """T_x's training and validation sets: augmented images through CLIP (online) or the cached embeddings."""
+    from relaxkd.engine.sampling import SeededAugmentation
+
+    if ctx.cfg.multimodal.input == "online":
+        from relaxkd.clip.online import OnlineClip
+        from relaxkd.data.transforms import CLIP_STATS
+
+        enc = ctx.clip
+        module.image_encoder = OnlineClip(enc, CLIP_STATS)
+        train = ctx.augmented(ctx.raw_train, "weak", CLIP_STATS, enc.image_size)
+        val = ctx.augmented(ctx.raw_val, "clip", CLIP_STATS, enc.image_size)
+        return train, val
+    seed = ctx.cfg.seed
+    return (SeededAugmentation(_EmbeddingSet(emb["train"], emb["train_labels"]), None, seed),
+            SeededAugmentation(_EmbeddingSet(emb["val"], emb["val_labels"]), None, seed))
+
+
+def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor | None):
+    """An untrained T_x for this config: its bank, class-name texts and per-sample text modes set."""
+    from relaxkd.teachers import MultimodalTeacher, assign_noise_classes, assign_text_modes
+
+    m = ctx.cfg.multimodal
+    num_train, num_val = len(emb["train"]), len(emb["val"])
+    module = MultimodalTeacher(
+        head=m.head,
+        embed_dim=emb["train"].shape[1],
+        num_classes=ctx.num_classes,
+        optim_cfg=m.optim.model_dump(),
+        bank_size=len(bank) if bank is not None else 0,
+        bank_learnable=m.bank == "learnable",
+        text_only=m.text_only,
+        temperature=ctx.cfg.relax.temperature,
+        lambda_hier=m.lambda_hier,
+        lambda_cos=m.lambda_cos,
+        bank_weight_decay=m.bank_weight_decay,
+        head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout, "batch_norm": m.batch_norm} if m.head == "mlp" else {},
+        num_train=num_train,
+        num_val=num_val,
+        class_counts=ctx.class_counts,
+    )
+    module.init_bank(bank)
+    module.class_text.copy_(emb["class_text"].float())
+    seed = ctx.cfg.seed
+    module.train_modes.copy_(assign_text_modes(num_train, m.proportions, seed))
+    module.val_modes.copy_(assign_text_modes(num_val, m.proportions, seed + 1))
+    module.train_noise.copy_(assign_noise_classes(num_train, ctx.num_classes, seed))
+    module.val_noise.copy_(assign_noise_classes(num_val, ctx.num_classes, seed + 1))
+    return module
+
+
+class _EmbeddingSet(torch.utils.data.Dataset):
+    """Cached CLIP embeddings as ``(embedding, label, index)`` items."""
+
+    def __init__(self, embeddings: torch.Tensor, labels: torch.Tensor):
+        self.embeddings, self.labels = embeddings, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.embeddings[index].float(), int(self.labels[index]), index

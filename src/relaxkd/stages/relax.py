@@ -1,0 +1,49 @@
+"""Stage ``relax``: Algorithm 1 (docs/method.md, "Relaxation") on the image and noun embeddings -> the relaxed bank."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.stages.context import Context
+from relaxkd.stages.embed_images import embed_images
+from relaxkd.stages.embed_nouns import embed_nouns
+
+STAGE = "relax"
+
+
+def relax(ctx: Context) -> Artifact:
+    images, nouns = embed_images(ctx), embed_nouns(ctx)
+    r = ctx.cfg.relax
+    spec = {"images": images.key, "nouns": nouns.key, "relax": r.model_dump(exclude={"temperature"}), "seed": ctx.cfg.seed}
+
+    def build(out: Path) -> None:
+        from relaxkd.relax import format_listing, relax_nouns
+
+        train = load_file(str(images.file("embeddings.safetensors")))["train"].float()
+        noun_emb = load_file(str(nouns.file("embeddings.safetensors")))["embeddings"].float()
+        names = nouns.read_json("nouns.json")
+        result = relax_nouns(
+            train,
+            noun_emb,
+            num_clusters=r.num_clusters,
+            top_k=r.top_k,
+            iterations=r.iterations,
+            restarts=r.restarts,
+            seed=ctx.cfg.seed,
+            sample_size=r.sample_size,
+        )
+        tensors = {
+            "bank": result.bank.float(),
+            "indices": result.indices.long(),
+            "cluster_ids": result.cluster_ids.long(),
+            "scores": result.scores.float(),
+            "centers": result.centers.float(),
+        }
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "bank.safetensors"))
+        write_json(out / "bank_nouns.json", [names[i] for i in result.indices.tolist()])
+        (out / "nouns.txt").write_text(format_listing(result, names))
+        write_json(out / "info.json", result.info)
+
+    return ctx.resolve(ctx.store, STAGE, spec, build)

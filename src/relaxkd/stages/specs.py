@@ -1,0 +1,88 @@
+"""Spec parts several stages share (what determines the data, the CLIP model, the augmented views,
+the training), and the record files every trained artifact writes next to its weights."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from relaxkd.config import ExperimentConfig
+from relaxkd.stages.artifacts import file_sha256
+
+#: datasets shipped with a dependency, used for the offline demo (reports must say so)
+DEMO_DATASETS = ("digits",)
+
+
+def data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    d = cfg.data
+    root = str(Path(d.root).resolve()) if d.root else None
+    return {"dataset": d.dataset, "root": root, "params": d.params, "synset_overrides": d.synset_overrides}
+
+
+def augmentation_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What determines the random views of training images besides the seed."""
+    from relaxkd.data.transforms import AUGMENTATION_VERSION
+
+    return {"policy": cfg.data.policy, "augmentation": AUGMENTATION_VERSION}
+
+
+def views_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What determines the augmented training views at the data's image size, epoch by epoch."""
+    return {"data": data_spec(cfg), "image_size": cfg.data.image_size, **augmentation_spec(cfg)}
+
+
+def clip_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    c = cfg.clip
+    spec: dict[str, Any] = {"model": c.model, "weights": c.weights}
+    if Path(c.weights).is_file():
+        spec["weights_sha256"] = file_sha256(Path(c.weights))
+    if c.weights == "none":
+        spec["seed"] = cfg.seed  # random init is seeded
+        from importlib.metadata import version
+
+        from relaxkd.clip.encoder import _TINY_CONFIG, TINY_MODEL
+
+        # a random-weight model is defined by its architecture and the library that builds it
+        spec["open_clip"] = version("open_clip_torch")
+        if c.model == TINY_MODEL:
+            spec["config_sha256"] = file_sha256(_TINY_CONFIG)
+    return spec
+
+
+def train_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    t = cfg.trainer
+    return {"precision": t.precision, "accumulate_grad_batches": t.accumulate_grad_batches}
+
+
+def weights_file_hash(weights: str) -> dict[str, str]:
+    """A weights file's content, not just its path, determines the artifact (as for clip_spec)."""
+    path = Path(weights).expanduser()
+    return {"weights_sha256": file_sha256(path)} if weights not in ("none", "imagenet") and path.is_file() else {}
+
+
+def provenance(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {
+        "dataset": cfg.data.dataset,
+        "demo_data": cfg.data.dataset in DEMO_DATASETS,
+        "clip": f"{cfg.clip.model}/{cfg.clip.weights}",
+        "random_weight_clip": cfg.clip.weights == "none",
+        "seed": cfg.seed,
+    }
+
+
+def model_info(ctx, kind: str, **extra) -> dict[str, Any]:
+    """``teacher.json`` / ``student.json``: what a trained model is and the classes it predicts."""
+    return {"kind": kind, "dataset": ctx.cfg.data.dataset, "num_classes": ctx.num_classes, "classes": ctx.classes, **extra}
+
+
+def metrics(cfg: ExperimentConfig, module, **extra) -> dict[str, Any]:
+    """``metrics.json``: the last epoch's validation numbers, the history and the provenance."""
+    history = module.history
+    final = dict(history[-1]) if history else {}
+    final.pop("epoch", None)
+    return {**final, "history": history, "provenance": {**provenance(cfg), **extra}}
+
+
+def contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}

@@ -1,0 +1,76 @@
+"""Stage ``teacher-targets``: every teacher's logits on every epoch's student views, computed once
+and replayed by a distillation with ``distill.targets: cached``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from relaxkd.distill.teacher_set import MULTIMODAL
+from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.stages.context import Context, device, log
+from relaxkd.stages.specs import views_spec
+from relaxkd.stages.teacher_loading import load_teachers, teacher_artifacts, teachers_spec
+
+STAGE = "teacher-targets"
+
+
+def teacher_targets(ctx: Context) -> Artifact:
+    d = ctx.cfg.distill
+    artifacts = teacher_artifacts(ctx)
+    spec = {
+        **views_spec(ctx.cfg),
+        "seed": ctx.cfg.seed,
+        **teachers_spec(ctx, artifacts),
+        "tx_input": d.tx_input if MULTIMODAL in artifacts else None,
+        "epochs": d.optim.epochs,
+        "batch_size": d.optim.batch_size,  # same batches as the student: bit-identical logits
+        "top_k": d.cache_top_k,
+        # the fill value of a top-k cache preserves the softened mass at this temperature
+        "temperature": d.temperature if d.cache_top_k else None,
+    }
+
+    def build(out: Path) -> None:
+        from relaxkd.data.transforms import IMAGENET_STATS
+        from relaxkd.distill import build_targets
+
+        teacher_set = load_teachers(ctx, artifacts)
+        dev = device()
+        for module in teacher_set.modules().values():
+            module.to(dev)
+        data = student_data(ctx)
+
+        def logits(images, targets, indices, split):
+            return teacher_set.logits(images, targets, indices, split, IMAGENET_STATS)
+
+        build_targets(
+            logits,
+            data.train_set,
+            data.val_set,
+            out=out,
+            work=ctx.work_dir(STAGE, spec),
+            epochs=d.optim.epochs,
+            seed=ctx.cfg.seed,
+            batch_size=d.optim.batch_size,
+            num_workers=ctx.cfg.data.num_workers,
+            top_k=d.cache_top_k,
+            temperature=d.temperature,
+            device=dev,
+            log=log,
+        )
+        write_json(out / "targets.json", {"teachers": teacher_set.names, "epochs": d.optim.epochs, "top_k": d.cache_top_k})
+
+    return ctx.resolve(ctx.store, STAGE, spec, build)
+
+
+def student_data(ctx: Context):
+    """The student's seeded views: strong augmentation for training, the test transform for validation."""
+    from relaxkd.data.transforms import IMAGENET_STATS
+    from relaxkd.engine.trainer import SeededDataModule
+
+    d = ctx.cfg.distill
+    return SeededDataModule(
+        ctx.augmented(ctx.raw_train, "strong", IMAGENET_STATS),
+        ctx.augmented(ctx.raw_val, "test", IMAGENET_STATS),
+        d.optim.batch_size,
+        ctx.cfg.data.num_workers,
+        ctx.cfg.seed,
+    )

@@ -1,0 +1,84 @@
+"""The trained teachers a distillation uses: which artifacts, what their keys say, and loading them."""
+from __future__ import annotations
+
+from typing import Any
+
+from safetensors.torch import load_file
+
+from relaxkd.distill.teacher_set import MULTIMODAL
+from relaxkd.errors import UserError
+from relaxkd.stages.artifacts import Artifact
+from relaxkd.stages.context import Context
+from relaxkd.stages.embed_images import embed_images
+from relaxkd.stages.multimodal import multimodal_teacher
+from relaxkd.stages.specs import clip_spec
+from relaxkd.stages.unimodal import unimodal_teacher
+
+
+def teacher_artifacts(ctx: Context) -> dict[str, Artifact]:
+    """The distillation's teacher artifacts by name (built when missing); none without a KD loss."""
+    d = ctx.cfg.distill
+    names = list(d.teachers) if d.loss != "none" else []
+    return {n: (multimodal_teacher(ctx) if n == MULTIMODAL else unimodal_teacher(ctx, n)) for n in names}
+
+
+def teachers_spec(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
+    """The teacher artifacts a distillation uses, and what feeds T_x: the CLIP it runs online or
+    the image embeddings it reads (named by key, so the manifest's ``inputs`` lists them)."""
+    spec: dict[str, Any] = {"teachers": {n: a.key for n, a in artifacts.items()}}
+    if MULTIMODAL in artifacts and ctx.cfg.distill.tx_input == "online":
+        spec["clip"] = clip_spec(ctx.cfg)
+    elif MULTIMODAL in artifacts:
+        spec["tx_embeddings"] = embed_images(ctx).key
+    return spec
+
+
+def check_teacher(ctx: Context, artifact: Artifact, name: str) -> dict[str, Any]:
+    """``teacher.json`` of a teacher artifact, refused when it predicts another dataset's classes."""
+    info = artifact.read_json("teacher.json")
+    if info["num_classes"] != ctx.num_classes or info["dataset"] != ctx.cfg.data.dataset:
+        raise UserError(
+            f"teacher {name!r} ({artifact.path}) was trained on {info['dataset']} with {info['num_classes']} classes, "
+            f"but this run is {ctx.cfg.data.dataset} with {ctx.num_classes} classes; retrain it for this dataset"
+        )
+    return info
+
+
+def load_multimodal(ctx: Context, artifact: Artifact):
+    """The trained T_x of ``artifact``, in eval mode."""
+    from relaxkd.teachers import MultimodalTeacher
+
+    info = check_teacher(ctx, artifact, MULTIMODAL)
+    module = MultimodalTeacher(**info["hparams"])
+    module.load_state_dict(load_file(str(artifact.file("model.safetensors"))))
+    return module.eval()
+
+
+def load_teachers(ctx: Context, artifacts: dict[str, Artifact]):
+    """A :class:`~relaxkd.distill.TeacherSet` of the trained teachers: T_m's members, then T_x."""
+    from relaxkd.data.transforms import IMAGENET_STATS
+    from relaxkd.distill import TeacherSet
+    from relaxkd.models import TeacherEnsemble, build_backbone
+
+    image_models, names = [], []
+    for name, art in artifacts.items():
+        info = check_teacher(ctx, art, name)
+        if info["kind"] == "unimodal":
+            model = build_backbone(info["arch"], ctx.num_classes, "none")
+            model.load_state_dict(load_file(str(art.file("model.safetensors"))))
+            image_models.append(model)
+            names.append(name)
+    tx: dict[str, Any] = {}
+    if MULTIMODAL in artifacts:
+        names.append(MULTIMODAL)
+        tx["multimodal"] = load_multimodal(ctx, artifacts[MULTIMODAL])
+        if ctx.cfg.distill.tx_input == "online":
+            from relaxkd.clip.online import OnlineClip
+
+            tx["clip_encoder"] = OnlineClip(ctx.clip, IMAGENET_STATS)
+        else:
+            emb = load_file(str(embed_images(ctx).file("embeddings.safetensors")))
+            tx["cached_embeddings"] = {"train": emb["train"], "val": emb["val"]}
+    ensemble = TeacherEnsemble(image_models, compiled=ctx.cfg.distill.compile_teachers) if image_models else None
+    members = dict(zip(names, image_models))
+    return TeacherSet(names=names, members=members, image_teachers=ensemble, image_stats=IMAGENET_STATS, **tx)

@@ -1,0 +1,57 @@
+"""Stage ``teacher-unimodal``: one member of the image ensemble T_m (a CNN trained on the images alone)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from relaxkd.errors import UserError
+from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.stages.context import Context
+from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec, weights_file_hash
+
+STAGE = "teacher-unimodal"
+
+
+def unimodal_teacher(ctx: Context, name: str) -> Artifact:
+    member = _member(ctx, name)
+    u = ctx.cfg.unimodal
+    spec = {
+        **views_spec(ctx.cfg),
+        "arch": u.arch,
+        "weights": u.weights,
+        **weights_file_hash(u.weights),
+        "member": member.model_dump(),
+        "optim": u.optim.model_dump(),
+        "train": train_spec(ctx.cfg),
+    }
+
+    def build(out: Path) -> None:
+        from relaxkd.data.transforms import IMAGENET_STATS
+        from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything
+        from relaxkd.teachers import UnimodalTeacher
+
+        seed_everything(member.seed)
+        module = UnimodalTeacher(u.arch, ctx.num_classes, u.optim.model_dump(), u.weights, ctx.class_counts)
+        data = SeededDataModule(
+            ctx.augmented(ctx.raw_train, member.aug, IMAGENET_STATS),
+            ctx.augmented(ctx.raw_val, "test", IMAGENET_STATS),
+            u.optim.batch_size,
+            ctx.cfg.data.num_workers,
+            member.seed,
+        )
+        work = ctx.work_dir(STAGE, spec)
+        fit(build_trainer(ctx.cfg.trainer, work, u.optim.epochs), module, data, work)
+        save_file(contiguous(module.model.state_dict()), str(out / "model.safetensors"))
+        write_json(out / "teacher.json", model_info(ctx, "unimodal", name=name, arch=u.arch, aug=member.aug))
+        write_json(out / "metrics.json", metrics(ctx.cfg, module, epochs=u.optim.epochs))
+
+    return ctx.resolve(ctx.store, STAGE, spec, build)
+
+
+def _member(ctx: Context, name: str):
+    for m in ctx.cfg.unimodal.members:
+        if m.name == name:
+            return m
+    valid = ", ".join(m.name for m in ctx.cfg.unimodal.members)
+    raise UserError(f"unknown unimodal teacher {name!r}; valid members: {valid}")

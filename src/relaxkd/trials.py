@@ -1,0 +1,99 @@
+"""The paper's trial families (Tables 1-3, Figure 2) as config overrides on top of one experiment.
+
+Plain data: a trial is a name, its overrides and the stages it needs (``stages.sweep`` runs them).
+This module is the one definition of the family names (the config validates ``sweeps`` against it).
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from relaxkd.errors import UserError
+
+#: the name of the multimodal teacher T_x in ``distill.teachers`` and everywhere teachers are named
+TX = "tx"
+
+
+@dataclass
+class Trial:
+    name: str
+    overrides: list[str]
+    #: what the trial needs beyond shared artifacts: "tx", "attribute", "distill"
+    stages: tuple[str, ...]
+    labels: dict[str, object] = field(default_factory=dict)
+
+
+def _props(**proportions: float) -> str:
+    body = ", ".join(f"{k}: {v:g}" for k, v in proportions.items() if v > 0)
+    return f"multimodal.proportions={{{body}}}"
+
+
+def table2_trials() -> list[Trial]:
+    trials = []
+    for other, gts in (("wn", (1.0, 0.8, 0.5, 0.2, 0.0)), ("noise", (0.8, 0.5, 0.2, 0.0))):
+        for gt in gts:
+            rest = round(1.0 - gt, 6)
+            base = f"gt{int(gt * 100)}-{other}{int(rest * 100)}"
+            props = _props(gt=gt, **{other: rest})
+            labels = {"gt": gt, "other": other, "other_share": rest}
+            trials.append(Trial(f"{base}/tx-s", [props, f"distill.teachers=[{TX}]"], (TX, "attribute", "distill"), {**labels, "teachers": "T_x S_s"}))
+            trials.append(Trial(f"{base}/tm-tx-s", [props, f"distill.teachers=[strong, weak, {TX}]"], ("distill",), {**labels, "teachers": "T_m T_x S_s"}))
+    return trials
+
+
+def figure2_trials() -> list[Trial]:
+    return [
+        Trial(f"text-only-wn{int(wn * 100)}", [_props(gt=round(1 - wn, 6), wn=wn), "multimodal.text_only=true"], (TX, "attribute"), {"wn": wn})
+        for wn in (0.0, 0.2, 0.5, 0.8, 1.0)
+    ]
+
+
+def table3_trials() -> list[Trial]:
+    return [
+        Trial(f"bank-{bank}", [f"multimodal.bank={bank}", f"distill.teachers=[strong, weak, {TX}]"], (TX, "attribute", "distill"), {"bank": bank})
+        for bank in ("fixed", "learnable")
+    ]
+
+
+def table1_trials() -> list[Trial]:
+    methods = {
+        "ours": [f"distill.teachers=[strong, weak, {TX}]", "distill.loss=kd"],
+        "ensemble-kd": ["distill.teachers=[strong, weak, strong2]", "distill.loss=kd"],
+        "zscore-kd": ["distill.teachers=[strong, weak, strong2]", "distill.loss=zscore"],
+        "dkd": ["distill.teachers=[strong]", "distill.loss=dkd"],
+        "vanilla-kd": ["distill.teachers=[strong]", "distill.loss=kd"],
+        "no-kd": ["distill.loss=none"],
+    }
+    return [Trial(name, ov, ("distill",), {"method": name}) for name, ov in methods.items()]
+
+
+SWEEPS: dict[str, Callable[[], list[Trial]]] = {
+    "table1": table1_trials,
+    "table2": table2_trials,
+    "table3": table3_trials,
+    "figure2": figure2_trials,
+}
+
+
+def select_trials(family: str, names: str | None) -> list[Trial]:
+    if family not in SWEEPS:
+        raise UserError(f"unknown sweep family {family!r}; valid families: {', '.join(SWEEPS)}")
+    trials = SWEEPS[family]()
+    if names is None:
+        return trials
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {t.name: t for t in trials}
+    for name in wanted:
+        if name not in known:
+            raise UserError(f"unknown trial {name!r} in sweep {family}; valid trials: {', '.join(known)}")
+    return [known[n] for n in wanted]
+
+
+def sweep_commands(config: Path, overrides: list[str], family: str, names: str | None) -> list[str]:
+    """One independent command per trial, for a cluster scheduler (artifacts are shared by hash)."""
+    return [
+        shlex.join(["relaxkd", "sweep", str(config), *overrides, "--family", family, "--trials", t.name])
+        for t in select_trials(family, names)
+    ]
