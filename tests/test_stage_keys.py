@@ -19,7 +19,7 @@ from conftest import REPO
 DEMO_KEYS = {
     "run": [
         "attribute-6e43dfd4b5929b90",
-        "distill-bfeb90331f5e4601",
+        "distill-bf8ff98a68993320",  # distill.params (KD-method plug-ins) joined the distill section
         "embed-images-2b4c9b7abd266e44",
         "embed-nouns-25a751e366a2f770",
         "relax-5753f807799e5dd1",
