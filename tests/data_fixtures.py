@@ -1,4 +1,4 @@
-"""Writers of tiny datasets in the exact on-disk formats the loaders read (DESIGN.md §4).
+"""Writers of tiny datasets in the exact on-disk formats the loaders read (docs/method.md §10).
 
 Each writer takes a folder (usually pytest's ``tmp_path``), writes the files and returns the path
 to use as ``data.root``. Images are small solid-colour pictures so tests stay fast.

@@ -1,4 +1,4 @@
-"""WordNet layer: offline install, class → synset mapping, candidate nouns (DESIGN §2.2, §4)."""
+"""WordNet layer: offline install, class → synset mapping, candidate nouns (docs/method.md §3, §13)."""
 from __future__ import annotations
 
 import shutil

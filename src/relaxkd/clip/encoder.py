@@ -1,6 +1,6 @@
 """open_clip encoder layer: load a CLIP model and its weights, embed images, texts and words.
 
-Every embedding leaving this module is an L2-normalised float tensor ``[N, d]`` (DESIGN §2).
+Every embedding leaving this module is an L2-normalised float tensor ``[N, d]`` (docs/method.md §2).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prompt templates for word embeddings (DESIGN §2.1)."""
+"""Prompt templates for word embeddings (docs/method.md §2)."""
 from __future__ import annotations
 
 from relaxkd.errors import UserError

@@ -1,4 +1,4 @@
-"""Dataset registry and the on-disk format loaders of DESIGN.md §2.9.
+"""Dataset registry and the on-disk format loaders of docs/method.md §10.
 
 Every dataset is built as ``build_dataset(name, root, split, transform, download, **params)`` and
 follows :class:`~relaxkd.data.base.LabelledImageDataset`'s contract: items ``(image, label, index)``

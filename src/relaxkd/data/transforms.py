@@ -2,7 +2,7 @@
 
 Every transform takes a PIL RGB image and returns a float tensor [3, S, S] normalised with the
 statistics of the model that consumes it; :func:`renormalize` converts a normalised batch from one
-model's statistics to another's, so every teacher sees the same augmented batch (DESIGN.md §2.7).
+model's statistics to another's, so every teacher sees the same augmented batch (docs/method.md §8).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Student distillation from a set of frozen teachers (DESIGN §2.7), online or from cached targets."""
+"""Student distillation from a set of frozen teachers (docs/method.md §8), online or from cached targets."""
 from relaxkd.distill.student import StudentDistiller
 from relaxkd.distill.targets import CachedTargets, build_targets
 from relaxkd.distill.teacher_set import TeacherSet

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-#: DESIGN §2.9: many > 100 training images, medium 20-100, few < 20.
+#: docs/method.md §10: many > 100 training images, medium 20-100, few < 20.
 MANY_SHOT, FEW_SHOT = 100, 20
 
 

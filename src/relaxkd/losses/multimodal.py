@@ -1,4 +1,4 @@
-"""Losses of the multimodal teacher T_x (DESIGN §2.5, eq. 6)."""
+"""Losses of the multimodal teacher T_x (docs/method.md §6, eq. 6)."""
 from __future__ import annotations
 
 import torch

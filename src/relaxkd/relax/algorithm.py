@@ -48,7 +48,7 @@ def relax_nouns(
     threads: int | None = None,
     backend: str = "auto",
 ) -> RelaxResult:
-    """Runs Algorithm 1 (DESIGN §2.3).
+    """Runs Algorithm 1 (docs/method.md §4).
 
     Spherical k-means of the image embeddings into ``num_clusters`` centres (default
     round(N / 300)), then per cluster the ``top_k`` nouns whose softmax-over-clusters score is

@@ -1,4 +1,4 @@
-"""Soft retrieval of a text embedding from the relaxed bank (the ``wn`` text mode, DESIGN §2.4)."""
+"""Soft retrieval of a text embedding from the relaxed bank (the ``wn`` text mode, docs/method.md §5)."""
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,6 @@
 """Multimodal teacher T_x: a classifier over concat(CLIP image embedding, text embedding).
 
-The text of each sample follows its text mode (DESIGN §2.4): the exact class name (``gt``), a
+The text of each sample follows its text mode (docs/method.md §5): the exact class name (``gt``), a
 random class name (``noise``), soft retrieval from the learnable WordNet-relaxed bank (``wn``)
 or nothing (``none``). Trained with eq. 6: CE + λ_hier·hierarchical + λ_cos·cosine regulariser.
 """

@@ -1,4 +1,4 @@
-"""Per-sample text modes (DESIGN §2.4): a seeded split of a set in the configured proportions."""
+"""Per-sample text modes (docs/method.md §5): a seeded split of a set in the configured proportions."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Unimodal image teacher T_m: an ImageNet-pretrained ResNet fine-tuned with CE (DESIGN §2.6)."""
+"""Unimodal image teacher T_m: an ImageNet-pretrained ResNet fine-tuned with CE (docs/method.md §7)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Candidate nouns for Algorithm 1 (DESIGN §2.2): all WordNet nouns or the classes' neighbourhood.
+"""Candidate nouns for Algorithm 1 (docs/method.md §3): all WordNet nouns or the classes' neighbourhood.
 
 Nouns are WordNet lemma spellings (``sea_lion``); :func:`lemma_to_text` gives the prompt text.
 Every list is deduplicated in first-seen order, with related synsets taken in name order, so it

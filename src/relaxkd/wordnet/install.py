@@ -1,6 +1,6 @@
 """Find or install WordNet 3.0 for NLTK's reader, offline if need be.
 
-Order (DESIGN §4): an existing NLTK ``corpora/wordnet``; else a corpus built from Debian's
+Order (docs/method.md §13): an existing NLTK ``corpora/wordnet``; else a corpus built from Debian's
 ``wordnet-base`` + ``wordnet-sense-index`` files; else, as root with apt, install those packages
 and build; else a :class:`UserError` with the command to run.
 """
