@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from relaxkd.errors import UserError
-from relaxkd.stages.artifacts import MANIFEST, ArtifactStore, file_sha256, git_commit, run_lock
+from relaxkd.artifacts import MANIFEST, ArtifactStore, file_sha256, git_commit, run_lock
 
 from conftest import REPO, tiny_overrides
 
@@ -85,7 +85,7 @@ def test_build_interrupted_by_ctrl_c_leaves_nothing(store):
 
 KILLED_BUILD = """
 import os, signal, sys
-from relaxkd.stages.artifacts import ArtifactStore
+from relaxkd.artifacts import ArtifactStore
 store = ArtifactStore(sys.argv[1])
 with store.create("toy", {"data": {"dataset": "digits"}, "lr": 0.1}) as tmp:
     (tmp / "weights.bin").write_bytes(b"half of the")
@@ -192,7 +192,7 @@ def test_manifest_records_spec_file_hashes_versions_commit_and_seed(store):
 
 HOLD_LOCK = """
 import sys, time
-from relaxkd.stages.artifacts import run_lock
+from relaxkd.artifacts import run_lock
 with run_lock(sys.argv[1], wait=False):
     print("locked", flush=True)
     time.sleep(120)

@@ -14,7 +14,7 @@ import lightning
 import pytest
 import torch
 
-from relaxkd.stages.artifacts import ArtifactStore
+from relaxkd.artifacts import ArtifactStore
 
 from cli_helpers import assert_user_error, relaxkd
 from conftest import REPO

@@ -27,7 +27,7 @@ from relaxkd.distill import StudentDistiller, TeacherSet
 from relaxkd.errors import UserError
 from relaxkd.models import build_backbone
 from relaxkd.report import write_report
-from relaxkd.stages.artifacts import ArtifactStore
+from relaxkd.artifacts import ArtifactStore
 from relaxkd.stages.export import export_student, load_exported
 from relaxkd.stages.context import Context
 from relaxkd.stages.distill import distill

@@ -8,7 +8,7 @@ import pytest
 from relaxkd.config import load_config
 from relaxkd.errors import UserError
 from relaxkd.report import write_report
-from relaxkd.stages.artifacts import ArtifactStore
+from relaxkd.artifacts import ArtifactStore
 from relaxkd.stages.context import Context
 from relaxkd.stages.plan import run_experiment, run_sweep
 from relaxkd import trials

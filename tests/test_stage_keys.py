@@ -7,7 +7,7 @@ changes what an artifact holds) updates the list below in the same commit and sa
 from __future__ import annotations
 
 from relaxkd.config import apply_overrides, build_config, load_config
-from relaxkd.stages.artifacts import Artifact
+from relaxkd.artifacts import Artifact
 from relaxkd.stages.context import Context
 from relaxkd.stages.plan import TRIAL_STAGES, pipeline_stages
 from relaxkd.stages.targets import teacher_targets

@@ -37,7 +37,7 @@ def _context(config: Path, overrides: list[str] | None):
 def _locked(ctx):
     """Exclusive use of the run directory (not in DDP workers, which share the parent's)."""
     from relaxkd.engine.trainer import is_main_process
-    from relaxkd.stages.artifacts import run_lock
+    from relaxkd.artifacts import run_lock
 
     return run_lock(ctx.cfg.run_dir) if is_main_process() else nullcontext()
 
@@ -272,7 +272,7 @@ def _find_user_error(exc: BaseException) -> UserError | None:
 
 def _disk_full_error(exc: BaseException) -> UserError | None:
     """A full disk outside the artifact store (which says which artifact itself): export, report."""
-    from relaxkd.stages.artifacts import disk_full
+    from relaxkd.artifacts import disk_full
 
     if not disk_full(exc):
         return None

@@ -7,8 +7,6 @@ work starts, with one line naming the key and the valid choices.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from relaxkd.errors import UserError
-from relaxkd.trials import SWEEPS, TX
+from relaxkd.names import TX
+from relaxkd.trials import SWEEPS
 
 TEXT_MODES = ("gt", "wn", "noise", "none")
 SWEEP_FAMILIES = tuple(SWEEPS)  # defined with the trials themselves
@@ -123,8 +122,8 @@ class UnimodalConfig(Strict):
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ValueError(f"member names must be unique, got {names}")
-        if "tx" in names:
-            raise ValueError("'tx' is reserved for the multimodal teacher")
+        if TX in names:
+            raise ValueError(f"{TX!r} is reserved for the multimodal teacher")
         if set(names) & set(EXPERT_TEACHERS):
             raise ValueError(f"{', '.join(EXPERT_TEACHERS)} are reserved for LFME's subset experts")
         return members
@@ -175,8 +174,8 @@ class MultimodalConfig(Strict):
 
 class DistillConfig(Strict):
     student: str = "resnet18"
-    #: names of unimodal members and/or "tx" (the multimodal teacher).
-    teachers: list[str] = Field(default_factory=lambda: ["strong", "weak", "tx"])
+    #: names of unimodal members and/or "tx" (the multimodal teacher, ``relaxkd.names.TX``).
+    teachers: list[str] = Field(default_factory=lambda: ["strong", "weak", TX])
     #: the KD method (relaxkd.methods: kd, zscore, dkd, none, lfme, ffkd, dmae, or a registered plug-in)
     loss: str = "kd"
     #: the method's own parameters (validated by the method; unknown keys are refused)
@@ -280,16 +279,6 @@ class ExperimentConfig(Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-    def section_hash(self, *sections: str) -> str:
-        data = {s: self.to_dict()[s] for s in sections}
-        return stable_hash(data)
-
-
-def stable_hash(data: Any) -> str:
-    """Hash of JSON-able data, independent of key order."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _format_validation_error(err: ValidationError) -> str:

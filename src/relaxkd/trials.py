@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from relaxkd.errors import UserError
-
-#: the name of the multimodal teacher T_x in ``distill.teachers`` and everywhere teachers are named
-TX = "tx"
+from relaxkd.names import TX
 
 
 @dataclass

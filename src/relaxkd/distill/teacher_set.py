@@ -14,14 +14,13 @@ import torch
 from relaxkd.data.transforms import Stats, renormalize
 from relaxkd.errors import UserError
 from relaxkd.models import TeacherEnsemble
+from relaxkd.names import TX
 from relaxkd.teachers.multimodal import MultimodalTeacher
 
 if TYPE_CHECKING:
     from relaxkd.distill.targets import CachedTargets
     from relaxkd.methods import Outputs
 
-#: T_x's name in ``TeacherSet.names`` (always listed last)
-MULTIMODAL = "tx"
 
 
 @dataclass
@@ -44,7 +43,7 @@ class TeacherSet:
 
     @property
     def multimodal_index(self) -> int | None:
-        return self.names.index(MULTIMODAL) if MULTIMODAL in self.names else None
+        return self.names.index(TX) if TX in self.names else None
 
     def modules(self, include_members: bool = False) -> dict[str, torch.nn.Module]:
         """The teachers' modules (none when targets are cached), to move them with the student;
@@ -55,7 +54,7 @@ class TeacherSet:
         if self.image_teachers is not None:
             found["image"] = self.image_teachers
         if self.multimodal is not None:
-            found[MULTIMODAL] = self.multimodal
+            found[TX] = self.multimodal
         return found
 
     def outputs(

@@ -24,7 +24,7 @@ from relaxkd.report.collect import (
     mix_label,
     teachers_label,
 )
-from relaxkd.stages.artifacts import ArtifactStore, atomic_output
+from relaxkd.artifacts import ArtifactStore, atomic_output
 
 #: student top-1 (%) published in the paper (Table 1, "ours"), for real CLIP weights and data.
 PAPER_STUDENT_TOP1 = {

@@ -17,7 +17,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> str:
-    from relaxkd.stages.artifacts import atomic_output
+    from relaxkd.artifacts import atomic_output
 
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")

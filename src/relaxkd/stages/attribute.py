@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.artifacts import Artifact, write_json
 from relaxkd.stages.context import Context
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.multimodal import multimodal_teacher

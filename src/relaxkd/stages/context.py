@@ -17,8 +17,8 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from relaxkd.config import ExperimentConfig, check_names, stable_hash
-from relaxkd.stages.artifacts import Artifact, ArtifactStore
+from relaxkd.artifacts import Artifact, ArtifactStore, stable_hash
+from relaxkd.config import ExperimentConfig, check_names
 
 #: artifacts already looked up or built in this process, by (store root, stage key)
 Verified = dict[tuple[str, str], Artifact]

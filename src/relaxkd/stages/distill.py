@@ -6,8 +6,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from relaxkd.distill.teacher_set import MULTIMODAL
-from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.artifacts import Artifact, write_json
+from relaxkd.names import TX
 from relaxkd.stages.context import Context
 from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec
 from relaxkd.stages.targets import student_data, teacher_targets
@@ -66,7 +66,7 @@ def distill(ctx: Context) -> Artifact:
         save_file(contiguous(module.student.state_dict()), str(out / "student.safetensors"))
         info = model_info(ctx, "student", arch=d.student)
         write_json(out / "student.json", {**info, "input_stats": "imagenet", "image_size": ctx.cfg.data.image_size})
-        tx_input = d.tx_input if MULTIMODAL in artifacts else None
+        tx_input = d.tx_input if TX in artifacts else None
         record = metrics(ctx.cfg, module, epochs=d.optim.epochs, teachers=list(artifacts), loss=d.loss,
                          aggregate=d.aggregate, tx_input=tx_input, targets=d.targets if artifacts else None)
         write_json(out / "metrics.json", record)

@@ -6,7 +6,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.artifacts import Artifact, write_json
 from relaxkd.stages.context import Context
 from relaxkd.stages.specs import clip_spec
 

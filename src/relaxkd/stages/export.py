@@ -13,7 +13,7 @@ FORMATS = ("torchscript", "onnx")
 
 def _find_student(ctx, artifact: Path | None = None):
     """The student artifact to export: the one given, else the newest in the run directory."""
-    from relaxkd.stages.artifacts import ArtifactStore
+    from relaxkd.artifacts import ArtifactStore
 
     if artifact is not None:
         found = [a for a in ArtifactStore(artifact.parent).artifacts("distill") if a.path == artifact]
@@ -31,7 +31,7 @@ def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | No
         raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     art = _find_student(ctx, artifact)
     model, info = _load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
-    from relaxkd.stages.artifacts import atomic_output
+    from relaxkd.artifacts import atomic_output
 
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "student.safetensors", out / "student.json"]

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from relaxkd.artifacts import Artifact, write_json
 from relaxkd.config import ExperimentConfig
-from relaxkd.stages.artifacts import Artifact, write_json
 from relaxkd.stages.context import Context
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.relax import relax

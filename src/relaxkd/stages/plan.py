@@ -13,8 +13,9 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from relaxkd.artifacts import Artifact, write_json
 from relaxkd.config import ExperimentConfig, apply_overrides, build_config
-from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.names import TX
 from relaxkd.stages.attribute import attribute
 from relaxkd.stages.context import Context, log
 from relaxkd.stages.distill import distill
@@ -23,7 +24,7 @@ from relaxkd.stages.embed_nouns import embed_nouns
 from relaxkd.stages.multimodal import multimodal_teacher, needs_bank
 from relaxkd.stages.relax import relax
 from relaxkd.stages.unimodal import unimodal_teacher
-from relaxkd.trials import TX, Trial, select_trials
+from relaxkd.trials import Trial, select_trials
 
 Step = tuple[str, Callable[[Context], Artifact]]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.artifacts import Artifact, write_json
 from relaxkd.stages.context import Context
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.embed_nouns import embed_nouns

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from relaxkd.artifacts import file_sha256
 from relaxkd.config import ExperimentConfig
-from relaxkd.stages.artifacts import file_sha256
 
 #: datasets shipped with a dependency, used for the offline demo (reports must say so)
 DEMO_DATASETS = ("digits",)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relaxkd.distill.teacher_set import MULTIMODAL
-from relaxkd.stages.artifacts import Artifact, write_json
+from relaxkd.artifacts import Artifact, write_json
+from relaxkd.names import TX
 from relaxkd.stages.context import Context, device, log
 from relaxkd.stages.specs import views_spec
 from relaxkd.stages.teacher_loading import load_teachers, teacher_artifacts, teachers_spec
@@ -20,7 +20,7 @@ def teacher_targets(ctx: Context) -> Artifact:
         **views_spec(ctx.cfg),
         "seed": ctx.cfg.seed,
         **teachers_spec(ctx, artifacts),
-        "tx_input": d.tx_input if MULTIMODAL in artifacts else None,
+        "tx_input": d.tx_input if TX in artifacts else None,
         "epochs": d.optim.epochs,
         "batch_size": d.optim.batch_size,  # same batches as the student: bit-identical logits
         "top_k": d.cache_top_k,

@@ -5,9 +5,9 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from relaxkd.distill.teacher_set import MULTIMODAL
+from relaxkd.artifacts import Artifact
 from relaxkd.errors import UserError
-from relaxkd.stages.artifacts import Artifact
+from relaxkd.names import TX
 from relaxkd.stages.context import Context
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.multimodal import multimodal_teacher
@@ -19,16 +19,16 @@ def teacher_artifacts(ctx: Context) -> dict[str, Artifact]:
     """The distillation's teacher artifacts by name (built when missing); none without a KD loss."""
     d = ctx.cfg.distill
     names = list(d.teachers) if d.loss != "none" else []
-    return {n: (multimodal_teacher(ctx) if n == MULTIMODAL else unimodal_teacher(ctx, n)) for n in names}
+    return {n: (multimodal_teacher(ctx) if n == TX else unimodal_teacher(ctx, n)) for n in names}
 
 
 def teachers_spec(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
     """The teacher artifacts a distillation uses, and what feeds T_x: the CLIP it runs online or
     the image embeddings it reads (named by key, so the manifest's ``inputs`` lists them)."""
     spec: dict[str, Any] = {"teachers": {n: a.key for n, a in artifacts.items()}}
-    if MULTIMODAL in artifacts and ctx.cfg.distill.tx_input == "online":
+    if TX in artifacts and ctx.cfg.distill.tx_input == "online":
         spec["clip"] = clip_spec(ctx.cfg)
-    elif MULTIMODAL in artifacts:
+    elif TX in artifacts:
         spec["tx_embeddings"] = embed_images(ctx).key
     return spec
 
@@ -48,7 +48,7 @@ def load_multimodal(ctx: Context, artifact: Artifact):
     """The trained T_x of ``artifact``, in eval mode."""
     from relaxkd.teachers import MultimodalTeacher
 
-    info = check_teacher(ctx, artifact, MULTIMODAL)
+    info = check_teacher(ctx, artifact, TX)
     module = MultimodalTeacher(**info["hparams"])
     module.load_state_dict(load_file(str(artifact.file("model.safetensors"))))
     return module.eval()
@@ -69,9 +69,9 @@ def load_teachers(ctx: Context, artifacts: dict[str, Artifact]):
             image_models.append(model)
             names.append(name)
     tx: dict[str, Any] = {}
-    if MULTIMODAL in artifacts:
-        names.append(MULTIMODAL)
-        tx["multimodal"] = load_multimodal(ctx, artifacts[MULTIMODAL])
+    if TX in artifacts:
+        names.append(TX)
+        tx["multimodal"] = load_multimodal(ctx, artifacts[TX])
         if ctx.cfg.distill.tx_input == "online":
             from relaxkd.clip.online import OnlineClip
 

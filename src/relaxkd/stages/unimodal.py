@@ -5,8 +5,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from relaxkd.artifacts import Artifact, write_json
 from relaxkd.errors import UserError
-from relaxkd.stages.artifacts import Artifact, write_json
 from relaxkd.stages.context import Context
 from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec, weights_file_hash
 

@@ -30,12 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from relaxkd.config import stable_hash
 from relaxkd.errors import UserError
 
 MANIFEST = "manifest.json"
 #: bump when a stage's output format or semantics change, so stale artifacts are rebuilt.
 FORMAT_VERSION = 1
+
+
+def stable_hash(data: Any) -> str:
+    """Hash of JSON-able data, independent of key order (artifact keys, config hashes)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
