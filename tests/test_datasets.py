@@ -179,7 +179,7 @@ def test_imagefolder_errors(tmp_path):
 
 
 def test_corrupt_image_raises_user_error_on_load(tmp_path):
-    root = write_image_folder(tmp_path, {"train": {"cat": 1}})
+    root = write_image_folder(tmp_path, {"train": {"cat": 1, "dog": 1}})
     bad = write_corrupt_image(root / "train" / "cat" / "broken.jpg")
     dataset = build_dataset("imagefolder", root, "train", transform=build_transform("test", 16))
     index = next(i for i, (path, _) in enumerate(dataset.samples) if path == str(bad))
@@ -200,7 +200,7 @@ def test_imagenet_wnids_and_mapping_names(tmp_path):
     bare = write_imagenet(tmp_path / "bare", train=1, val=1, mapping=False)
     assert build_dataset("imagenet", bare, "train").classes == sorted(WNIDS)
 
-    named = write_image_folder(tmp_path / "named", {"train": {"cat": 1}})
+    named = write_image_folder(tmp_path / "named", {"train": {"cat": 1, "dog": 1}})
     user_error(lambda: build_dataset("imagenet", named, "train"), "'cat'", "imagefolder")
 
 

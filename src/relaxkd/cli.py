@@ -2,7 +2,31 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+
+
+def _startup_stop(signum, frame):  # pragma: no cover - exercised by subprocess tests
+    """Before ``main()`` takes over (imports): nothing is written yet, so stop at once with the line."""
+    sys.stderr.write(_STOP_LINES.get(signum, _STOP_LINES[signal.SIGINT]) + "\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+_STOP_LINES = {
+    signal.SIGINT: "interrupted: completed artifacts are kept; rerun the same command to resume",
+    signal.SIGTERM: "terminated (SIGTERM): completed artifacts are kept; rerun the same command to resume",
+}
+# Only in the `relaxkd` process itself (console script or `python -m relaxkd`), not when a program
+# imports this module: Ctrl-C while the heavy imports below run is already the documented line.
+if threading.current_thread() is threading.main_thread() and (
+    os.path.basename(sys.argv[0] if sys.argv else "") == "relaxkd" or sys.argv[:1] == ["-m"]
+    or (sys.argv and sys.argv[0].endswith(os.path.join("relaxkd", "__main__.py")))
+):
+    for _signum in _STOP_LINES:
+        if signal.getsignal(_signum) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(_signum, _startup_stop)
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
@@ -12,7 +36,7 @@ import click
 import typer
 import typer._click.exceptions as typer_click
 
-from relaxkd.errors import UserError
+from relaxkd.errors import Interrupted, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -27,11 +51,20 @@ ConfigArg = typer.Argument(..., help="experiment YAML, e.g. configs/demo.yaml")
 OverridesArg = typer.Argument(None, help="key=value overrides, e.g. distill.temperature=3")
 
 
-def _context(config: Path, overrides: list[str] | None):
+def _config(config: Path, overrides: list[str] | None):
+    """The validated config, and the environment it needs (a launcher for several nodes)."""
     from relaxkd.config import load_config
+    from relaxkd.engine.trainer import check_launcher
+
+    cfg = load_config(config, overrides or [])
+    check_launcher(cfg.trainer)
+    return cfg
+
+
+def _context(config: Path, overrides: list[str] | None):
     from relaxkd.stages.context import Context
 
-    return Context(load_config(config, overrides or []))
+    return Context(_config(config, overrides))
 
 
 def _locked(ctx):
@@ -234,9 +267,9 @@ def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = Override
     """Validate a config (and its registry names) and print the resolved YAML."""
     import yaml
 
-    from relaxkd.config import check_names, load_config
+    from relaxkd.config import check_names
 
-    cfg = load_config(config, overrides or [])
+    cfg = _config(config, overrides)
     check_names(cfg)
     _say(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
 
@@ -290,13 +323,68 @@ def _usage_message(exc: BaseException) -> str:
     return message
 
 
-def _interrupted() -> None:
-    typer.echo("interrupted: completed artifacts are kept; rerun the same command to resume", err=True)
-    sys.exit(130)
+class _Signals:
+    """SIGINT/SIGTERM during a command: the first raises :class:`Interrupted` where the main thread is
+    (stages unwind, the artifact store drops its temporary directory, Lightning tears down); a
+    second one while that cleanup runs stops the process at once. Forked DataLoader workers get the
+    default behaviour (their parent reports)."""
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def handle(self, signum, frame) -> None:
+        if os.getpid() != self.owner:  # a forked worker: what it would do without us
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if self.received is not None:
+            _startup_stop(self.received, frame)
+        self.received = signum
+        raise Interrupted(signum)
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in _STOP_LINES:
+                self.previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(signum: int = signal.SIGINT) -> None:
+    typer.echo(_STOP_LINES.get(signum, _STOP_LINES[signal.SIGINT]), err=True)
+    sys.exit(128 + signum)
 
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with _Signals() as signals:
+        try:
+            _main()
+        except SystemExit as exc:
+            # Lightning answers SIGTERM with a bare SystemExit and Ctrl-C with sys.exit(1): a signal
+            # received during the command decides the exit code, whatever exception carried it out
+            if signals.received is not None and exc.code not in (128 + signals.received,):
+                _interrupted(signals.received)
+            raise
+        except Interrupted as exc:
+            _interrupted(exc.signum)
+        except BaseException:
+            if signals.received is not None:
+                _interrupted(signals.received)
+            raise
+        if signals.received is not None:  # swallowed on the way (e.g. by a library): still stop honestly
+            _interrupted(signals.received)
+
+
+def _main() -> None:
     try:
         # typer turns a KeyboardInterrupt inside a command into an exit code it returns
         code = app(standalone_mode=False, prog_name="relaxkd")  # also under `python -m relaxkd`
@@ -312,6 +400,8 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
+    except Interrupted:
+        raise
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
         user_error = _find_user_error(exc) or _disk_full_error(exc)
         if user_error is None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from relaxkd import safe_yaml
 from relaxkd.errors import UserError
 from relaxkd.names import TX
 from relaxkd.trials import SWEEPS
@@ -36,8 +37,14 @@ DISTILL_PRESETS = {
 EXPERT_TEACHERS = ("expert_many", "expert_medium", "expert_few")
 
 
+#: seeds feed numpy's and Lightning's generators, which take 0 <= seed < 2**32
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no NaN or infinity anywhere: `.nan` proportions or an `.inf` temperature are typos, not settings
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -97,11 +104,22 @@ class TrainerConfig(Strict):
     progress: bool = True
     logger: Literal["csv", "tensorboard", "none"] = "csv"
 
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, devices: int | str) -> int | str:
+        text = str(devices).strip()
+        if text == "auto" or (isinstance(devices, int) and devices > 0):
+            return devices
+        if isinstance(devices, str) and text and all(p.strip().isdigit() for p in text.split(",") if p.strip()) and "," in text:
+            return devices  # device indices, e.g. "0,1"
+        raise ValueError("must be 'auto', a positive number of devices, or device indices like '0,1' "
+                         "('auto' uses every device)")
+
 
 class UnimodalMember(Strict):
     name: str
     aug: Literal["strong", "weak"]
-    seed: int = 0
+    seed: Seed = 0
 
 
 class UnimodalConfig(Strict):
@@ -239,7 +257,7 @@ class AttributeConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = "experiment"
-    seed: int = 0
+    seed: Seed = 0
     run_root: str = "runs"
     #: where artifacts shared across datasets live (the WordNet noun-embedding table).
     cache_root: str = "runs/_shared"
@@ -256,6 +274,18 @@ class ExperimentConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     attribute: AttributeConfig = Field(default_factory=AttributeConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """The run directory is ``run_root/name``: one plain folder name, never a path out of run_root."""
+        if (not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0")
+                or len(name) > 200 or not name.isprintable()):
+            raise ValueError(
+                "must be a plain folder name inside run_root (no '/', not '.' or '..', no leading '.'); "
+                "set run_root to choose where runs go"
+            )
+        return name
 
     @field_validator("sweeps")
     @classmethod
@@ -295,8 +325,12 @@ def _format_validation_error(err: ValidationError) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     where = f"{loc}: " if loc else ""
     got = first.get("input")
-    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, dict) or got is None else f" (got {_short(repr(got))})"
     return f"config: {where}{msg}{shown}"
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
 
 
 def _fields_at(loc: tuple) -> list[str]:
@@ -316,6 +350,10 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+#: an override is a value typed on a command line
+MAX_OVERRIDE_CHARS = 16384
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise UserError(f"override {text!r} is not key=value; write e.g. distill.temperature=3")
@@ -323,8 +361,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise UserError(f"override {text!r} has an empty key; write e.g. distill.temperature=3")
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise UserError(f"override {key}=... is longer than {MAX_OVERRIDE_CHARS} characters; put large settings in the config file")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml.load(raw, f"override {key}=...") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -352,7 +392,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/demo.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if path.stat().st_size > safe_yaml.MAX_BYTES:
+            raise UserError(f"config file {str(path)!r} is larger than {safe_yaml.MAX_BYTES // 1024} KiB; a config is a few KiB")
+        data = safe_yaml.load(path.read_text(encoding="utf-8"), f"config file {str(path)!r}") or {}
     except OSError as exc:  # e.g. no read permission
         raise UserError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}; check its permissions") from None
     except UnicodeDecodeError:
@@ -387,7 +429,38 @@ def check_names(cfg: ExperimentConfig) -> None:
     from relaxkd.models import BACKBONES, FUSION_HEADS
 
     DATASETS.get(cfg.data.dataset)
+    check_dataset_params(cfg.data.dataset, cfg.data.params)
     BACKBONES.get(cfg.unimodal.arch)
     BACKBONES.get(cfg.distill.student)
     FUSION_HEADS.get(cfg.multimodal.head)
     cfg.distill.method_params()  # unknown method, unknown or bad parameters
+
+
+def check_dataset_params(dataset: str, params: dict[str, Any]) -> None:
+    """``data.params`` against the dataset's keyword arguments: known names, values of their types."""
+    import math
+    import typing
+
+    from pydantic import TypeAdapter
+
+    from relaxkd.data import DATASETS
+    from relaxkd.data.datasets import dataset_params
+
+    valid = dataset_params(dataset)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise UserError(
+            f"config: data.params: dataset {dataset!r} has no parameter(s) {', '.join(unknown)}; "
+            f"valid parameters: {', '.join(valid) or 'none'}"
+        )
+    hints = typing.get_type_hints(DATASETS.get(dataset).__init__)
+    for name, value in params.items():
+        hint = hints.get(name)
+        try:
+            if hint is not None:
+                TypeAdapter(hint).validate_python(value)
+        except ValidationError as err:
+            msg = err.errors()[0]["msg"]
+            raise UserError(f"config: data.params.{name}: {msg} for dataset {dataset!r} (got {_short(repr(value))})") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"config: data.params.{name}: Input should be a finite number (got {value!r})")

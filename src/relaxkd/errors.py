@@ -14,3 +14,17 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM (``timeout``, ``docker stop``, a scheduler) received by the CLI.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so no ``except Exception`` swallows it, but not a
+    ``KeyboardInterrupt``: Lightning turns that into ``sys.exit(1)``. The artifact store removes the
+    temporary directory it unwinds through; committed artifacts and checkpoints stay. ``relaxkd.cli``
+    exits with ``128 + signum`` (130, 143) after one line.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)

@@ -10,7 +10,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torchvision.datasets import VisionDataset
-from torchvision.datasets.folder import default_loader
 
 from relaxkd.errors import UserError
 
@@ -74,7 +73,7 @@ class LabelledImageDataset:
 
 
 class ImageListDataset(LabelledImageDataset, VisionDataset):
-    """Images listed as ``(path, label)`` pairs and read with torchvision's ``default_loader``."""
+    """Images listed as ``(path, label)`` pairs and read by :func:`load_rgb_image`."""
 
     def __init__(
         self,
@@ -91,6 +90,11 @@ class ImageListDataset(LabelledImageDataset, VisionDataset):
         self.samples = list(samples)
         self.targets = [int(label) for _, label in self.samples]
         self.classes = list(classes)
+        if split == "train" and len(self.classes) < 2:
+            raise UserError(
+                f"dataset in {root} has {len(self.classes)} class ({', '.join(map(str, self.classes)) or 'none'}); "
+                f"classification needs at least two classes"
+            )
         self.wnids = wnids
         self.params = dict(params or {})
 
@@ -99,14 +103,50 @@ class ImageListDataset(LabelledImageDataset, VisionDataset):
 
 
 def load_rgb_image(path: str | Path) -> Image.Image:
-    """Read an image file as RGB, turning an unreadable file into a :class:`UserError` naming it."""
+    """Read an image file as RGB, turning an unreadable file into a :class:`UserError` naming it.
+
+    16-bit and 32-bit integer and float greyscale images (PNG ``I;16``, TIFF ``I``/``F``) are scaled to
+    8 bits by their type's range (PIL's ``convert("RGB")`` clips them: a 16-bit PNG turned all white,
+    a float TIFF in [0, 1] all black); values that fit no known range are refused.
+    """
     try:
-        return default_loader(str(path))
+        with open(path, "rb") as fh:
+            img = Image.open(fh)
+            if img.mode in WIDE_MODES:
+                return to_rgb(img, path)
+            return img.convert("RGB")
+    except UserError:
+        raise
     except UnidentifiedImageError:  # PIL's message repeats the path inside a file-object repr
         raise UserError(f"cannot read image {path}: not an image file PIL can identify; replace or remove the file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         # PIL reports truncated files as OSError, some codecs as ValueError/SyntaxError.
         raise UserError(f"cannot read image {path}: {exc}; replace or remove the file") from None
+
+
+#: greyscale modes wider than 8 bits: "I;16*" (16-bit PNG/TIFF), "I" (32-bit int), "F" (32-bit float)
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_rgb(img: Image.Image, path: str | Path) -> Image.Image:
+    """An 8-bit RGB copy of a wide greyscale image, scaled by the range its values are in."""
+    values = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        scale = 65535.0
+    elif img.mode == "F" and np.isfinite(values).all() and values.size and values.min() >= 0 and values.max() <= 1:
+        scale = 1.0  # float images in [0, 1]
+    elif values.size and values.min() >= 0 and values.max() <= 255:
+        scale = 255.0  # 8-bit values stored in a wide mode
+    elif img.mode == "I" and values.size and values.min() >= 0 and values.max() <= 65535:
+        scale = 65535.0
+    else:
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        raise UserError(
+            f"cannot read image {path}: {img.mode!r} values from {low:g} to {high:g} fit no 8-bit range "
+            f"([0, 1], [0, 255] or [0, 65535]); convert it to an 8-bit image"
+        )
+    eight = np.clip(np.rint(values.astype(np.float64) * (255.0 / scale)), 0, 255).astype(np.uint8)
+    return Image.fromarray(eight, mode="L").convert("RGB")
 
 
 def check_split(split: str) -> str:

@@ -7,6 +7,7 @@ and the attributes ``classes``, ``targets``, ``wnids``, ``class_counts``.
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import re
 import warnings
@@ -20,7 +21,7 @@ from urllib.error import URLError
 import numpy as np
 from PIL import Image
 from torchvision.datasets import CIFAR100, VisionDataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 from torchvision.datasets.utils import download_and_extract_archive
 
 from relaxkd.data.base import (
@@ -32,6 +33,7 @@ from relaxkd.data.base import (
     require_root,
     stratified_split,
 )
+from relaxkd.data.files import check_link, scan_images
 from relaxkd.errors import UserError
 from relaxkd.registry import Registry
 
@@ -180,7 +182,9 @@ class CIFAR100LTDataset(CIFAR100Dataset):
 WNID_PATTERN = re.compile(r"^n\d{8}$")
 
 
-def scan_class_folders(directory: Path, class_to_idx: dict[str, int] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
+def scan_class_folders(
+    directory: Path, class_to_idx: dict[str, int] | None = None, root: Path | None = None
+) -> tuple[list[str], list[tuple[str, int]]]:
     """Classes and ``(path, label)`` samples of ``directory/<class>/<image>`` via torchvision's scanner.
 
     With ``class_to_idx`` given (the train split's classes), a class folder may be absent but an
@@ -200,7 +204,16 @@ def scan_class_folders(directory: Path, class_to_idx: dict[str, int] | None = No
             f"class folder(s) {', '.join(str(directory / name) for name in unknown[:3])} are not training classes; "
             f"the val split must use the train split's class folders"
         )
-    samples = make_dataset(str(directory), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    # torchvision's make_dataset order, with symbolic links confined to the dataset root (data/files.py)
+    root = root if root is not None else directory.parent
+    root_real = os.path.realpath(root)
+    samples = []
+    for name in sorted(class_to_idx):
+        folder = directory / name
+        if folder.is_symlink():
+            check_link(str(folder), root, root_real)
+        if folder.is_dir():
+            samples += [(path, class_to_idx[name]) for path in scan_images(folder, root, IMG_EXTENSIONS)]
     counts = Counter(label for _, label in samples)
     empty = [name for name in found if counts[class_to_idx[name]] == 0]
     if empty:
@@ -228,7 +241,7 @@ class ImageFolderDataset(ImageListDataset):
         class_to_idx = None
         if split == "val" and train_dir.is_dir():
             class_to_idx = find_classes(train_dir)[1] if any(p.is_dir() for p in train_dir.iterdir()) else None
-        classes, samples = scan_class_folders(root_path / split, class_to_idx)
+        classes, samples = scan_class_folders(root_path / split, class_to_idx, root_path)
         super().__init__(root_path, split, samples, classes, transform=transform, params=self._params())
 
     def _registry_name(self) -> str:

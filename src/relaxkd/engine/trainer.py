@@ -121,10 +121,43 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
 
 
+def check_launcher(cfg: TrainerConfig) -> None:
+    """Several nodes need a launcher that tells each process its place (SLURM, torchrun, MPI, LSF,
+    Kubeflow, or MASTER_ADDR + NODE_RANK set by hand); without one, rank 0 waits forever for nodes
+    that never come ("Initializing distributed")."""
+    if cfg.num_nodes <= 1:
+        return
+    from lightning.fabric.plugins.environments import (
+        KubeflowEnvironment,
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    detected = [env for env in (SLURMEnvironment, TorchElasticEnvironment, MPIEnvironment, LSFEnvironment, KubeflowEnvironment)
+                if _detects(env)]
+    if detected or ("MASTER_ADDR" in os.environ and ("NODE_RANK" in os.environ or "RANK" in os.environ)):
+        return
+    raise UserError(
+        f"trainer.num_nodes={cfg.num_nodes} needs a multi-node launcher (srun under SLURM, torchrun --nnodes, mpirun), "
+        f"or MASTER_ADDR, MASTER_PORT and NODE_RANK set on every node; none was found, so the run would wait forever "
+        f"for the other nodes. Launch it that way, or set trainer.num_nodes=1"
+    )
+
+
+def _detects(environment: Any) -> bool:
+    try:
+        return bool(environment.detect())
+    except Exception:  # noqa: BLE001 - a half-configured environment is no launcher
+        return False
+
+
 def build_trainer(
     cfg: TrainerConfig, work_dir: Path, max_epochs: int, callbacks: list[Callback] | None = None
 ) -> L.Trainer:
     quiet_lightning()
+    check_launcher(cfg)
     checkpoint_dir = work_dir / "checkpoints"
     # one rolling checkpoint, rewritten after every epoch (save_last with save_top_k=0 never writes it)
     checkpointing = ModelCheckpoint(
