@@ -136,15 +136,36 @@ def test_embed_words_averages_templates_exactly(tiny, batch_size):
     got = tiny.embed_words(words, batch_size=batch_size, progress=False)
     for row, word in zip(got, words):
         prompts = [template.format(word.replace("_", " ")) for template in TEMPLATES]
-        per_template = tiny.encode_texts(prompts)  # already unit-norm
-        expected = F.normalize(per_template.mean(dim=0), dim=0)
+        raw = _raw_text_features(tiny, prompts)
+        # Algorithm 1 line 10: mean of the 7 template embeddings, THEN normalise
+        expected = F.normalize(raw.mean(dim=0), dim=0)
         assert torch.allclose(row, expected, atol=1e-6), word
+
+
+def _raw_text_features(encoder, texts):
+    with torch.no_grad():
+        return encoder.model.encode_text(encoder.tokenizer(texts)).float()
+
+
+def test_embed_words_normalises_after_averaging_not_before(tiny):
+    """Issue 13, item 9: the paper's order differs from normalise-each-then-average whenever the
+    template features differ in norm; the result must match the paper's order only."""
+    words = ["dog", "great_white_shark", "x"]
+    got = tiny.embed_words(words, progress=False)
+    differs = False
+    for row, word in zip(got, words):
+        raw = _raw_text_features(tiny, [t.format(word.replace("_", " ")) for t in TEMPLATES])
+        paper = F.normalize(raw.mean(0), dim=0)
+        each_first = F.normalize(F.normalize(raw, dim=1).mean(0), dim=0)
+        assert torch.allclose(row, paper, atol=1e-6)
+        differs |= not torch.allclose(paper, each_first, atol=1e-6)
+    assert differs, "the test words do not tell the two orders apart"
 
 
 def test_embed_words_custom_templates(tiny):
     templates = ("a photo of a {}.", "{}")
     got = tiny.embed_words(["red_fox"], templates=templates, progress=False)
-    expected = F.normalize(tiny.encode_texts(["a photo of a red fox.", "red fox"]).mean(0), dim=0)
+    expected = F.normalize(_raw_text_features(tiny, ["a photo of a red fox.", "red fox"]).mean(0), dim=0)
     assert torch.allclose(got[0], expected, atol=1e-6)
     with pytest.raises(UserError) as excinfo:
         tiny.embed_words(["fox"], templates=("no slot here",), progress=False)

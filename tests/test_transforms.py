@@ -17,7 +17,7 @@ from relaxkd.data.transforms import (
     TRANSFORM_KINDS,
     Stats,
     build_transform,
-    cutout_length,
+    CUTOUT_LENGTH,
     get_stats,
     renormalize,
 )
@@ -57,7 +57,7 @@ def test_transform_recipes():
     strong_cifar = build_transform("strong", 224)
     assert isinstance(strong_cifar, TrainingTransform) and isinstance(strong_cifar.draw, AutoAugmentDraw)
     assert strong_cifar.draw.policies == T.AutoAugment(T.AutoAugmentPolicy.CIFAR10).policies
-    assert strong_cifar.cutout_length == 112  # 16 px per 32 px, after Normalize: the hole is the mean colour
+    assert strong_cifar.cutout_length == 16  # the reference policy's 16 px hole, even at 224 px
     strong_imagenet = build_transform("strong", 224, policy="imagenet")
     assert isinstance(strong_imagenet.draw, RandAugmentDraw) and strong_imagenet.cutout_length == 0
     weak = build_transform("weak", 224)
@@ -65,7 +65,8 @@ def test_transform_recipes():
     assert isinstance(weak.crop, T.RandomResizedCrop) and weak.crop.scale == (0.2, 1.0)
     assert weak.crop.interpolation == T.InterpolationMode.BICUBIC and weak.crop.size == (224, 224)
     assert build_transform("test", 224, crop_ratio=0.875).transforms[0].size == 256
-    assert cutout_length(32) == 16 and cutout_length(64) == 32
+    assert CUTOUT_LENGTH == 16 and build_transform("strong", 224, cutout=40).cutout_length == 40
+    assert build_transform("strong", 224, cutout=0).cutout_length == 0
 
 
 def test_test_and_clip_transforms_are_deterministic(image):

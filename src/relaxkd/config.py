@@ -55,6 +55,9 @@ class DataConfig(Strict):
     image_size: int = Field(224, gt=0)
     #: augmentation family for the strong pipeline: AutoAugment+Cutout ("cifar") or RandAugment.
     policy: Literal["cifar", "imagenet"] = "cifar"
+    #: Cutout's hole length in pixels in the "cifar" strong policy (0 = no Cutout). The reference
+    #: policy (the authors' DataLoaderCIFAR.py: Cutout(n_holes=1, length=16)) keeps 16 px at 224 px.
+    cutout: int = Field(16, ge=0)
     synset_overrides: str | None = None
     num_workers: int = Field(0, ge=0)
 
@@ -75,21 +78,58 @@ class NounsConfig(Strict):
 class RelaxConfig(Strict):
     num_clusters: int | None = Field(None, gt=0)
     top_k: int = Field(5, gt=0)
-    iterations: int = Field(20, gt=0)
-    restarts: int = Field(1, gt=0)
+    #: faiss k-means as the authors and TAC run it: 300 iterations, 10 restarts, every image.
+    #: Fast setting for ImageNet scale: iterations=20, restarts=1, sample_size=262144 (BENCHMARKS.md).
+    iterations: int = Field(300, gt=0)
+    restarts: int = Field(10, gt=0)
     sample_size: int | None = Field(None, gt=0)
     temperature: float = Field(0.005, gt=0)
 
 
 class OptimConfig(Strict):
+    """SGD and its per-epoch schedule (engine/optim.py). Defaults: the authors' CIFAR-100 teachers
+    (``script/script_cifar100_regularizerV2.sh``: 61 epochs, ``--lr_steps 25 40 60``, batch 128;
+    ``mainCLIPKD_regularizerV2.py``: lr 0.1, momentum 0.9, no weight decay, warm-up 8, γ 0.1)."""
+
     epochs: int = Field(61, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0)
-    weight_decay: float = Field(5e-4, ge=0)
+    #: the authors' SGD has none (only the relaxed bank has its own, multimodal.bank_weight_decay)
+    weight_decay: float = Field(0.0, ge=0)
+    #: "step": the authors' LambdaLR (absolute milestones, γ per milestone passed);
+    #: "cosine": CosineAnnealingLR over cosine_t_max epochs down to min_lr.
+    schedule: Literal["step", "cosine"] = "step"
+    #: linear warm-up: factor (1 + epoch) / warmup_epochs while epoch < warmup_epochs
     warmup_epochs: int = Field(8, ge=0)
+    #: step schedule: epochs (counted from 0) at which the rate is multiplied by gamma
     milestones: list[int] = Field(default_factory=lambda: [25, 40, 60])
     gamma: float = Field(0.1, gt=0)
+    #: cosine schedule: period T_max in epochs (None = epochs) and the floor eta_min
+    cosine_t_max: int | None = Field(None, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cosine_has_no_milestones(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("schedule") == "cosine" and "milestones" not in values:
+            values = {**values, "milestones": []}
+        return values
+
+    @field_validator("milestones")
+    @classmethod
+    def _sorted_milestones(cls, milestones: list[int]) -> list[int]:
+        if any(m < 0 for m in milestones) or milestones != sorted(milestones):
+            raise ValueError(f"milestones must be non-negative epochs in increasing order, got {milestones}")
+        return milestones
+
+    @model_validator(mode="after")
+    def _schedule_settings(self) -> "OptimConfig":
+        if self.schedule == "cosine" and self.milestones:
+            raise ValueError(f"milestones {self.milestones} apply to schedule 'step' only; drop them for schedule 'cosine'")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr:g} is larger than lr {self.lr:g}")
+        return self
 
 
 class TrainerConfig(Strict):
@@ -153,7 +193,8 @@ class MultimodalConfig(Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
     #: BatchNorm in the mlp head's hidden layers (not in the paper; helps near-parallel embeddings)
     batch_norm: bool = False
-    proportions: dict[str, float] = Field(default_factory=lambda: {"gt": 0.2, "wn": 0.8})
+    #: the paper's best trial, T_x (img, 0 % gt, 100 % wn), used in Tables 1 and 3
+    proportions: dict[str, float] = Field(default_factory=lambda: {"wn": 1.0})
     bank: Literal["learnable", "fixed"] = "learnable"
     #: Figure 2's text-only teacher: the image half of the input is zeroed.
     text_only: bool = False
@@ -161,11 +202,16 @@ class MultimodalConfig(Strict):
     lambda_hier: float = Field(MULTIMODAL_PRESETS["paper"]["lambda_hier"], ge=0)
     lambda_cos: float = Field(MULTIMODAL_PRESETS["paper"]["lambda_cos"], ge=0)
     bank_weight_decay: float = Field(1e-4, ge=0)
-    #: "cached": train on the embed stage's clean-image embeddings; "online": CLIP per augmented batch.
-    input: Literal["cached", "online"] = "cached"
-    optim: OptimConfig = Field(
-        default_factory=lambda: OptimConfig(epochs=200, batch_size=512, milestones=[50, 100, 150])
-    )
+    #: "online" (the authors'): CLIP embeds every augmented training batch; "cached": train on the
+    #: embed stage's clean-image embeddings (fast, no augmentation).
+    input: Literal["cached", "online"] = "online"
+    #: augmentation of T_x's training images when input is online (the authors' --train_add_strong)
+    augment: Literal["strong", "weak"] = "strong"
+    #: start of the resnet50-1x1 head: "imagenet" (torchvision's ImageNet ResNet50, all but conv1
+    #: and fc, as the authors), "none" (random init) or a ResNet50 state-dict file. Without
+    #: reachable ImageNet weights the head starts from random weights and the report says so.
+    weights: str = "imagenet"
+    optim: OptimConfig = Field(default_factory=OptimConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -415,11 +415,11 @@ class ClipEncoder:
 
     # -- texts ---------------------------------------------------------------------------------
 
-    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids -> unit-norm float32 text embeddings on the CPU."""
+    def _encode_tokens(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Token ids -> float32 text embeddings on the CPU (unit-norm unless ``normalize=False``)."""
         with self._autocast():
-            features = self.model.encode_text(tokens.to(self.device, non_blocking=True))
-        return F.normalize(features.float(), dim=-1).cpu()
+            features = self.model.encode_text(tokens.to(self.device, non_blocking=True)).float()
+        return (F.normalize(features, dim=-1) if normalize else features).cpu()
 
     def encode_texts(
         self, texts: Sequence[str], batch_size: int = 1024, progress: bool = False
@@ -445,7 +445,10 @@ class ClipEncoder:
         batch_size: int = 1024,
         progress: bool = True,
     ) -> torch.Tensor:
-        """Words -> ``[V,d]``: normalise(mean over templates of normalised text embeddings).
+        """Words -> ``[V,d]``: normalise(mean over templates of the raw text embeddings).
+
+        Algorithm 1 (line 10) and the authors' code average the templates' CLIP text features and
+        then normalise once; the per-template features are not normalised first.
 
         Underscores become spaces. ``batch_size`` counts prompts per forward pass; memory stays
         bounded by it whatever the number of words.
@@ -465,7 +468,7 @@ class ClipEncoder:
                 tokenize, texts, words_per_batch, background=self.device.type != "cpu"
             ):
                 n_words = len(tokens) // len(templates)
-                features = self._encode_tokens(tokens).view(n_words, len(templates), -1).mean(dim=1)
+                features = self._encode_tokens(tokens, normalize=False).view(n_words, len(templates), -1).mean(dim=1)
                 out[start : start + n_words] = F.normalize(features, dim=-1)
                 start += n_words
                 bar.update(n_words)

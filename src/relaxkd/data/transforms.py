@@ -27,7 +27,8 @@ TRANSFORM_KINDS = ("weak", "strong", "test", "clip")
 # artifacts recording augmented views (cached teacher targets) are rebuilt, not replayed.
 # 2: the fast steps below (same distributions, different random streams than torchvision's).
 # 3: photometric/geometric ops, normalisation and Cutout per batch on uint8 tensors (data/augment.py).
-AUGMENTATION_VERSION = 3
+# 4: Cutout's hole is a fixed length (16 px, the reference policy) instead of 16 px per 32 px.
+AUGMENTATION_VERSION = 4
 AUGMENT_POLICIES = ("cifar", "imagenet")
 
 
@@ -156,9 +157,9 @@ class Compose(T.Compose):
         return image
 
 
-def cutout_length(image_size: int) -> int:
-    """Cutout's 16-pixel hole at CIFAR's 32 px, scaled with the image size."""
-    return max(1, round(16 * image_size / 32))
+#: Cutout's hole length in the reference strong policy: the authors' ``Cutout(n_holes=1, length=16)``
+#: after ``RandomResizedCrop(224)`` (data_loader/DataLoaderCIFAR.py), i.e. 16 px whatever the size.
+CUTOUT_LENGTH = 16
 
 
 def build_transform(
@@ -167,6 +168,7 @@ def build_transform(
     stats: Stats | None = None,
     policy: str = "cifar",
     crop_ratio: float = 1.0,
+    cutout: int = CUTOUT_LENGTH,
 ) -> Compose | TrainingTransform:
     """PIL image -> normalised float tensor [3, image_size, image_size].
 
@@ -175,8 +177,9 @@ def build_transform(
 
     kind:
       - ``weak``: RandomResizedCrop(scale 0.2-1, bicubic) + horizontal flip + mild colour jitter.
-      - ``strong``: RandomResizedCrop + flip + AutoAugment (CIFAR-10 policy) + Cutout (16 px per
-        32 px) for ``policy="cifar"``; RandAugment for ``policy="imagenet"``.
+      - ``strong``: RandomResizedCrop + flip + AutoAugment (CIFAR-10 policy) + Cutout with a
+        ``cutout``-pixel hole (default 16, the reference policy's, at any image size; 0: none) for
+        ``policy="cifar"``; RandAugment for ``policy="imagenet"``.
       - ``test``: Resize(image_size / crop_ratio, bicubic) + CenterCrop(image_size); the authors
         use crop_ratio 1 (``Resize(224)``), the ImageNet convention is 0.875.
       - ``clip``: CLIP's own test preprocessing: Resize(image_size, bicubic) + CenterCrop.
@@ -188,6 +191,8 @@ def build_transform(
         raise UserError(f"unknown augmentation policy {policy!r}; valid policies: {', '.join(AUGMENT_POLICIES)}")
     if int(image_size) < 1:
         raise UserError(f"image size must be a positive number of pixels, got {image_size}")
+    if int(cutout) < 0:
+        raise UserError(f"Cutout hole length must be 0 (none) or a positive number of pixels, got {cutout}")
     if not 0.0 < crop_ratio <= 1.0:
         raise UserError(f"crop_ratio must lie in (0, 1], got {crop_ratio}")
     image_size = int(image_size)
@@ -202,7 +207,7 @@ def build_transform(
             draw = AutoAugmentDraw(T.AutoAugmentPolicy.CIFAR10, image_size)
         else:
             draw = RandAugmentDraw(image_size)
-        hole = cutout_length(image_size) if kind == "strong" and policy == "cifar" else 0
+        hole = int(cutout) if kind == "strong" and policy == "cifar" else 0
         return TrainingTransform(crop, draw, stats, image_size, cutout_length=hole)
     resize = max(image_size, round(image_size / crop_ratio)) if kind == "test" else image_size
     return Compose([T.Resize(resize, interpolation=bicubic), T.CenterCrop(image_size), ToNormalizedTensor(stats)])

@@ -29,6 +29,16 @@ from relaxkd.methods import METHODS, FeatureTap, KDMethod, MethodContext, Output
 from relaxkd.models import build_backbone
 
 
+def adaptive_validation_loss(logits: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, params: Any) -> torch.Tensor:
+    """One teacher's validation loss for the adaptive weights: the authors' per-teacher ``loss_kd``
+    (``trainer_regularizerV2.py``, ``my_train_withCLIP_v3_helper``), i.e. the same weighted
+    ``ce_weight · CE + kd_weight · τ² · KL`` the student trains on (0.6 / 0.4 in their scripts).
+    ``params``: the KD method's resolved parameters (temperature, ce_weight, kd_weight)."""
+    ce = torch.nn.functional.cross_entropy(logits, targets)
+    ce_weight, kd_weight = getattr(params, "ce_weight", 1.0), getattr(params, "kd_weight", 1.0)
+    return ce_weight * ce + kd_weight * kd_loss(logits, teacher, params.temperature)
+
+
 class _Frozen(nn.Module):
     """Holds teachers so they move with the student but stay frozen and in eval mode."""
 
@@ -182,7 +192,8 @@ class StudentDistiller(ClassifierModule):
         temperature = getattr(self.method.params, "temperature", None)
         if self.hparams.aggregate == "adaptive" and self.teacher_set.names and temperature is not None:
             per_teacher = [
-                kd_loss(logits, t, temperature) * len(targets) for t in self.teacher_logits(images, targets, indices, "val")
+                adaptive_validation_loss(logits, t, targets, self.method.params) * len(targets)
+                for t in self.teacher_logits(images, targets, indices, "val")
             ]
             self._val_kd.append(torch.stack([p.detach() for p in per_teacher] + [logits.new_tensor(float(len(targets)))]))
 
@@ -195,7 +206,7 @@ class StudentDistiller(ClassifierModule):
         if self.history:
             self.method.on_validation_metrics(self.history[-1])
         if self._val_kd:
-            # adaptive aggregation: next epoch's teacher weights ∝ 1 / validation KD loss
+            # adaptive aggregation: next epoch's teacher weights ∝ 1 / validation loss (CE + KD terms)
             sums = self.trainer.strategy.reduce(torch.stack(self._val_kd).sum(0), reduce_op="sum")
             val_losses = (sums[:-1] / sums[-1]).tolist()
             self.teacher_weights.copy_(torch.tensor(adaptive_teacher_weights(val_losses)))

@@ -1,7 +1,7 @@
 """Backbones registry, multimodal fusion heads, the relaxed text bank and teacher ensembles."""
 from relaxkd.models.backbones import BACKBONES, BackboneSpec, TinyCNN, build_backbone
 from relaxkd.models.ensemble import TeacherEnsemble
-from relaxkd.models.fusion import FUSION_HEADS, MLPHead, ResNet50OneByOneHead, build_fusion_head
+from relaxkd.models.fusion import FUSION_HEADS, MLPHead, ResNet50OneByOneHead, build_fusion_head, init_head_from_imagenet
 from relaxkd.models.text_bank import TextBank
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "TinyCNN",
     "build_backbone",
     "build_fusion_head",
+    "init_head_from_imagenet",
 ]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -55,6 +56,56 @@ class ResNet50OneByOneHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.resnet(x[:, :, None, None])
+
+
+#: parameters of the resnet50-1x1 head that never come from ImageNet weights (new shapes)
+FRESH_PREFIXES = ("conv1.", "fc.")
+
+
+def init_head_from_imagenet(head: nn.Module, weights: str = "imagenet") -> dict[str, object]:
+    """Start a ``resnet50-1x1`` head from ResNet50 weights, all but ``conv1`` and ``fc``.
+
+    The authors load ImageNet ResNet50 weights and then replace ``conv1`` by a conv over the 2d
+    channels of the 1x1 input (``mainCLIPKD_regularizerV2.py``); ``fc`` is new for C != 1000.
+    ``weights``: ``"imagenet"`` (torchvision's, by name; cached by torch hub), ``"none"``, or a
+    ResNet50 state-dict file. Returns what happened: ``{"init": "imagenet" | "file" | "random",
+    "loaded": n_tensors, "note": one line for the report}``; when ImageNet weights cannot be had
+    (offline, no cache), the head keeps its random init and the note says why.
+    Other heads (``mlp``) have nothing to load: ``init`` is ``"random"``.
+    """
+    resnet = getattr(head, "resnet", None)
+    if not isinstance(head, ResNet50OneByOneHead) or resnet is None:
+        return {"init": "random", "loaded": 0, "note": "random init (this head has no ImageNet counterpart)"}
+    if weights == "none":
+        return {"init": "random", "loaded": 0, "note": "random init (multimodal.weights=none)"}
+    from relaxkd.models.backbones import BACKBONES, _download_imagenet_state_dict, _read_state_dict_file
+
+    if weights == "imagenet":
+        name = BACKBONES.get("resnet50").imagenet_weights
+        try:
+            state_dict = _download_imagenet_state_dict(name)
+        except Exception as error:  # offline without a cached copy, hash mismatch, ...
+            reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+            return {
+                "init": "random",
+                "loaded": 0,
+                "note": f"random init: ImageNet weights {name} unavailable ({reason}); pass a ResNet50 "
+                f"state-dict file as multimodal.weights to start from them as the authors do",
+            }
+        init, source = "imagenet", name
+    else:
+        state_dict, init, source = _read_state_dict_file("resnet50-1x1", Path(weights).expanduser()), "file", str(weights)
+    own = resnet.state_dict()
+    keep = {k: v for k, v in state_dict.items() if not k.startswith(FRESH_PREFIXES)}
+    missing = [k for k in own if not k.startswith(FRESH_PREFIXES) and k not in keep]
+    wrong = [k for k, v in keep.items() if k not in own or own[k].shape != v.shape]
+    if missing or wrong:
+        raise UserError(
+            f"weights {source} do not fit the resnet50-1x1 head (missing {missing[:3]}, unexpected or "
+            f"misshapen {wrong[:3]}); pass a torchvision ResNet50 state dict"
+        )
+    resnet.load_state_dict(keep, strict=False)
+    return {"init": init, "loaded": len(keep), "note": f"ResNet50 weights {source}, all but conv1 and fc"}
 
 
 def build_fusion_head(name: str, in_dim: int, num_classes: int, **kwargs) -> nn.Module:

@@ -1,0 +1,156 @@
+"""The paper's protocol (issue 13): schedules, defaults and recipes, item by item.
+
+Per-dataset values are checked against docs/reproduction.md in test_reproduction.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from relaxkd.config import ExperimentConfig, OptimConfig, load_config
+from relaxkd.engine import optim
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+STAGES = ("unimodal", "multimodal", "distill")
+
+
+def authors_lambda(epoch: int, milestones: list[int], gamma: float = 0.1, warmup: int = 8) -> float:
+    """The authors' LambdaLR factor, written out as in the issue: γ^(milestones ≤ epoch) · (1+epoch)/8 while epoch < 8."""
+    factor = gamma ** len([m for m in milestones if m <= epoch])
+    if epoch < warmup:
+        factor *= (1 + epoch) / warmup
+    return factor
+
+
+def expected_lr(epoch: int, cfg: OptimConfig) -> float:
+    if cfg.schedule == "cosine":
+        t_max = cfg.cosine_t_max or cfg.epochs
+        lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * epoch / t_max)) / 2
+        return lr * ((1 + epoch) / cfg.warmup_epochs if epoch < cfg.warmup_epochs else 1.0)
+    return cfg.lr * authors_lambda(epoch, cfg.milestones, cfg.gamma, cfg.warmup_epochs)
+
+
+class _LrProbe(L.LightningModule):
+    """One weight, one sample: a real Lightning fit whose only job is to record each epoch's lr."""
+
+    def __init__(self, cfg: OptimConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.seen: list[float] = []
+
+    def on_train_epoch_start(self) -> None:
+        self.seen.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight * batch[0]).sum() * 0.0 + self.weight.sum() * 0.0
+
+    def configure_optimizers(self):
+        return optim.configure([{"params": [self.weight]}], self.cfg)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(1, 1)), batch_size=1)
+
+
+def lightning_lrs(cfg: OptimConfig) -> list[float]:
+    module = _LrProbe(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        )
+        trainer.fit(module)
+    return module.seen
+
+
+def _schedules() -> dict[str, tuple[OptimConfig, list[str]]]:
+    """Every distinct (config, stage) schedule under configs/, with who uses it."""
+    found: dict[tuple, tuple[OptimConfig, list[str]]] = {}
+    for path in CONFIGS:
+        cfg = load_config(path)
+        for stage in STAGES:
+            o = getattr(cfg, stage).optim
+            key = json.dumps(o.model_dump(exclude={"batch_size", "momentum", "weight_decay"}), sort_keys=True)
+            found.setdefault(key, (o, []))[1].append(f"{path.stem}:{stage}")
+    return found
+
+
+# -- item 1: absolute milestones, the authors' warm-up, cosine ----------------------------------
+def test_default_teacher_schedule_decays_at_25_40_60_not_shifted_by_warmup():
+    cfg = OptimConfig()
+    lrs = [optim.learning_rate(e, cfg) for e in range(cfg.epochs)]
+    assert lrs[0] == pytest.approx(0.1 / 8) and lrs[7] == pytest.approx(0.1)  # (1 + epoch) / 8
+    assert lrs[24] == pytest.approx(0.1) and lrs[25] == pytest.approx(0.01)
+    assert lrs[39] == pytest.approx(0.01) and lrs[40] == pytest.approx(0.001)
+    assert lrs[59] == pytest.approx(0.001) and lrs[60] == pytest.approx(0.0001)  # the third decay happens
+
+
+def test_warmup_and_milestone_overlap_multiply():
+    cfg = OptimConfig(epochs=12, milestones=[3, 5], warmup_epochs=8)
+    assert optim.learning_rate(4, cfg) == pytest.approx(0.1 * 0.1 * 5 / 8)
+    assert optim.learning_rate(6, cfg) == pytest.approx(0.1 * 0.01 * 7 / 8)
+
+
+def test_cosine_schedule_matches_torch_cosine_annealing():
+    cfg = OptimConfig(schedule="cosine", epochs=35, cosine_t_max=30, warmup_epochs=0)
+    assert cfg.milestones == []
+    weight = nn.Parameter(torch.zeros(1))
+    reference_opt = torch.optim.SGD([weight], lr=cfg.lr)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, T_max=30, eta_min=0)
+    for epoch in range(cfg.epochs):
+        assert optim.learning_rate(epoch, cfg) == pytest.approx(reference_opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
+        reference_opt.step()
+        reference.step()
+
+
+def test_cosine_rejects_milestones_and_step_rejects_unsorted():
+    with pytest.raises(ValueError, match="schedule 'step' only"):
+        OptimConfig(schedule="cosine", milestones=[10])
+    with pytest.raises(ValueError, match="increasing order"):
+        OptimConfig(milestones=[40, 25])
+
+
+def test_build_scheduler_is_the_public_entry_and_drives_every_param_group():
+    cfg = OptimConfig(epochs=10, milestones=[2], warmup_epochs=2)
+    a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    opt = optim.build_optimizer([{"params": [a]}, {"params": [b], "weight_decay": 1e-4}], cfg)
+    scheduler = optim.build_scheduler(opt, cfg)
+    for epoch in range(cfg.epochs):
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([expected_lr(epoch, cfg)] * 2)
+        opt.step()
+        scheduler.step()
+
+
+SCHEDULES = _schedules()
+
+
+@pytest.mark.parametrize("key", list(SCHEDULES), ids=lambda k: "+".join(SCHEDULES[k][1])[:80])
+def test_every_shipped_schedule_in_a_real_lightning_run(key):
+    """Issue 13 item 1: for every config and training stage, Lightning's lr at every epoch equals the formula."""
+    cfg, users = SCHEDULES[key]
+    seen = lightning_lrs(cfg)
+    assert len(seen) == cfg.epochs, users
+    for epoch, lr in enumerate(seen):
+        assert lr == pytest.approx(expected_lr(epoch, cfg), rel=1e-9, abs=1e-15), (users, epoch)
+
+
+# -- item 7: no weight decay by default, the bank keeps 1e-4 ------------------------------------
+def test_no_weight_decay_by_default_bank_keeps_its_own():
+    cfg = ExperimentConfig()
+    assert cfg.unimodal.optim.weight_decay == 0 and cfg.multimodal.optim.weight_decay == 0
+    assert cfg.distill.optim.weight_decay == 0 and OptimConfig().weight_decay == 0
+    assert cfg.multimodal.bank_weight_decay == 1e-4
+    for path in CONFIGS:
+        c = load_config(path)
+        for stage in STAGES:
+            if path.stem != "demo":
+                assert getattr(c, stage).optim.weight_decay == 0, (path.stem, stage)
