@@ -54,7 +54,7 @@ def test_transform_output_shape_and_dtype(image, kind, policy, size):
 def test_transform_recipes():
     from relaxkd.data.augment import AutoAugmentDraw, ColorJitterDraw, RandAugmentDraw, TrainingTransform
 
-    strong_cifar = build_transform("strong", 224)
+    strong_cifar = build_transform("strong", 224, cutout=CUTOUT_LENGTH)
     assert isinstance(strong_cifar, TrainingTransform) and isinstance(strong_cifar.draw, AutoAugmentDraw)
     assert strong_cifar.draw.policies == T.AutoAugment(T.AutoAugmentPolicy.CIFAR10).policies
     assert strong_cifar.cutout_length == 16  # the reference policy's 16 px hole, even at 224 px
