@@ -105,8 +105,9 @@ class OptimConfig(Strict):
     #: step schedule: epochs (counted from 0) at which the rate is multiplied by gamma
     milestones: list[int] = Field(default_factory=lambda: [25, 40, 60])
     gamma: float = Field(0.1, gt=0)
-    #: cosine schedule: period T_max in epochs (None = epochs) and the floor eta_min
+    #: cosine schedule: period T_max in epochs (None = the number of epochs)
     cosine_t_max: int | None = Field(None, gt=0)
+    #: cosine schedule: the floor eta_min the rate decays to
     min_lr: float = Field(0.0, ge=0)
 
     @model_validator(mode="before")
