@@ -116,8 +116,9 @@ def test_adaptive_aggregation_records_teacher_weights_summing_to_one(teachers_ro
         assert sum(per_epoch) == pytest.approx(1.0, abs=1e-6)
         assert all(w > 0 for w in per_epoch)
     assert weights[0] == pytest.approx([1 / 3] * 3)  # epoch 0 trains with uniform weights
-    # later epochs use inverse validation KD losses: no longer uniform
-    assert max(weights[1]) - min(weights[1]) > 0.05, weights[1]
+    # later epochs use inverse validation losses (the authors': CE + KD terms, so the shared CE term
+    # pulls the weights together; test_protocol checks the formula): no longer uniform
+    assert max(weights[1]) - min(weights[1]) > 1e-4, weights[1]
 
 
 # ------------------------------------------------------------------------ cached teacher targets

@@ -154,3 +154,30 @@ def test_no_weight_decay_by_default_bank_keeps_its_own():
         for stage in STAGES:
             if path.stem != "demo":
                 assert getattr(c, stage).optim.weight_decay == 0, (path.stem, stage)
+
+
+# -- item 10: adaptive weights use the authors' validation loss, CE term included ---------------
+def test_adaptive_validation_loss_is_the_authors_loss_kd():
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from relaxkd.distill.student import adaptive_validation_loss
+    from relaxkd.losses import adaptive_teacher_weights
+
+    torch.manual_seed(0)
+    student, labels = torch.randn(16, 10), torch.randint(10, (16,))
+    teachers = [torch.randn(16, 10) * s for s in (1.0, 3.0, 0.3)]
+    params = SimpleNamespace(temperature=3.0, ce_weight=0.6, kd_weight=0.4)
+
+    def authors_loss_kd(outputs, teacher_outputs, labels, temp, alpha):  # trainer_regularizerV2.py, written out
+        soft = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(outputs / temp, dim=1), F.softmax(teacher_outputs / temp, dim=1)) * temp**2
+        return alpha * nn.CrossEntropyLoss()(outputs, labels) + (1 - alpha) * soft
+
+    ours = [float(adaptive_validation_loss(student, t, labels, params)) for t in teachers]
+    theirs = [float(authors_loss_kd(student, t, labels, 3.0, 0.6)) for t in teachers]
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    inverse = [1 / v for v in theirs]
+    assert adaptive_teacher_weights(ours) == pytest.approx([w / sum(inverse) for w in inverse], rel=1e-5)
+    kd_only = [float(params.kd_weight * F.kl_div(F.log_softmax(student / 3, 1), F.log_softmax(t / 3, 1), reduction="batchmean", log_target=True) * 9) for t in teachers]
+    assert adaptive_teacher_weights(kd_only) != pytest.approx(adaptive_teacher_weights(ours), rel=1e-3)
