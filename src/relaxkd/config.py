@@ -481,6 +481,14 @@ def check_names(cfg: ExperimentConfig) -> None:
     BACKBONES.get(cfg.distill.student)
     FUSION_HEADS.get(cfg.multimodal.head)
     cfg.distill.method_params()  # unknown method, unknown or bad parameters
+    from relaxkd.methods import METHODS, check_method_inputs
+
+    # what needs no data: cached targets for a feature method, a ViT method with a CNN student
+    method = METHODS.get(cfg.distill.loss)
+    check_method_inputs(
+        method, teachers=list(cfg.distill.teachers) if method.needs_teachers else [], cached=cfg.distill.targets == "cached",
+        class_counts=None, student_family=BACKBONES.get(cfg.distill.student).family, student=cfg.distill.student,
+    )
 
 
 def check_dataset_params(dataset: str, params: dict[str, Any]) -> None:

@@ -680,13 +680,18 @@ class DigitsDataset(LabelledImageDataset, VisionDataset):
         image_size: int = 32,
         val_fraction: float = 0.2,
         split_seed: int = 0,
+        imbalance_factor: float = 1.0,
     ):
         check_split(split)
+        if not float(imbalance_factor) >= 1.0:
+            raise UserError(f"imbalance_factor of dataset 'digits' must be >= 1, got {imbalance_factor}")
         if int(image_size) < 8:
             raise UserError(f"image_size of dataset 'digits' must be at least 8, got {image_size}")
         VisionDataset.__init__(self, str(root) if root not in (None, "") else None, transform=transform)
         images, labels = digit_images(int(image_size))
         chosen = stratified_split(labels.tolist(), split, val_fraction, split_seed, "digits")
+        if split == "train" and float(imbalance_factor) > 1.0:
+            chosen = _long_tailed(chosen, labels, float(imbalance_factor), split_seed)
         self.split = split
         self.indices = chosen
         self.images = images
@@ -694,6 +699,24 @@ class DigitsDataset(LabelledImageDataset, VisionDataset):
         self.classes = list(DIGIT_CLASSES)
         self.wnids = None
         self.params = {"image_size": image_size, "val_fraction": val_fraction, "split_seed": split_seed}
+        if float(imbalance_factor) > 1.0:
+            self.params["imbalance_factor"] = imbalance_factor
 
     def load_image(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[self.indices[index]])
+
+
+def _long_tailed(chosen: list[int], labels: np.ndarray, imbalance_factor: float, seed: int) -> list[int]:
+    """A long-tailed training split (the LDAM-DRW profile, as cifar100_lt): the first n_c of each
+    class's samples after a seeded shuffle; a long-tailed demo for LFME and shot metrics."""
+    by_class: dict[int, list[int]] = {}
+    for i in chosen:
+        by_class.setdefault(int(labels[i]), []).append(i)
+    sizes = ldam_class_sizes(max(len(v) for v in by_class.values()), len(by_class), imbalance_factor)
+    rng = np.random.default_rng(seed)
+    kept = []
+    for c in sorted(by_class):
+        members = list(by_class[c])
+        rng.shuffle(members)
+        kept.extend(members[: max(1, sizes[c])])
+    return sorted(kept)

@@ -21,11 +21,10 @@ from relaxkd.data.transforms import Stats, renormalize
 from relaxkd.distill.teacher_set import TeacherSet
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
-from relaxkd.engine.metrics import is_long_tailed
 from relaxkd.errors import UserError
 from relaxkd.losses import adaptive_teacher_weights, kd_loss
 from relaxkd.losses.distill import AGGREGATORS
-from relaxkd.methods import METHODS, FeatureTap, KDMethod, MethodContext, Outputs, Step, method_params
+from relaxkd.methods import METHODS, FeatureTap, KDMethod, MethodContext, Outputs, Step, check_method_inputs, method_params
 from relaxkd.models import build_backbone
 
 
@@ -51,29 +50,6 @@ class _Frozen(nn.Module):
 
     def train(self, mode: bool = True) -> "_Frozen":
         return super().train(False)
-
-
-def check_method_inputs(method: type[KDMethod], *, teachers: list[str], cached: bool, class_counts: list[int] | None,
-                        student_family: str | None = None, dataset: str | None = None) -> None:
-    """Refuse a method its inputs cannot serve, with one line each (before any work)."""
-    name = method.name
-    if method.needs_teachers and not teachers:
-        raise UserError(f"KD method {name!r} needs teachers; list them in distill.teachers or set distill.loss=none")
-    if cached and not method.serves_cached_targets():
-        what = "needs teacher features" if method.teacher_features else "updates its teachers"
-        raise UserError(f"KD method {name!r} {what}, which cached teacher targets cannot serve; set distill.targets=online")
-    if method.long_tailed_only and class_counts is not None and not is_long_tailed(class_counts):
-        ratio = max(class_counts) / max(1, min(class_counts))
-        where = f"dataset {dataset!r}" if dataset else "the training set"
-        raise UserError(
-            f"KD method {name!r} needs a long-tailed training set (largest/smallest class >= 10); "
-            f"{where} is balanced (ratio {ratio:.1f}); use e.g. cifar100_lt or imagenet_lt"
-        )
-    if method.students is not None and student_family is not None and student_family not in method.students:
-        raise UserError(
-            f"KD method {name!r} needs a {' or '.join(method.students)} student, got a {student_family} "
-            f"(distill.student); use e.g. distill.student=vit_tiny_patch16"
-        )
 
 
 class StudentDistiller(ClassifierModule):

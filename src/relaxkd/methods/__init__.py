@@ -25,10 +25,11 @@ from relaxkd.methods.base import (
     Outputs,
     Step,
     build_method,
+    check_method_inputs,
     method_params,
     register_method,
 )
-from relaxkd.methods import dkd, ffkd, kd, lfme, none, zscore  # noqa: E402,F401  (register built-ins)
+from relaxkd.methods import dkd, dmae, ffkd, kd, lfme, none, zscore  # noqa: E402,F401  (register built-ins)
 from relaxkd.methods.features import FeatureTap
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Outputs",
     "Step",
     "build_method",
+    "check_method_inputs",
     "method_params",
     "register_method",
 ]

@@ -200,6 +200,31 @@ def build_method(name: str, context: MethodContext, params: dict[str, Any] | Non
     return cls(method_params(name, params, shared), context)
 
 
+def check_method_inputs(method: type[KDMethod], *, teachers: list[str], cached: bool, class_counts: list[int] | None,
+                        student_family: str | None = None, dataset: str | None = None, student: str | None = None) -> None:
+    """Refuse a method its inputs cannot serve, with one line each (before any work)."""
+    name = method.name
+    if method.needs_teachers and not teachers:
+        raise UserError(f"KD method {name!r} needs teachers; list them in distill.teachers or set distill.loss=none")
+    if cached and not method.serves_cached_targets():
+        what = "needs teacher features" if method.teacher_features else "updates its teachers"
+        raise UserError(f"KD method {name!r} {what}, which cached teacher targets cannot serve; set distill.targets=online")
+    from relaxkd.engine.metrics import is_long_tailed
+
+    if method.long_tailed_only and class_counts is not None and not is_long_tailed(class_counts):
+        ratio = max(class_counts) / max(1, min(class_counts))
+        where = f"dataset {dataset!r}" if dataset else "the training set"
+        raise UserError(
+            f"KD method {name!r} needs a long-tailed training set (largest/smallest class >= 10); "
+            f"{where} is balanced (ratio {ratio:.1f}); use e.g. cifar100_lt or imagenet_lt"
+        )
+    if method.students is not None and student_family is not None and student_family not in method.students:
+        raise UserError(
+            f"KD method {name!r} needs a {' or '.join(method.students)} student, but distill.student={student or '?'} is a "
+            f"{student_family}; use e.g. distill.student=vit_tiny_patch16 (vit_micro for tests)"
+        )
+
+
 def teacher_logits_list(step: Step) -> list[Tensor]:
     return [o.logits for o in step.teachers.values()]
 
@@ -209,6 +234,6 @@ def zero_like(t: Tensor) -> Tensor:
 
 
 __all__ = [
-    "KDMethod", "LogitMethod", "LogitParams", "METHODS", "MethodContext", "MethodParams", "Outputs",
+    "KDMethod", "LogitMethod", "check_method_inputs", "LogitParams", "METHODS", "MethodContext", "MethodParams", "Outputs",
     "SHARED_FIELDS", "Step", "build_method", "method_params", "register_method", "torch",
 ]

@@ -144,3 +144,105 @@ class LFME(KDMethod):
 
     def epoch_metrics(self) -> dict[str, float]:
         return {f"expert_weight_{s}": w for s, w in zip(self.subsets, self.expert_weights().tolist())}
+
+
+# -- the experts ------------------------------------------------------------------------------------
+
+
+def shot_subsets(class_counts: list[int]) -> dict[str, list[int]]:
+    """Classes of the many (> 100 training images), medium (20-100) and few (< 20) -shot subsets."""
+    from relaxkd.engine.metrics import FEW_SHOT, MANY_SHOT
+
+    return {
+        "many": [c for c, n in enumerate(class_counts) if n > MANY_SHOT],
+        "medium": [c for c, n in enumerate(class_counts) if FEW_SHOT <= n <= MANY_SHOT],
+        "few": [c for c, n in enumerate(class_counts) if n < FEW_SHOT],
+    }
+
+
+class ClassSubset(torch.utils.data.Dataset):
+    """The samples of ``base`` whose label is in ``classes``, as ``(image, label, local index)``."""
+
+    def __init__(self, base, classes: list[int]):
+        wanted = set(classes)
+        targets = list(base.targets)
+        self.base = base
+        self.indices = [i for i, y in enumerate(targets) if y in wanted]
+        self.targets = [targets[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, label, _ = self.base[self.indices[i]]
+        return image, label, i
+
+
+def _expert_module_base():
+    from relaxkd.engine.evaluation import ClassifierModule
+
+    return ClassifierModule
+
+
+class SubsetExpert(_expert_module_base()):
+    """An expert of one class subset: a backbone with the full classifier width, trained with
+    cross-entropy over its subset's classes only (the reference's expert has a classifier of the
+    subset's size; here its other outputs are unused), so it slots in as an ordinary teacher."""
+
+    def __init__(self, arch: str, num_classes: int, classes: list[int], optim_cfg: dict, weights: str = "none"):
+        super().__init__(None)
+        from relaxkd.config import OptimConfig
+        from relaxkd.models import build_backbone
+
+        self.save_hyperparameters()
+        self.optim_cfg = OptimConfig.model_validate(optim_cfg)
+        self.model = build_backbone(arch, num_classes, weights)
+        position = torch.full((num_classes,), -1, dtype=torch.long)
+        position[torch.as_tensor(classes)] = torch.arange(len(classes))
+        self.register_buffer("classes", torch.as_tensor(classes, dtype=torch.long), persistent=False)
+        self.register_buffer("position", position, persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def training_step(self, batch, batch_idx):
+        images, targets, _ = batch
+        loss = F.cross_entropy(self(images)[:, self.classes], self.position[targets])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, targets, indices = batch
+        self.store_validation(self(images)[:, self.classes], self.position[targets], indices)
+
+    def configure_optimizers(self):
+        from relaxkd.engine import optim
+
+        return optim.configure([{"params": self.parameters()}], self.optim_cfg)
+
+
+@torch.no_grad()
+def instance_hardness(experts: dict[str, torch.nn.Module], subsets: dict[str, list[int]], loader, num_classes: int, device) -> tuple[Tensor, Tensor]:
+    """Each training sample's subset expert's softmax probability of its true class (clean images),
+    and the labels (``eval_instance_hardness`` / ``concat_distill_outputs``)."""
+    subset_of = torch.full((num_classes,), -1, dtype=torch.long)
+    names = list(subsets)
+    for k, name in enumerate(names):
+        subset_of[torch.as_tensor(subsets[name], dtype=torch.long)] = k
+    n = len(loader.dataset)
+    hardness, labels = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.long)
+    for images, targets, indices in loader:
+        images = images.to(device)
+        probs = torch.zeros(len(targets), dtype=torch.float64)
+        for k, name in enumerate(names):
+            chosen = subset_of[targets] == k
+            if not chosen.any():
+                continue
+            cols = torch.as_tensor(subsets[name], dtype=torch.long)
+            p = F.softmax(experts[name](images[chosen.to(device)]).float().cpu()[:, cols], dim=1)
+            position = {c: i for i, c in enumerate(subsets[name])}
+            rows = torch.as_tensor([position[int(y)] for y in targets[chosen]])
+            probs[chosen] = p[torch.arange(len(rows)), rows].double()
+        hardness[indices] = probs
+        labels[indices] = targets
+    return hardness, labels

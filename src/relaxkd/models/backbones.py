@@ -1,7 +1,9 @@
-"""Image classifier backbones: torchvision ResNets and a tiny CNN for tests and the offline demo.
+"""Image classifier backbones: torchvision ResNets, timm ViTs and tiny models for tests and the demo.
 
-Every backbone maps images ``[B, 3, H, W]`` to logits ``[B, num_classes]``, names its classifier
-``fc`` and carries ``input_stats`` (the name of the normalisation statistics it expects).
+Every backbone maps images ``[B, 3, H, W]`` to logits ``[B, num_classes]`` and carries
+``input_stats`` (the name of the normalisation statistics it expects). CNNs name their classifier
+``fc``, ViTs (``family="vit"``, timm's VisionTransformer) ``head``; ViTs take any image size that
+is a multiple of their patch size (positional embeddings are resampled).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class BackboneSpec:
     factory: Callable[[int], nn.Module]  # num_classes -> randomly initialised model
     input_stats: str
     imagenet_weights: str | None = None  # torchvision weights name, e.g. "ResNet50_Weights.IMAGENET1K_V2"
+    family: str = "cnn"  # "cnn" or "vit" (methods such as DMAE need a ViT student)
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -61,6 +64,25 @@ BACKBONES.register("resnet50")(
     )
 )
 BACKBONES.register("tiny_cnn")(BackboneSpec(TinyCNN, input_stats="imagenet"))
+
+
+def _vit(patch_size: int, embed_dim: int, depth: int, num_heads: int, img_size: int = 224) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(
+            img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+            num_classes=num_classes, dynamic_img_size=True,
+        )
+
+    return build
+
+
+# timm's ViT-Ti/16 and ViT-B/16 architectures (DMAE's student is ViT-B/16), randomly initialised
+BACKBONES.register("vit_tiny_patch16")(BackboneSpec(_vit(16, 192, 12, 3), input_stats="imagenet", family="vit"))
+BACKBONES.register("vit_base_patch16")(BackboneSpec(_vit(16, 768, 12, 12), input_stats="imagenet", family="vit"))
+# a ViT small enough for tests and the offline demo (4-pixel patches, 4 blocks of width 48)
+BACKBONES.register("vit_micro")(BackboneSpec(_vit(4, 48, 4, 3, img_size=32), input_stats="imagenet", family="vit"))
 
 
 def _download_imagenet_state_dict(weights_name: str) -> dict[str, Any]:

@@ -2,13 +2,17 @@
 from the cached teacher targets."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from safetensors.torch import save_file
 
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.names import TX
 from relaxkd.stages.context import Context
+from relaxkd.stages.dmae_pretrain import dmae_pretrain, pretrained_student
+from relaxkd.stages.expert import lfme_state
 from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec
 from relaxkd.stages.targets import student_data, teacher_targets
 from relaxkd.stages.teacher_loading import load_teachers, teacher_artifacts, teachers_spec
@@ -16,14 +20,37 @@ from relaxkd.stages.teacher_loading import load_teachers, teacher_artifacts, tea
 STAGE = "distill"
 
 
+@dataclass
+class MethodInputs:
+    """What the KD method needs besides its teachers (built by its own stages), and its spec part."""
+
+    spec: dict[str, Any] = field(default_factory=dict)
+    #: False: the method runs no teacher while the student trains (DMAE's fine-tuning)
+    run_teachers: bool = True
+    state: Callable[[], dict[str, Any]] = dict
+    student_init: Callable[[], dict | None] = lambda: None
+
+
+def method_inputs(ctx: Context, artifacts: dict[str, Artifact]) -> MethodInputs:
+    d = ctx.cfg.distill
+    if d.loss == "dmae":
+        pre = dmae_pretrain(ctx)
+        return MethodInputs(spec={"dmae_pretrain": pre.key}, run_teachers=False, student_init=lambda: pretrained_student(pre))
+    if d.loss == "lfme":
+        return MethodInputs(state=lambda: lfme_state(ctx, artifacts))
+    return MethodInputs()
+
+
 def distill(ctx: Context) -> Artifact:
     d = ctx.cfg.distill
     artifacts = teacher_artifacts(ctx)
+    extras = method_inputs(ctx, artifacts)
     cached = teacher_targets(ctx) if d.targets == "cached" and artifacts else None
     spec = {
         **views_spec(ctx.cfg),
         "seed": ctx.cfg.seed,
         **teachers_spec(ctx, artifacts),
+        **extras.spec,
         "targets": cached.key if cached is not None else None,
         "distill": d.model_dump(exclude={"preset"}),
         "train": train_spec(ctx.cfg),
@@ -40,6 +67,8 @@ def distill(ctx: Context) -> Artifact:
                 cached.path, num_teachers=len(names), num_classes=ctx.num_classes, epochs=d.optim.epochs, seed=ctx.cfg.seed
             )
             teacher_set = TeacherSet(names=names, cached=replay)
+        elif not extras.run_teachers:
+            teacher_set = TeacherSet(names=list(artifacts))
         else:
             teacher_set = load_teachers(ctx, artifacts)
         # seeded after the teachers are built (their construction draws random numbers): the
@@ -60,6 +89,8 @@ def distill(ctx: Context) -> Artifact:
             input_stats=IMAGENET_STATS,
             class_counts=ctx.class_counts,
             teachers=teacher_set,
+            method_state=extras.state(),
+            student_init=extras.student_init(),
         )
         work = ctx.work_dir(STAGE, spec)
         fit(build_trainer(ctx.cfg.trainer, work, d.optim.epochs), module, student_data(ctx), work)

@@ -19,11 +19,12 @@ from relaxkd.names import TX
 from relaxkd.stages.attribute import attribute
 from relaxkd.stages.context import Context, log
 from relaxkd.stages.distill import distill
+from relaxkd.stages.dmae_pretrain import dmae_pretrain
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.embed_nouns import embed_nouns
 from relaxkd.stages.multimodal import multimodal_teacher, needs_bank
 from relaxkd.stages.relax import relax
-from relaxkd.stages.unimodal import unimodal_teacher
+from relaxkd.stages.teacher_loading import teacher_artifact
 from relaxkd.trials import Trial, select_trials
 
 Step = tuple[str, Callable[[Context], Artifact]]
@@ -43,9 +44,11 @@ def pipeline_stages(cfg: ExperimentConfig) -> list[Step]:
         stages += [("embed nouns", embed_nouns), ("relax", relax)]
     for name in cfg.distill.teachers if cfg.distill.loss != "none" else []:
         if name != TX:
-            stages.append((f"teacher {name}", partial(unimodal_teacher, name=name)))
+            stages.append((f"teacher {name}", partial(teacher_artifact, name=name)))
     if uses_tx(cfg):
         stages += [(f"teacher {TX}", multimodal_teacher), ("attribute", attribute)]
+    if cfg.distill.loss == "dmae":
+        stages.append(("dmae pre-training", dmae_pretrain))
     stages.append(("distill", distill))
     return stages
 

@@ -6,20 +6,59 @@ from typing import Any
 from safetensors.torch import load_file
 
 from relaxkd.artifacts import Artifact
+from relaxkd.config import EXPERT_TEACHERS
 from relaxkd.errors import UserError
 from relaxkd.names import TX
 from relaxkd.stages.context import Context
 from relaxkd.stages.embed_images import embed_images
+from relaxkd.stages.expert import expert_teacher
 from relaxkd.stages.multimodal import multimodal_teacher
 from relaxkd.stages.specs import clip_spec
 from relaxkd.stages.unimodal import unimodal_teacher
 
 
-def teacher_artifacts(ctx: Context) -> dict[str, Artifact]:
-    """The distillation's teacher artifacts by name (built when missing); none without a KD loss."""
+def check_method(ctx: Context) -> None:
+    """Refuse, in one line and before any work, inputs the configured KD method cannot use."""
+    from relaxkd.engine.metrics import is_long_tailed
+    from relaxkd.methods import METHODS, check_method_inputs
+    from relaxkd.models import BACKBONES
+
     d = ctx.cfg.distill
-    names = list(d.teachers) if d.loss != "none" else []
-    return {n: (multimodal_teacher(ctx) if n == TX else unimodal_teacher(ctx, n)) for n in names}
+    method = METHODS.get(d.loss)
+    check_method_inputs(
+        method,
+        teachers=list(d.teachers) if method.needs_teachers else [],
+        cached=d.targets == "cached",
+        class_counts=ctx.class_counts if method.long_tailed_only else None,
+        student_family=BACKBONES.get(d.student).family,
+        student=d.student,
+        dataset=ctx.cfg.data.dataset,
+    )
+    experts = [n for n in d.teachers if n in EXPERT_TEACHERS] if method.needs_teachers else []
+    if experts and not is_long_tailed(ctx.class_counts):
+        raise UserError(
+            f"teachers {', '.join(experts)} are LFME's subset experts, defined for long-tailed training sets; "
+            f"dataset {ctx.cfg.data.dataset!r} is balanced; use e.g. cifar100_lt or imagenet_lt"
+        )
+
+
+def teacher_artifact(ctx: Context, name: str) -> Artifact:
+    """Any teacher a distillation may name: T_x, an LFME subset expert or a unimodal member."""
+    if name == TX:
+        return multimodal_teacher(ctx)
+    if name in EXPERT_TEACHERS:
+        return expert_teacher(ctx, name)
+    return unimodal_teacher(ctx, name)
+
+
+def teacher_artifacts(ctx: Context) -> dict[str, Artifact]:
+    """The distillation's teacher artifacts by name (built when missing); none for a method without teachers."""
+    from relaxkd.methods import METHODS
+
+    check_method(ctx)
+    d = ctx.cfg.distill
+    names = list(d.teachers) if METHODS.get(d.loss).needs_teachers else []
+    return {n: teacher_artifact(ctx, n) for n in names}
 
 
 def teachers_spec(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:

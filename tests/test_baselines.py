@@ -1,0 +1,163 @@
+"""Table 1's baselines end to end on the demo data (tiny settings), a method plugged in from outside
+the package, and the bad inputs each baseline refuses (one line, exit 2; docs/errors.md)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from relaxkd.config import load_config
+from relaxkd.errors import UserError
+from relaxkd.methods import LogitMethod, LogitParams, METHODS, register_method
+from relaxkd.stages.pipeline import Pipeline
+
+from cli_helpers import relaxkd
+from conftest import REPO, tiny_overrides
+
+DEMO = REPO / "configs" / "demo.yaml"
+#: a long-tailed demo: digits with the LDAM profile (imbalance 100: 142 ... 1 images per class)
+LONG_TAILED = ["data.params={imbalance_factor: 100}"]
+TINY_DMAE = (
+    "distill.params={pretrain_epochs: 2, pretrain_batch_size: 64, pretrain_warmup_epochs: 1, "
+    "decoder_dim: 32, decoder_depth: 1, decoder_heads: 2}"
+)
+
+
+def pipeline(root: Path, *extra: str) -> Pipeline:
+    torch.set_num_threads(1)
+    return Pipeline(load_config(DEMO, [*tiny_overrides(root), *extra]))
+
+
+def metrics(artifact) -> dict:
+    return json.loads((artifact.path / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """One run root: its strong teacher is shared by the balanced trials (content-addressed)."""
+    return tmp_path_factory.mktemp("baselines") / "runs"
+
+
+# ---- a method from outside the package ------------------------------------------------------------
+
+
+class CenteredParams(LogitParams):
+    temperature: float = 2.0
+    ce_weight: float = 1.0
+    kd_weight: float = 0.5
+
+
+@register_method("test-centered-kd")
+class CenteredKD(LogitMethod):
+    """KD on mean-centred logits: defined in a test file, trained through the whole pipeline."""
+
+    Params = CenteredParams
+
+    def kd_term(self, student, teacher, step):
+        s = student - student.mean(1, keepdim=True)
+        t = teacher - teacher.mean(1, keepdim=True)
+        tau = self.params.temperature
+        return F.kl_div(F.log_softmax(s / tau, 1), F.log_softmax(t / tau, 1), reduction="batchmean", log_target=True) * tau**2
+
+
+def test_a_method_registered_outside_the_package_trains_end_to_end(root):
+    assert "test-centered-kd" in METHODS
+    p = pipeline(root, "distill.teachers=[strong]", "distill.loss=test-centered-kd", "distill.params={kd_weight: 0.7}")
+    m = metrics(p.distill())
+    assert m["provenance"]["loss"] == "test-centered-kd" and len(m["history"]) == 2 and m["top1"] >= 0
+    with pytest.raises(UserError, match="unknown key 'alpha' for KD method 'test-centered-kd'"):
+        pipeline(root, "distill.teachers=[strong]", "distill.loss=test-centered-kd", "distill.params={alpha: 1}")
+
+
+# ---- FFKD ----------------------------------------------------------------------------------------
+
+
+def test_ffkd_trains_end_to_end_and_writes_metrics(root):
+    p = pipeline(root, "distill.teachers=[strong]", "distill.loss=ffkd", "distill.params={teacher_lr: 0.01}")
+    m = metrics(p.distill())
+    assert len(m["history"]) == 2 and math.isfinite(m["top1"]) and m["provenance"]["loss"] == "ffkd"
+
+
+@pytest.mark.parametrize("update", [True, False])
+def test_ffkd_refines_a_copy_of_its_teacher_only_when_switched_on(update):
+    from relaxkd.data.transforms import IMAGENET_STATS
+    from relaxkd.distill import StudentDistiller, TeacherSet
+    from relaxkd.models import build_backbone
+
+    torch.manual_seed(0)
+    teacher = build_backbone("tiny_cnn", 10)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    module = StudentDistiller(
+        arch="tiny_cnn", num_classes=10, optim_cfg={"epochs": 1, "lr": 0.1, "warmup_epochs": 0, "milestones": []},
+        loss="ffkd", params={"update_teacher": update, "teacher_lr": 0.5},
+        teachers=TeacherSet(names=["strong"], members={"strong": teacher}, image_stats=IMAGENET_STATS), input_stats=IMAGENET_STATS,
+    )
+    optimizer = module.configure_optimizers()["optimizer"]
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    terms = module.method(module.step_inputs((x, y, torch.arange(16))))
+    terms["loss"].backward()
+    optimizer.step()
+    refined = module.method.refined.members["strong"].state_dict()
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # the artifact's model is untouched
+    assert torch.equal(refined["fc.weight"], before["fc.weight"]) != update
+    assert ("feedback" in terms) == update and len(optimizer.param_groups) == (2 if update else 1)
+
+
+# ---- LFME ----------------------------------------------------------------------------------------
+
+
+def test_lfme_trains_subset_experts_then_the_student_with_self_paced_weights(root):
+    p = pipeline(root, *LONG_TAILED, "distill.teachers=[expert_many, expert_medium, expert_few]", "distill.loss=lfme")
+    art = p.distill()
+    m = metrics(art)
+    assert {"many_shot", "medium_shot", "few_shot"} <= set(m) and len(m["history"]) == 2
+    assert {"expert_weight_many", "expert_weight_medium", "expert_weight_few"} <= set(m["history"][-1])
+    assert all(0.0 <= m["history"][-1][f"expert_weight_{s}"] for s in ("many", "medium", "few"))
+    experts = sorted(a.parent.name for a in root.rglob("teacher-expert-*/manifest.json"))
+    assert len(experts) == 3
+    info = [json.loads(next((root / "demo").glob(f"{e}/teacher.json")).read_text()) for e in experts]
+    assert sorted(i["subset"] for i in info) == ["few", "many", "medium"]
+
+
+def test_lfme_on_a_balanced_dataset_is_one_line_exit_2(capsys, monkeypatch, tmp_path):
+    result = relaxkd(capsys, monkeypatch, "distill", DEMO, *tiny_overrides(tmp_path / "runs"),
+                     "distill.teachers=[expert_many, expert_medium, expert_few]", "distill.loss=lfme")
+    assert result.code == 2
+    last = result.err.strip().splitlines()[-1]
+    assert last.startswith("error: KD method 'lfme' needs a long-tailed training set") and "'digits' is balanced" in last
+    assert not list((tmp_path / "runs").rglob("manifest.json"))  # refused before any work
+
+
+# ---- DMAE ----------------------------------------------------------------------------------------
+
+
+def test_dmae_pretrains_a_vit_with_feature_distillation_then_fine_tunes_it(root):
+    p = pipeline(root, "distill.teachers=[strong]", "distill.loss=dmae", "distill.student=vit_micro", TINY_DMAE)
+    art = p.distill()
+    m = metrics(art)
+    assert len(m["history"]) == 2 and math.isfinite(m["top1"])
+    pre = next(root.rglob("dmae-pretrain-*/metrics.json"))
+    pm = json.loads(pre.read_text())
+    assert len(pm["history"]) == 2 and pm["alignment"] > 0 and pm["reconstruction"] > 0
+    assert pm["teacher_layer"] == "features.2" and pm["student_block"] == 2
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["distill.loss=ffkd", "distill.targets=cached"], "error: KD method 'ffkd' updates its teachers, which cached teacher targets cannot serve; set distill.targets=online"),
+        (["distill.loss=dmae", "distill.student=vit_micro", "distill.targets=cached"], "error: KD method 'dmae' needs teacher features, which cached teacher targets cannot serve; set distill.targets=online"),
+        (["distill.loss=dmae"], "error: KD method 'dmae' needs a vit student, but distill.student=tiny_cnn is a cnn; use e.g. distill.student=vit_tiny_patch16 (vit_micro for tests)"),
+        (["distill.loss=dkd", "distill.params={gamma: 2}"], "error: distill.params: unknown key 'gamma' for KD method 'dkd'; valid keys: temperature, ce_weight, kd_weight, alpha, beta, warmup_epochs"),
+    ],
+)
+def test_bad_method_inputs_are_one_line_exit_2_before_any_work(capsys, monkeypatch, tmp_path, extra, expected):
+    for command in ("validate", "distill"):
+        result = relaxkd(capsys, monkeypatch, command, DEMO, *tiny_overrides(tmp_path / "runs"), "distill.teachers=[strong]", *extra)
+        assert result.code == 2, result.err
+        assert result.err.strip().splitlines()[-1] == expected
+    assert not list((tmp_path / "runs").rglob("manifest.json"))
