@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from relaxkd.config import load_config
 from relaxkd.errors import UserError
 from relaxkd.methods import LogitMethod, LogitParams, METHODS, register_method
-from relaxkd.stages.pipeline import Pipeline
+from relaxkd.stages.context import Context
+from relaxkd.stages.distill import distill
+from relaxkd.stages.unimodal import unimodal_teacher
 
 from cli_helpers import relaxkd
 from conftest import REPO, tiny_overrides
@@ -27,9 +29,9 @@ TINY_DMAE = (
 )
 
 
-def pipeline(root: Path, *extra: str) -> Pipeline:
+def pipeline(root: Path, *extra: str) -> Context:
     torch.set_num_threads(1)
-    return Pipeline(load_config(DEMO, [*tiny_overrides(root), *extra]))
+    return Context(load_config(DEMO, [*tiny_overrides(root), *extra]))
 
 
 def metrics(artifact) -> dict:
@@ -67,7 +69,7 @@ class CenteredKD(LogitMethod):
 def test_a_method_registered_outside_the_package_trains_end_to_end(root):
     assert "test-centered-kd" in METHODS
     p = pipeline(root, "distill.teachers=[strong]", "distill.loss=test-centered-kd", "distill.params={kd_weight: 0.7}")
-    m = metrics(p.distill())
+    m = metrics(distill(p))
     assert m["provenance"]["loss"] == "test-centered-kd" and len(m["history"]) == 2 and m["top1"] >= 0
     with pytest.raises(UserError, match="unknown key 'alpha' for KD method 'test-centered-kd'"):
         pipeline(root, "distill.teachers=[strong]", "distill.loss=test-centered-kd", "distill.params={alpha: 1}")
@@ -78,7 +80,7 @@ def test_a_method_registered_outside_the_package_trains_end_to_end(root):
 
 def test_ffkd_trains_end_to_end_and_writes_metrics(root):
     p = pipeline(root, "distill.teachers=[strong]", "distill.loss=ffkd", "distill.params={teacher_lr: 0.01}")
-    m = metrics(p.distill())
+    m = metrics(distill(p))
     assert len(m["history"]) == 2 and math.isfinite(m["top1"]) and m["provenance"]["loss"] == "ffkd"
 
 
@@ -112,7 +114,7 @@ def test_ffkd_refines_a_copy_of_its_teacher_only_when_switched_on(update):
 
 def test_lfme_trains_subset_experts_then_the_student_with_self_paced_weights(root):
     p = pipeline(root, *LONG_TAILED, "distill.teachers=[expert_many, expert_medium, expert_few]", "distill.loss=lfme")
-    art = p.distill()
+    art = distill(p)
     m = metrics(art)
     assert {"many_shot", "medium_shot", "few_shot"} <= set(m) and len(m["history"]) == 2
     assert {"expert_weight_many", "expert_weight_medium", "expert_weight_few"} <= set(m["history"][-1])
@@ -137,7 +139,7 @@ def test_lfme_on_a_balanced_dataset_is_one_line_exit_2(capsys, monkeypatch, tmp_
 
 def test_dmae_pretrains_a_vit_with_feature_distillation_then_fine_tunes_it(root):
     p = pipeline(root, "distill.teachers=[strong]", "distill.loss=dmae", "distill.student=vit_micro", TINY_DMAE)
-    art = p.distill()
+    art = distill(p)
     m = metrics(art)
     assert len(m["history"]) == 2 and math.isfinite(m["top1"])
     pre = next(root.rglob("dmae-pretrain-*/metrics.json"))
