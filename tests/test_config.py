@@ -6,6 +6,8 @@ import pytest
 from relaxkd.config import check_names, load_config
 from relaxkd.errors import UserError
 
+from conftest import REPO
+
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
@@ -84,3 +86,19 @@ def test_missing_and_malformed_config_files(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_default_run_name_follows_the_data_not_another_run(tmp_path):
+    from relaxkd.config import load_config
+
+    shapes = tmp_path / "shapes"
+    shapes.mkdir()
+    demo = REPO / "configs" / "demo.yaml"
+    assert load_config(demo).name == "demo"
+    # pointing the demo config at your own images does not write into runs/demo
+    assert load_config(demo, ["data.dataset=imagefolder", f"data.root={shapes}"]).name == "shapes"
+    assert load_config(demo, ["data.dataset=scene"]).name == "scene"
+    assert load_config(demo, ["data.dataset=imagefolder", f"data.root={shapes}", "name=mine"]).name == "mine"
+    own = tmp_path / "myconfig.yaml"
+    own.write_text(f"data: {{dataset: imagefolder, root: {shapes}}}\n")
+    assert load_config(own).name == "myconfig"  # a config file of its own: named after the file

@@ -298,3 +298,15 @@ def test_select_nouns_chunked_at_cifar_scale_matches_one_chunk():
     chunked = select_nouns_with_clusters(centers, nouns, chunk_size=999)
     assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
     np.testing.assert_allclose(whole[2].numpy(), chunked[2].numpy(), rtol=1e-5)
+
+
+def test_cluster_count_never_below_the_number_of_classes():
+    images = F.normalize(torch.randn(360, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    nouns = F.normalize(torch.randn(50, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    # 360 images -> round(360/300) = 1 cluster: raised to the 6 classes, and recorded for the warning
+    raised = relax_nouns(images, nouns, top_k=2, min_clusters=6)
+    assert raised.info["num_clusters"] == 6 and raised.info["clusters_raised_from"] == 1
+    assert raised.centers.shape[0] == 6
+    # enough clusters already (CIFAR-100: 167 for 100 classes): a no-op
+    kept = relax_nouns(images, nouns, num_clusters=8, top_k=2, min_clusters=6)
+    assert kept.info["num_clusters"] == 8 and kept.info["clusters_raised_from"] is None

@@ -310,3 +310,36 @@ def test_candidate_nouns_errors(wn):
         candidate_nouns("nearby", ["tench.n.01"], ["tench"], wn=wn)
     with pytest.raises(UserError, match="tench.n.99"):
         candidate_nouns("neighbourhood", ["tench.n.99"], ["tench"], wn=wn)
+
+
+def test_class_senses_have_glosses_and_guesses_are_flagged(wn, tmp_path):
+    from relaxkd.wordnet import ambiguity_warning, describe_class_senses, format_senses
+
+    rows = describe_class_senses(["star", "cross", "goldfish"], wn=wn)
+    by_class = {r["class"]: r for r in rows}
+    assert by_class["star"]["synset"] == "star.n.01" and "celestial body" in by_class["star"]["gloss"]
+    assert by_class["star"]["ambiguous"] and by_class["star"]["senses"] > 1
+    assert by_class["cross"]["ambiguous"] and not by_class["goldfish"]["ambiguous"]
+    lines = format_senses(rows)
+    assert any(line.startswith("star ") and "first of" in line and "celestial" in line for line in lines)
+    assert any("star.n.05" in line and "plane figure" in line for line in lines)  # the sense a shapes dataset wants
+    warning = ambiguity_warning(rows, None, tmp_path / "synsets.yaml")
+    assert "'star'" in warning and "'cross'" in warning and "goldfish" not in warning
+    assert f"data.synset_overrides={tmp_path / 'synsets.yaml'}" in warning
+    # chosen senses are not guesses: no warning, and the user's file is named when there is one
+    overrides = tmp_path / "mine.yaml"
+    overrides.write_text("star: star.n.05\ncross: crisscross.n.01\n")
+    chosen = describe_class_senses(["star", "cross"], overrides=overrides, wn=wn)
+    assert [r["synset"] for r in chosen] == ["star.n.05", "crisscross.n.01"]
+    assert ambiguity_warning(chosen, overrides, tmp_path / "x.yaml") is None
+    partly = describe_class_senses(["star", "cross"], overrides={"star": "star.n.05"}, wn=wn)
+    assert str(overrides) in ambiguity_warning(partly, overrides, tmp_path / "x.yaml")
+
+
+def test_demo_digits_senses_are_all_chosen(wn):
+    from relaxkd.wordnet import ambiguity_warning, describe_class_senses
+
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    rows = describe_class_senses(names, dataset="digits", wn=wn)
+    assert ambiguity_warning(rows, None, "x.yaml") is None
+    assert rows[0]["synset"] == "zero.n.02" and rows[0]["gloss"]

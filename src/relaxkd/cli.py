@@ -264,13 +264,19 @@ def predict(
 
 @app.command("validate")
 def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
-    """Validate a config (and its registry names) and print the resolved YAML."""
+    """Validate a config (keys, values, registry names, the paths it names) and print the resolved YAML."""
     import yaml
 
-    from relaxkd.config import check_names
+    from relaxkd.config import load_config
+    from relaxkd.preflight import check_names, check_paths
 
-    cfg = _config(config, overrides)
-    check_names(cfg)
+    cfg = load_config(config, overrides or [])
+    if cfg.trainer.num_nodes > 1:  # the launcher check imports Lightning: only when it can fail
+        from relaxkd.engine.trainer import check_launcher
+
+        check_launcher(cfg.trainer)
+    check_names(cfg)  # without importing torch: validate answers in well under 2 s
+    check_paths(cfg)
     _say(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
 
 

@@ -467,7 +467,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data = load_yaml(path) if path is not None else {}
     if "name" not in data and path is not None:
         data["name"] = Path(path).stem
-    return build_config(apply_overrides(data, list(overrides or [])))
+    data = apply_overrides(data, list(overrides or []))
+    name = default_run_name(data, list(overrides or []))
+    if name is not None:
+        data["name"] = name
+    return build_config(data)
+
+
+def default_run_name(data: dict[str, Any], overrides: list[str]) -> str | None:
+    """The run name when the command line points a config at other data without naming the run.
+
+    ``relaxkd run configs/demo.yaml data.dataset=imagefolder data.root=~/shapes`` is a run on
+    ``shapes``, not the demo: its artifacts go to ``runs/shapes``, never into another run's
+    directory. ``name=...`` on the command line always wins.
+    """
+    keys = [parse_override(text)[0] for text in overrides]
+    if any(k == ["name"] for k in keys):
+        return None
+    if not any(k[:2] in (["data", "root"], ["data", "dataset"]) or k == ["data"] for k in keys):
+        return None
+    section = data.get("data") or {}
+    root = section.get("root") if isinstance(section, dict) else None
+    if root:
+        stem = Path(str(root)).expanduser().resolve().name
+        if stem:
+            return stem
+    dataset = section.get("dataset") if isinstance(section, dict) else None
+    return str(dataset) if dataset else None
 
 
 def check_names(cfg: ExperimentConfig) -> None:

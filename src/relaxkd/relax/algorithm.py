@@ -47,6 +47,7 @@ def relax_nouns(
     chunk_size: int | None = None,
     threads: int | None = None,
     backend: str = "auto",
+    min_clusters: int | None = None,
 ) -> RelaxResult:
     """Runs Algorithm 1 (docs/method.md §4).
 
@@ -55,6 +56,12 @@ def relax_nouns(
     highest among the nouns assigned to it. See :func:`spherical_kmeans_with_info` for
     ``iterations``, ``restarts``, ``seed``, ``sample_size``, ``threads``, ``backend`` and
     :func:`select_nouns_with_clusters` for ``chunk_size``. Same inputs and seed -> same bank.
+
+    ``min_clusters`` (the number of classes, from the stage) is a floor on the cluster count: with
+    fewer clusters than classes the bank degenerates to the most generic nouns (one cluster of 360
+    images keeps ``entity, physical_entity, abstraction, ...``). ``info["clusters_raised_from"]``
+    records the count it replaced, so the caller can warn. A no-op on the paper's datasets
+    (CIFAR-100: 167 clusters for 100 classes).
     """
     started = time.perf_counter()
     images = as_matrix(image_embeddings, "image embeddings")
@@ -62,8 +69,10 @@ def relax_nouns(
     require_rows(nouns, "noun embeddings", "the candidate noun list has no nouns; check the wordnet settings")
     require_rows(images, "image embeddings", "the training set has no images")
     require_same_dim(images, "image embeddings", nouns, "noun embeddings")
-    if num_clusters is None:
-        num_clusters = default_num_clusters(images.shape[0])
+    requested = num_clusters if num_clusters is not None else default_num_clusters(images.shape[0])
+    num_clusters = requested
+    if min_clusters is not None and requested < min_clusters:
+        num_clusters = min(min_clusters, images.shape[0])
 
     centers, kmeans_info = spherical_kmeans_with_info(
         unit_rows(images),
@@ -87,6 +96,7 @@ def relax_nouns(
         "num_nouns": nouns.shape[0],
         "dim": images.shape[1],
         "num_clusters": num_clusters,
+        "clusters_raised_from": requested if num_clusters != requested else None,
         "top_k": top_k,
         "num_kept": int(indices.numel()),
         "clusters_with_nouns": int(torch.unique(cluster_ids).numel()),

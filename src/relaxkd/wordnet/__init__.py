@@ -14,7 +14,10 @@ from relaxkd.wordnet.install import (
     ensure_wordnet,
 )
 from relaxkd.wordnet.synsets import (
+    ambiguity_warning,
     builtin_override_datasets,
+    describe_class_senses,
+    format_senses,
     class_synsets,
     load_overrides,
     resolve_class_synsets,
@@ -22,6 +25,9 @@ from relaxkd.wordnet.synsets import (
 )
 
 __all__ = [
+    "ambiguity_warning",
+    "describe_class_senses",
+    "format_senses",
     "CANDIDATE_KINDS",
     "WORDNET_VERSION",
     "all_noun_lemmas",

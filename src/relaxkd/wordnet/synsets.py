@@ -111,8 +111,14 @@ def resolve_class_synsets(
     overrides: Overrides = None,
     dataset: str | None = None,
     wn: WordNetCorpusReader | None = None,
+    sources: list[str] | None = None,
 ) -> list[Synset]:
-    """Like :func:`class_synsets` but returns NLTK ``Synset`` objects."""
+    """Like :func:`class_synsets` but returns NLTK ``Synset`` objects.
+
+    ``sources``, when given, receives one entry per class saying where its sense came from:
+    ``override`` (the user's file), ``wnid``, ``built-in`` (the dataset's shipped overrides) or
+    ``first sense`` (WordNet's first noun sense of the name: a guess when the name has several).
+    """
     wn = wn or ensure_wordnet()
     class_names = list(class_names)
     if wnids is not None and len(wnids) != len(class_names):
@@ -134,17 +140,24 @@ def resolve_class_synsets(
         key = normalise_class_name(name)
         if key in user:
             resolved.append(user[key])
+            source = "override"
         elif wnids is not None:
             resolved.append(wnid_to_synset(wnids[index], wn))
+            source = "wnid"
         elif key in builtin:
             resolved.append(synset_by_name(builtin[key], wn, f"built-in overrides {builtin_path}"))
+            source = "built-in"
         elif WNID_PATTERN.match(str(name)):
             resolved.append(wnid_to_synset(str(name), wn))
+            source = "wnid"
         else:
             senses = wn.synsets(class_name_to_lemma(name), pos="n")
             resolved.append(senses[0] if senses else None)
+            source = "first sense"
             if not senses:
                 unresolved.append(str(name))
+        if sources is not None:
+            sources.append(source)
     if unresolved:
         names = ", ".join(repr(n) for n in unresolved)
         example = class_name_to_lemma(unresolved[0])
@@ -170,3 +183,72 @@ def class_synsets(
     built-in overrides of ``dataset``. An unknown class or a bad synset name raises UserError.
     """
     return [s.name() for s in resolve_class_synsets(class_names, wnids, overrides, dataset, wn)]
+
+
+def describe_class_senses(
+    class_names: Sequence[str],
+    wnids: Sequence[str] | None = None,
+    overrides: Overrides = None,
+    dataset: str | None = None,
+    wn: WordNetCorpusReader | None = None,
+) -> list[dict[str, object]]:
+    """Per class: its synset, the sense's gloss, how many noun senses the name has, where it came from.
+
+    ``ambiguous`` is true when the sense is WordNet's first of several for the name (nobody chose
+    it): ``star`` -> the celestial body, ``cross`` -> the wooden structure. Callers print these and
+    warn with :func:`ambiguity_warning`.
+    """
+    wn = wn or ensure_wordnet()
+    sources: list[str] = []
+    resolved = resolve_class_synsets(class_names, wnids, overrides, dataset, wn, sources=sources)
+    rows = []
+    for name, synset, source in zip(class_names, resolved, sources):
+        candidates = wn.synsets(class_name_to_lemma(name), pos="n") if source == "first sense" else []
+        senses = len(candidates) if source == "first sense" else None
+        rows.append({
+            "class": str(name),
+            "synset": synset.name(),
+            "gloss": synset.definition(),
+            "source": source,
+            "senses": senses,
+            "ambiguous": bool(senses and senses > 1),
+            "alternatives": [(c.name(), c.definition()) for c in candidates[1:]],
+        })
+    return rows
+
+
+def format_senses(rows: Sequence[dict[str, object]], max_alternatives: int = 4) -> list[str]:
+    """One line per class: ``star -> star.n.01 (first of 8 noun senses): (astronomy) a celestial body ...``."""
+    width = max((len(str(r["class"])) for r in rows), default=0)
+    lines = []
+    for r in rows:
+        how = {"override": "your override", "wnid": "wnid", "built-in": "built-in override"}.get(str(r["source"]))
+        if how is None:
+            how = f"first of {r['senses']} noun senses" if r["ambiguous"] else "only noun sense"
+        lines.append(f"{str(r['class']):<{width}} -> {r['synset']} ({how}): {r['gloss']}")
+        alternatives = list(r.get("alternatives") or [])  # type: ignore[call-overload]
+        for name, gloss in alternatives[:max_alternatives]:
+            lines.append(f"{'':<{width}}    or {name}: {gloss}")
+        if len(alternatives) > max_alternatives:
+            lines.append(f"{'':<{width}}    ... {len(alternatives) - max_alternatives} more")
+    return lines
+
+
+def ambiguity_warning(rows: Sequence[dict[str, object]], overrides_file: str | Path | None, suggested: str | Path) -> str | None:
+    """The warning for class names whose sense is a guess among several, naming the file that fixes it."""
+    ambiguous = [r for r in rows if r["ambiguous"]]
+    if not ambiguous:
+        return None
+    names = ", ".join(f"{r['class']!r} ({r['senses']} senses)" for r in ambiguous)
+    first = ambiguous[0]
+    lemma = class_name_to_lemma(str(first["class"])).lower()
+    alternatives = list(first.get("alternatives") or [])  # type: ignore[call-overload]
+    example = alternatives[0][0] if alternatives else f"{lemma}.n.02"
+    target = overrides_file or suggested
+    how = (f"add lines to your override file {target}" if overrides_file
+           else f"write them to a file such as {target} and set {OVERRIDES_CONFIG_KEY}={target}")
+    return (
+        f"class names with several WordNet noun senses: {names}; the first sense was taken (glosses above). "
+        f"If a gloss is wrong, pick another sense (listed under it) with a `class_name: synset` line, "
+        f"e.g. `{first['class']}: {example}`: {how}"
+    )
