@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ def test_run_end_to_end_then_rerun_recomputes_nothing(tiny_cfg, monkeypatch):
     assert report == tiny_cfg.run_dir / "report" / "report.md"
     assert "random-weight CLIP" in text and "demo data" in text
     assert (report.parent / "validation_history_students.png").stat().st_size > 0
+    assert "★ taught the main run's student" in text  # run.json names the main run's artifacts
     stages = {a.stage for a in ArtifactStore(tiny_cfg.run_dir).artifacts()}
     assert {"embed-images", "relax", "teacher-unimodal", "teacher-multimodal", "attribute", "distill"} <= stages
 
@@ -101,3 +103,25 @@ def test_table2_sweep_reproduces_the_papers_teacher_ordering(tmp_path):
     assert all(a <= b + 0.05 for a, b in zip(noise_shares, noise_shares[1:])), noise_shares
     report = write_report(p.cfg.run_dir).read_text()
     assert "Table 2" in report and "figure3_attribution_shares.png" in report
+
+
+def test_sweep_over_seeds_records_every_seed_and_reports_mean_std(tiny_cfg):
+    from relaxkd.config import apply_overrides, build_config
+
+    cfg = build_config(apply_overrides(tiny_cfg.to_dict(), ["seeds=[0, 1]", "sweep_students=true"]))
+    ctx = Context(cfg)
+    run_sweep(ctx, "table1", "no-kd,vanilla-kd")
+    record = json.loads((cfg.run_dir / "sweep-table1.json").read_text())
+    assert set(record["no-kd"]["runs"]) == {"0", "1"} and record["no-kd"]["seeds"] == [0, 1]
+    students = {json.loads((Path(a["distill"]) / "metrics.json").read_text())["provenance"]["seed"] for a in record["no-kd"]["runs"].values()}
+    assert students == {0, 1}
+    # one T_m member for both seeds; one CLIP (and so one set of embeddings) whatever the trial's seed
+    stores = ArtifactStore(cfg.run_dir)
+    assert len(stores.artifacts("teacher-unimodal")) == 1
+    from relaxkd.stages.specs import clip_spec
+
+    assert clip_spec(cfg) == clip_spec(build_config(apply_overrides(cfg.to_dict(), ["seed=1"])))
+    text = write_report(cfg.run_dir).read_text()
+    assert "2 seed(s)" in text and "Seeds: 2 (0, 1)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| vanilla-kd |"))
+    assert " ± " in row

@@ -18,21 +18,21 @@ from conftest import REPO
 #: ``configs/demo.yaml``'s artifacts: the main run, its Table 2 trials and a cached-targets distillation
 DEMO_KEYS = {
     "run": [
-        "attribute-6e43dfd4b5929b90",
-        "distill-bf8ff98a68993320",  # distill.params (KD-method plug-ins) joined the distill section
+        "attribute-f3a820d6bb82d5ee",
+        "distill-b55b7e21a0e8b1fb",  # distill.params (KD-method plug-ins) joined the distill section
         "embed-images-2b4c9b7abd266e44",
         "embed-nouns-25a751e366a2f770",
-        "relax-5753f807799e5dd1",
-        "teacher-multimodal-f590ae43a22b53d3",
-        "teacher-unimodal-3544a2209f472df5",
-        "teacher-unimodal-c09fbdd5273b20c0",
+        "relax-c6bd987fb4f9f147",  # k-means never fewer clusters than classes (min_clusters); downstream keys follow
+        "teacher-multimodal-3e75ccf329ab8aaa",
+        "teacher-unimodal-a78fecbf60f00144",  # T_m views drawn with the member's seed (views_seed)
+        "teacher-unimodal-e5400c0029ea3d86",
     ],
-    "distill.targets=cached": ["teacher-targets-9eb8d4aa21f21568"],
+    "distill.targets=cached": ["teacher-targets-ff112da1a7f3af76"],
     "table2/gt100-wn0/tx-s": ["attribute-7ab5852fd29e5002", "teacher-multimodal-9771d8c3aaccb862"],
-    "table2/gt80-wn20/tx-s": ["attribute-91ad48d900726a1a", "teacher-multimodal-d97f7c77fe02c64a"],
-    "table2/gt50-wn50/tx-s": ["attribute-0af1c07a4a9abf49", "teacher-multimodal-ed61a397aa0296d9"],
-    "table2/gt20-wn80/tx-s": ["attribute-6e43dfd4b5929b90", "teacher-multimodal-f590ae43a22b53d3"],
-    "table2/gt0-wn100/tx-s": ["attribute-cdf0948be56d8cbd", "teacher-multimodal-7eecd787ee7d3df1"],
+    "table2/gt80-wn20/tx-s": ["attribute-35954a64d9c82bda", "teacher-multimodal-e6356b36f9143817"],
+    "table2/gt50-wn50/tx-s": ["attribute-ec2245997f34517e", "teacher-multimodal-19ec299b7fd1d0d2"],
+    "table2/gt20-wn80/tx-s": ["attribute-f3a820d6bb82d5ee", "teacher-multimodal-3e75ccf329ab8aaa"],
+    "table2/gt0-wn100/tx-s": ["attribute-eb32fb40b0f64be2", "teacher-multimodal-7bb56da01bb8c7dc"],
     "table2/gt80-noise20/tx-s": ["attribute-38461b766de65e65", "teacher-multimodal-b3f01b8fa0349a40"],
     "table2/gt50-noise50/tx-s": ["attribute-40c11e23ae1107a2", "teacher-multimodal-c85833106fb82609"],
     "table2/gt20-noise80/tx-s": ["attribute-d8544169a55d7cb4", "teacher-multimodal-06933cc1188a94ce"],

@@ -109,6 +109,7 @@ def relax(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesAr
 
     with _locked(ctx):
         art = stage(ctx)
+    _say(art.file("nouns.txt").read_text().rstrip())  # the per-cluster noun listing
     _say(f"relaxed bank: {art.file('bank.safetensors')}")
     _say(f"nouns per cluster: {art.file('nouns.txt')}")
 

@@ -67,6 +67,8 @@ class ClipConfig(Strict):
     weights: str = "openai"
     batch_size: int = Field(256, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: seed of a random-weight CLIP (weights: none); not the run's seed, so a sweep over seeds shares one CLIP and its embeddings
+    seed: Seed = 0
 
 
 class NounsConfig(Strict):
@@ -305,6 +307,8 @@ class AttributeConfig(Strict):
 class ExperimentConfig(Strict):
     name: str = "experiment"
     seed: Seed = 0
+    #: seeds of sweep trials: each trial runs once per seed and the report gives mean ± std (empty: `seed` alone)
+    seeds: list[Seed] = Field(default_factory=list)
     run_root: str = "runs"
     #: where artifacts shared across datasets live (the WordNet noun-embedding table).
     cache_root: str = "runs/_shared"
@@ -333,6 +337,13 @@ class ExperimentConfig(Strict):
                 "set run_root to choose where runs go"
             )
         return name
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds lists a seed twice: {seeds}")
+        return seeds
 
     @field_validator("sweeps")
     @classmethod

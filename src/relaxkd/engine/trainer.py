@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
@@ -119,6 +119,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
+    # small datasets have fewer batches per epoch than the logging interval: per-epoch metrics are logged anyway
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval Trainer\(log_every_n_steps.*")
 
 
 def check_launcher(cfg: TrainerConfig) -> None:
@@ -168,8 +170,13 @@ def build_trainer(
         enable_version_counter=False,
     )
     progress: list[Callback] = []
-    if cfg.progress:
-        progress = [RichProgressBar(leave=True)] if sys.stderr.isatty() else [TQDMProgressBar(refresh_rate=50)]
+    bar = cfg.progress and sys.stderr.isatty()  # not a terminal: one line per epoch, no bar redraws
+    if bar:
+        progress = [RichProgressBar(leave=True)]
+    elif cfg.progress:
+        from relaxkd.engine.console import EpochLines, stage_label
+
+        progress = [EpochLines(stage_label(work_dir))]
     if cfg.logger == "csv":
         logger: Any = CSVLogger(work_dir, name="logs", version=0)
     elif cfg.logger == "tensorboard":
@@ -188,7 +195,7 @@ def build_trainer(
             accumulate_grad_batches=cfg.accumulate_grad_batches,
             deterministic=cfg.deterministic,
             use_distributed_sampler=False,  # SeededDataModule shards by rank itself
-            enable_progress_bar=cfg.progress,
+            enable_progress_bar=bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             logger=logger,

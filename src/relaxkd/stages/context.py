@@ -39,16 +39,18 @@ class Context:
     checked once is not hashed again.
     """
 
-    def __init__(self, cfg: ExperimentConfig, verified: Verified | None = None):
+    def __init__(self, cfg: ExperimentConfig, verified: Verified | None = None, timings: dict[str, list[float]] | None = None):
         check_names(cfg)
         self.cfg = cfg
         self.store = ArtifactStore(cfg.run_dir)
         self.shared = ArtifactStore(cfg.cache_root, setting="cache_root")
         self.verified: Verified = {} if verified is None else verified
+        #: seconds each artifact built in this process took, by stage (the progress display's estimate)
+        self.timings: dict[str, list[float]] = {} if timings is None else timings
 
     def derive(self, cfg: ExperimentConfig) -> "Context":
-        """A context for another config (a sweep trial) that shares this one's verified artifacts."""
-        return Context(cfg, self.verified)
+        """A context for another config (a sweep trial) that shares this one's verified artifacts and timings."""
+        return Context(cfg, self.verified, self.timings)
 
     # -- the artifact of a stage -----------------------------------------------------------------
     def resolve(self, store: ArtifactStore, stage: str, spec: dict, build: Callable[[Path], None]) -> Artifact:
@@ -70,7 +72,9 @@ class Context:
         artifact = store.lookup(stage, spec, verify=False)
         assert artifact is not None
         self.verified[memo_key] = artifact
-        log(f"{stage}: done in {time.time() - started:.1f}s")
+        seconds = time.time() - started
+        self.timings.setdefault(stage, []).append(seconds)
+        log(f"{stage}: done in {seconds:.1f}s")
         return artifact
 
     def work_dir(self, stage: str, spec: dict) -> Path:
@@ -120,21 +124,22 @@ class Context:
     def synsets(self) -> list[str]:
         return self.raw_train.synsets(self.cfg.data.synset_overrides)
 
-    def augmented(self, raw, kind: str, stats, image_size: int | None = None):
-        """``raw`` with the seeded augmentation ``kind`` (see data/transforms.py) at the data's image size."""
+    def augmented(self, raw, kind: str, stats, image_size: int | None = None, seed: int | None = None):
+        """``raw`` with the seeded augmentation ``kind`` (see data/transforms.py) at the data's image size;
+        views drawn with ``seed`` (default: the config's)."""
         from relaxkd.data.transforms import build_transform
         from relaxkd.engine.sampling import SeededAugmentation
 
         size = image_size or self.cfg.data.image_size
         transform = build_transform(kind, size, stats, policy=self.cfg.data.policy)
-        return SeededAugmentation(raw, transform, self.cfg.seed)
+        return SeededAugmentation(raw, transform, self.cfg.seed if seed is None else seed)
 
     @cached_property
     def clip(self):
         from relaxkd.clip import load_clip
 
         c = self.cfg.clip
-        return load_clip(c.model, c.weights, device=str(device()), precision=c.precision, seed=self.cfg.seed)
+        return load_clip(c.model, c.weights, device=str(device()), precision=c.precision, seed=c.seed)
 
 
 def _strings(value: Any):

@@ -1,8 +1,10 @@
 """Export a trained student (safetensors + TorchScript or ONNX) and classify image files with it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,7 +43,7 @@ def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | No
     size = int(info.get("image_size", 224))
     example = torch.zeros(1, 3, size, size)
     path = out / ("student.torchscript.pt" if fmt == "torchscript" else "student.onnx")
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, quiet_export():
         if fmt == "torchscript":
             torch.jit.trace(model, example).save(str(tmp))
         else:
@@ -49,6 +51,18 @@ def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | No
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     written.append(path)
     return written
+
+
+@contextlib.contextmanager
+def quiet_export():
+    """torch's deprecation notices for the two export paths we choose on purpose (TorchScript tracing,
+    the TorchScript-based ONNX exporter) say nothing a user can act on: silenced here, where they arise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace\w*`? is deprecated.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"The feature will be removed\. Please remove usage of this function.*",
+                                category=DeprecationWarning)
+        yield
 
 
 def load_exported(model_dir: Path) -> tuple[torch.nn.Module, dict]:

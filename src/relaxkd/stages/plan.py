@@ -8,7 +8,7 @@ sweep trial may ask for, in the same order. To add a stage: write ``stages/<name
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -53,53 +53,146 @@ def pipeline_stages(cfg: ExperimentConfig) -> list[Step]:
     return stages
 
 
+#: the artifact stages a pipeline step builds, for the time estimate (``report``: none)
+_STEP_BUILDS = {
+    "embed images": ("embed-images",),
+    "embed nouns": ("embed-nouns",),
+    "relax": ("relax",),
+    f"teacher {TX}": ("teacher-multimodal",),
+    "attribute": ("attribute",),
+    "distill": ("distill",),
+}
+#: a trial's stages (``Trial.stages``) -> the artifact stages they build
+_TRIAL_BUILDS = {TX: "teacher-multimodal", "attribute": "attribute", "distill": "distill"}
+
+
+@dataclass
+class ProgressStep:
+    name: str
+    fn: Callable[[], object]
+    #: artifact stages this step builds when nothing is reused (estimated from their measured times)
+    builds: tuple[str, ...] = ()
+
+
 class StageProgress:
-    """One progress display across stages, with an estimate of the remaining time."""
+    """One progress display across every step of a command, with an estimate of the time left.
 
-    def __init__(self, names: list[str]):
-        self.names, self.started, self.done = names, time.time(), 0
+    The estimate adds up, for each step still to come, the measured build times of the artifact
+    stages it builds (``Context.timings``: students from students, T_x from T_x...). It is printed
+    only when every remaining step's stages have been measured in this process; otherwise (early in
+    a run, or a rerun that reuses everything) no estimate is printed rather than a wrong one.
+    """
 
-    def run(self, name: str, fn: Callable[[], object]) -> object:
-        elapsed = time.time() - self.started
-        remaining = len(self.names) - self.done
-        eta = f", about {elapsed / self.done * remaining / 60:.1f} min left" if self.done else ""
-        log(f"stage {self.done + 1}/{len(self.names)}: {name}{eta}")
-        result = fn()
+    def __init__(self, steps: list[ProgressStep], timings: dict[str, list[float]]):
+        self.steps, self.timings, self.done = steps, timings, 0
+
+    def estimate(self) -> float | None:
+        """Seconds left for the steps not yet started, or None when some stage was never measured."""
+        total = 0.0
+        for step in self.steps[self.done:]:
+            for stage in step.builds:
+                measured = self.timings.get(stage)
+                if not measured:
+                    return None
+                total += sum(measured) / len(measured)
+        return total
+
+    def run_all(self) -> object:
+        result = None
+        for step in self.steps:
+            result = self.run(step)
+        return result
+
+    def run(self, step: ProgressStep) -> object:
+        left = self.estimate()
+        eta = "" if left is None or left < 1 else f", about {_duration(left)} left"
+        log(f"stage {self.done + 1}/{len(self.steps)}: {step.name}{eta}")
+        result = step.fn()
         self.done += 1
         return result
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def experiment_steps(ctx: Context) -> list[ProgressStep]:
+    """The experiment's stages, then each sweep's trials (one step per trial and seed)."""
+    steps = []
+    main: dict = {"artifacts": {}}  # run.json: this run's main artifacts, rewritten as they resolve
+    for name, fn in pipeline_stages(ctx.cfg):
+        builds = _STEP_BUILDS.get(name, ("teacher-unimodal",) if name.startswith("teacher ") else ())
+        if name == "distill" and ctx.cfg.distill.targets == "cached" and uses_any_teacher(ctx.cfg):
+            builds = ("teacher-targets", *builds)
+        steps.append(ProgressStep(name, partial(_main_stage, ctx, name, fn, main), builds))
+    for family in ctx.cfg.sweeps:
+        steps += sweep_steps(ctx, family)
+    return steps
+
+
+def uses_any_teacher(cfg: ExperimentConfig) -> bool:
+    return cfg.distill.loss != "none" and bool(cfg.distill.teachers)
+
+
+def _main_stage(ctx: Context, name: str, fn: Callable[[Context], Artifact], main: dict) -> Artifact:
+    """A stage of the main experiment; ``run.json`` records its artifact for the report."""
+    artifact = fn(ctx)
+    role = {f"teacher {TX}": TX, "attribute": "attribute", "distill": "distill"}.get(name)
+    if role is not None:
+        main["artifacts"][role] = str(artifact.path)
+        write_json(ctx.cfg.run_dir / "run.json", main)
+    return artifact
 
 
 def run_experiment(ctx: Context, then: list[tuple[str, Callable[[], object]]] = ()) -> object:
     """Every stage of the experiment, then its sweeps, then ``then`` (the command line's report);
     returns the last result."""
-    steps: list[tuple[str, Callable[[], object]]] = [(name, partial(fn, ctx)) for name, fn in pipeline_stages(ctx.cfg)]
-    steps += [(f"sweep {family}", partial(run_sweep, ctx, family)) for family in ctx.cfg.sweeps]
-    steps += list(then)
-    progress = StageProgress([name for name, _ in steps])
-    result = None
-    for name, fn in steps:
-        result = progress.run(name, fn)
-    return result
+    steps = experiment_steps(ctx) + [ProgressStep(name, fn) for name, fn in then]
+    return StageProgress(steps, ctx.timings).run_all()
 
 
-def run_sweep(ctx: Context, family: str, names: str | None = None) -> None:
-    """Run the trials of one family on top of ``ctx``'s config; record them in ``sweep-<family>.json``."""
+def sweep_seeds(cfg: ExperimentConfig) -> list[int]:
+    """The seeds each sweep trial runs with: ``seeds`` when set, else ``seed`` alone."""
+    return list(cfg.seeds) if getattr(cfg, "seeds", None) else [cfg.seed]
+
+
+def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[ProgressStep]:
+    """One step per trial of ``family`` and seed; each records its artifacts in ``sweep-<family>.json``.
+
+    A trial's record keeps ``runs`` (seed -> artifact paths) for the seeds of this command and
+    ``artifacts`` (those of the first seed) for readers of one run per trial.
+    """
     trials = select_trials(family, names)
     record_path = ctx.cfg.run_dir / f"sweep-{family}.json"
     record = _read_record(record_path)
-    progress = StageProgress([t.name for t in trials])
+    seeds = sweep_seeds(ctx.cfg)
+    steps = []
     for trial in trials:
         stages = [s for s in TRIAL_STAGES if s in trial.stages and (s != "distill" or ctx.cfg.sweep_students)]
         if not stages:
             continue
-        trial_ctx = ctx.derive(build_config(apply_overrides(ctx.cfg.to_dict(), list(trial.overrides))))
+        for seed in seeds:
+            overrides = [*trial.overrides, f"seed={seed}"]
 
-        def execute(trial_ctx: Context = trial_ctx, trial: Trial = trial, stages: list[str] = stages) -> None:
-            found = {stage: str(TRIAL_STAGES[stage](trial_ctx).path) for stage in stages}
-            record[trial.name] = {"labels": trial.labels, "artifacts": found, "overrides": trial.overrides}
-            write_json(record_path, record)
+            def execute(trial: Trial = trial, stages: list[str] = stages, seed: int = seed, overrides: list[str] = overrides) -> None:
+                trial_ctx = ctx.derive(build_config(apply_overrides(ctx.cfg.to_dict(), overrides)))
+                found = {stage: str(TRIAL_STAGES[stage](trial_ctx).path) for stage in stages}
+                entry = record.get(trial.name, {})
+                runs = entry.get("runs", {}) if entry.get("seeds") == seeds else {}
+                runs[str(seed)] = found
+                runs = {str(s): runs[str(s)] for s in seeds if str(s) in runs}
+                record[trial.name] = {"labels": trial.labels, "overrides": trial.overrides, "seeds": seeds,
+                                      "runs": runs, "artifacts": next(iter(runs.values()))}
+                write_json(record_path, record)
 
-        progress.run(f"{family} trial {trial.name}", execute)
+            name = f"{family} {trial.name}" + (f" seed {seed}" if len(seeds) > 1 else "")
+            steps.append(ProgressStep(name, execute, tuple(_TRIAL_BUILDS[s] for s in stages)))
+    return steps
+
+
+def run_sweep(ctx: Context, family: str, names: str | None = None) -> None:
+    """Run the trials of one family (every seed) on top of ``ctx``'s config; record them in ``sweep-<family>.json``."""
+    StageProgress(sweep_steps(ctx, family, names), ctx.timings).run_all()
 
 
 def _read_record(path: Path) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from relaxkd.artifacts import Artifact, write_json
-from relaxkd.stages.context import Context
+from relaxkd.stages.context import Context, log
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.embed_nouns import embed_nouns
 
@@ -16,7 +16,9 @@ STAGE = "relax"
 def relax(ctx: Context) -> Artifact:
     images, nouns = embed_images(ctx), embed_nouns(ctx)
     r = ctx.cfg.relax
-    spec = {"images": images.key, "nouns": nouns.key, "relax": r.model_dump(exclude={"temperature"}), "seed": ctx.cfg.seed}
+    spec = {"images": images.key, "nouns": nouns.key, "relax": r.model_dump(exclude={"temperature"}), "seed": ctx.cfg.seed,
+            # k-means never uses fewer clusters than classes (relax_nouns' min_clusters)
+            "min_clusters": ctx.num_classes}
 
     def build(out: Path) -> None:
         from relaxkd.relax import format_listing, relax_nouns
@@ -33,7 +35,14 @@ def relax(ctx: Context) -> Artifact:
             restarts=r.restarts,
             seed=ctx.cfg.seed,
             sample_size=r.sample_size,
+            min_clusters=ctx.num_classes,
         )
+        raised = result.info.get("clusters_raised_from")
+        if raised is not None:
+            how = "relax.num_clusters" if r.num_clusters is not None else f"round({len(train)} images / 300)"
+            log(f"warning: {how} gives {raised} cluster(s), fewer than the {ctx.num_classes} classes: the bank would "
+                f"keep only the most generic nouns; using {result.info['num_clusters']} clusters (set relax.num_clusters "
+                f"to at least {ctx.num_classes} to choose)")
         tensors = {
             "bank": result.bank.float(),
             "indices": result.indices.long(),

@@ -38,7 +38,7 @@ def clip_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     if Path(c.weights).is_file():
         spec["weights_sha256"] = file_sha256(Path(c.weights))
     if c.weights == "none":
-        spec["seed"] = cfg.seed  # random init is seeded
+        spec["seed"] = c.seed  # random init is seeded (clip.seed: the same CLIP whatever the run's seed)
         from importlib.metadata import version
 
         from relaxkd.clip.encoder import _TINY_CONFIG, TINY_MODEL

@@ -22,6 +22,7 @@ def unimodal_teacher(ctx: Context, name: str) -> Artifact:
         "weights": u.weights,
         **weights_file_hash(u.weights),
         "member": member.model_dump(),
+        "views_seed": "member",  # the member's seed draws its training views, not the run's seed
         "optim": u.optim.model_dump(),
         "train": train_spec(ctx.cfg),
     }
@@ -34,8 +35,9 @@ def unimodal_teacher(ctx: Context, name: str) -> Artifact:
         seed_everything(member.seed)
         module = UnimodalTeacher(u.arch, ctx.num_classes, u.optim.model_dump(), u.weights, ctx.class_counts)
         data = SeededDataModule(
-            ctx.augmented(ctx.raw_train, member.aug, IMAGENET_STATS),
-            ctx.augmented(ctx.raw_val, "test", IMAGENET_STATS),
+            # the member's seed draws its views (it is in the key; the run's seed is not)
+            ctx.augmented(ctx.raw_train, member.aug, IMAGENET_STATS, seed=member.seed),
+            ctx.augmented(ctx.raw_val, "test", IMAGENET_STATS, seed=member.seed),
             u.optim.batch_size,
             ctx.cfg.data.num_workers,
             member.seed,
