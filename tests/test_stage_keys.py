@@ -18,25 +18,25 @@ from conftest import REPO
 #: ``configs/demo.yaml``'s artifacts: the main run, its Table 2 trials and a cached-targets distillation
 DEMO_KEYS = {
     "run": [
-        "attribute-f3a820d6bb82d5ee",
-        "distill-b55b7e21a0e8b1fb",  # distill.params (KD-method plug-ins) joined the distill section
+        "attribute-178d1abfddb571a1",
+        "distill-6db421ede19996de",  # distill.params (KD-method plug-ins) joined the distill section
         "embed-images-2b4c9b7abd266e44",
         "embed-nouns-25a751e366a2f770",
-        "relax-c6bd987fb4f9f147",  # k-means never fewer clusters than classes (min_clusters); downstream keys follow
-        "teacher-multimodal-3e75ccf329ab8aaa",
-        "teacher-unimodal-a78fecbf60f00144",  # T_m views drawn with the member's seed (views_seed)
-        "teacher-unimodal-e5400c0029ea3d86",
+        "relax-a2f3a113059cd5a0",  # k-means never fewer clusters than classes (min_clusters); downstream keys follow
+        "teacher-multimodal-34b81e9d61ec8be8",
+        "teacher-unimodal-1ab2c8db9c2d7168",  # T_m views drawn with the member's seed (views_seed)
+        "teacher-unimodal-622b0c7d6f414c20",
     ],
-    "distill.targets=cached": ["teacher-targets-ff112da1a7f3af76"],
-    "table2/gt100-wn0/tx-s": ["attribute-7ab5852fd29e5002", "teacher-multimodal-9771d8c3aaccb862"],
-    "table2/gt80-wn20/tx-s": ["attribute-35954a64d9c82bda", "teacher-multimodal-e6356b36f9143817"],
-    "table2/gt50-wn50/tx-s": ["attribute-ec2245997f34517e", "teacher-multimodal-19ec299b7fd1d0d2"],
-    "table2/gt20-wn80/tx-s": ["attribute-f3a820d6bb82d5ee", "teacher-multimodal-3e75ccf329ab8aaa"],
-    "table2/gt0-wn100/tx-s": ["attribute-eb32fb40b0f64be2", "teacher-multimodal-7bb56da01bb8c7dc"],
-    "table2/gt80-noise20/tx-s": ["attribute-38461b766de65e65", "teacher-multimodal-b3f01b8fa0349a40"],
-    "table2/gt50-noise50/tx-s": ["attribute-40c11e23ae1107a2", "teacher-multimodal-c85833106fb82609"],
-    "table2/gt20-noise80/tx-s": ["attribute-d8544169a55d7cb4", "teacher-multimodal-06933cc1188a94ce"],
-    "table2/gt0-noise100/tx-s": ["attribute-c643fbab9e71cf52", "teacher-multimodal-9d0fbbf14b89ccd7"],
+    "distill.targets=cached": ["teacher-targets-20213c58ab484bb9"],
+    "table2/gt100-wn0/tx-s": ["attribute-985a1c4b90d28171", "teacher-multimodal-093a5952b9404c2d"],
+    "table2/gt80-wn20/tx-s": ["attribute-69812cb96749a303", "teacher-multimodal-7ea84e17e270fb11"],
+    "table2/gt50-wn50/tx-s": ["attribute-23a6f2dd0e1f250e", "teacher-multimodal-4917c042d7b9cd5c"],
+    "table2/gt20-wn80/tx-s": ["attribute-69dc3e5c3364978f", "teacher-multimodal-c40c26f4baf121bc"],
+    "table2/gt0-wn100/tx-s": ["attribute-178d1abfddb571a1", "teacher-multimodal-34b81e9d61ec8be8"],
+    "table2/gt80-noise20/tx-s": ["attribute-168cd2c9f2edbbb6", "teacher-multimodal-fc22741881010ea2"],
+    "table2/gt50-noise50/tx-s": ["attribute-9c7238377a5018ee", "teacher-multimodal-69970e80d42ec12f"],
+    "table2/gt20-noise80/tx-s": ["attribute-7b2d6d83c2d79c88", "teacher-multimodal-ca40e98e71cd4128"],
+    "table2/gt0-noise100/tx-s": ["attribute-2752b7f13de5a51f", "teacher-multimodal-508d8d900f35693b"],
 }
 
 

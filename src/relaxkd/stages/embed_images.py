@@ -1,7 +1,6 @@
 """Stage ``embed-images``: CLIP image embeddings of the training and validation sets, and of the class names."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -52,7 +51,7 @@ def class_senses(ctx: Context) -> list[dict]:
     rows = describe_class_senses(ctx.classes, wnids=raw.wnids, overrides=d.synset_overrides, dataset=getattr(raw, "name", None))
     log(f"classes -> WordNet senses ({len(rows)}):")
     for line in format_senses(rows):
-        print(f"    {line}", file=sys.stderr, flush=True)
+        log(f"  {line}")
     suggested = Path(d.root).expanduser() / "synsets.yaml" if d.root else Path("synsets.yaml")
     warning = ambiguity_warning(rows, d.synset_overrides, suggested)
     if warning:
