@@ -137,7 +137,7 @@ CASES = {
     "embedding": (["embed", "images"], "build:embed-images", None),
     "teacher": (["teacher", "--kind", "unimodal"], "fit:teacher-unimodal", "resuming from checkpoint"),
     "distill": (["distill", "distill.teachers=[strong]"], "fit:distill", "resuming from checkpoint"),
-    "sweep": (["sweep", "--family", "table1", "--trials", "no-kd"], "fit:distill", "resuming from checkpoint"),
+    "sweep": (["sweep", "--family", "table1", "--trials", "no-kd", "sweep_students=true"], "fit:distill", "resuming from checkpoint"),
 }
 #: the default suite sends each signal once into training (what Lightning used to misreport); the
 #: whole matrix (each signal at each point, a few minutes on two cores) is marked slow

@@ -59,6 +59,9 @@ class DataConfig(Strict):
     #: policy (the authors' DataLoaderCIFAR.py: Cutout(n_holes=1, length=16)) keeps 16 px at 224 px.
     cutout: int = Field(16, ge=0)
     synset_overrides: str | None = None
+    #: how artifact keys identify the image files: "stat" (relative path, size, mtime: one stat per
+    #: file), "content" (SHA-256 of every file: reads all bytes) or "none" (config only: trust the root)
+    fingerprint: Literal["stat", "content", "none"] = "stat"
     num_workers: int = Field(0, ge=0)
 
 

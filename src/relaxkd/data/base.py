@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -11,7 +12,9 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torchvision.datasets import VisionDataset
 
+from relaxkd.data.files import note_read
 from relaxkd.errors import UserError
+from relaxkd.safe_yaml import read_text
 
 SPLITS = ("train", "val")
 
@@ -34,6 +37,11 @@ class LabelledImageDataset:
 
     def load_image(self, index: int) -> Image.Image:
         raise NotImplementedError
+
+    def data_files(self) -> list[str]:
+        """The files holding this split's images (fingerprinted by size and mtime, or content)."""
+        samples = getattr(self, "samples", None)
+        return [str(path) for path, _ in samples] if samples is not None else []
 
     def __getitem__(self, index: int) -> tuple[Any, int, int]:
         image = self.load_image(index)
@@ -180,7 +188,9 @@ def read_csv_rows(path: Path, columns: Sequence[str], what: str) -> list[dict[st
     """Rows of a CSV file with a header; missing file or columns are a :class:`UserError`."""
     if not path.is_file():
         raise UserError(f"{what} {path} not found: check data.root and the dataset's file parameters")
-    with path.open(newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: tolerate Excel's BOM
+    note_read(path)
+    text = read_text(path, what)  # utf-8-sig: tolerates Excel's BOM; another encoding is one line
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
         missing = [column for column in columns if column not in header]

@@ -33,7 +33,8 @@ from relaxkd.data.base import (
     require_root,
     stratified_split,
 )
-from relaxkd.data.files import check_link, scan_images
+from relaxkd.data.files import check_link, note_read, scan_images
+from relaxkd.safe_yaml import read_text
 from relaxkd.errors import UserError
 from relaxkd.registry import Registry
 
@@ -121,6 +122,10 @@ class CIFAR100Dataset(LabelledImageDataset, CIFAR100):
         self.split = split
         self.params = {}
         self.targets = [int(label) for label in self.targets]
+
+    def data_files(self) -> list[str]:
+        folder = Path(self.root) / self.base_folder
+        return [str(folder / name) for name in ("train", "test", "meta")]
 
     def load_image(self, index: int) -> Image.Image:
         return Image.fromarray(self.data[index])
@@ -263,7 +268,8 @@ def find_upwards(root: Path, name: str, levels: int = 3) -> Path | None:
 def read_synset_mapping(path: Path) -> dict[str, str]:
     """``LOC_synset_mapping.txt`` lines ``n01440764 tench, Tinca tinca`` -> {wnid: first name}."""
     mapping = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    note_read(path)
+    for number, line in enumerate(read_text(path, "synset mapping file").splitlines(), start=1):
         if not line.strip():
             continue
         wnid, _, names = line.strip().partition(" ")
@@ -344,7 +350,8 @@ def read_split_file(path: Path) -> list[tuple[str, int]]:
     if not path.is_file():
         raise UserError(f"split file {path} not found: set the dataset parameter split_dir (default data.root) to its folder")
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    note_read(path)
+    for number, line in enumerate(read_text(path, "split file").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)

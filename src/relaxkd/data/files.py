@@ -13,14 +13,36 @@ removing an image changes the key, so no stage reuses an artifact built from oth
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Iterator, Literal
 
 from relaxkd.errors import UserError
 
 FingerprintMode = Literal["stat", "content", "none"]
+
+
+_RECORDERS: list[list[Path]] = []
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[list[Path]]:
+    """Collect the metadata files (CSV, split, mapping files) datasets read inside the block."""
+    found: list[Path] = []
+    _RECORDERS.append(found)
+    try:
+        yield found
+    finally:
+        _RECORDERS.remove(found)
+
+
+def note_read(path: str | Path) -> None:
+    """Called by every reader of a dataset's metadata file: it becomes part of the data fingerprint."""
+    for found in _RECORDERS:
+        if Path(path) not in found:
+            found.append(Path(path))
 
 
 def _allowed(name: str, extensions: tuple[str, ...]) -> bool:

@@ -101,9 +101,34 @@ class Context:
 
     def _dataset(self, split: str):
         from relaxkd.data import build_dataset
+        from relaxkd.data.files import recording_reads
 
         d = self.cfg.data
-        return build_dataset(d.dataset, d.root, split, transform=None, download=d.download, **d.params)
+        with recording_reads() as metadata:
+            dataset = build_dataset(d.dataset, d.root, split, transform=None, download=d.download, **d.params)
+        dataset.metadata_files = metadata
+        return dataset
+
+    @cached_property
+    def data_fingerprint(self) -> str | None:
+        """The identity of the data on disk (data/files.py): every image of both splits by relative
+        path, size and mtime (``data.fingerprint=content``: by SHA-256), every metadata file and the
+        synset-override file by content. None for data without files of its own (digits)."""
+        from relaxkd.data.files import fingerprint
+
+        d = self.cfg.data
+        train, val = self.raw_train, self.raw_val
+        images = [*train.data_files(), *val.data_files()]
+        metadata = [*train.metadata_files, *(p for p in val.metadata_files if p not in train.metadata_files)]
+        if d.synset_overrides and Path(d.synset_overrides).expanduser().is_file():
+            metadata.append(Path(d.synset_overrides).expanduser())
+        if not images and not metadata:
+            return None
+        started = time.time()
+        found = fingerprint(images, d.root, metadata, mode=d.fingerprint)
+        if time.time() - started > 5:
+            log(f"data fingerprint of {len(images)} files ({d.fingerprint}): {time.time() - started:.1f}s")
+        return found
 
     @property
     def classes(self) -> list[str]:

@@ -47,7 +47,7 @@ def distill(ctx: Context) -> Artifact:
     extras = method_inputs(ctx, artifacts)
     cached = teacher_targets(ctx) if d.targets == "cached" and artifacts else None
     spec = {
-        **views_spec(ctx.cfg),
+        **views_spec(ctx),
         "seed": ctx.cfg.seed,
         **teachers_spec(ctx, artifacts),
         **extras.spec,

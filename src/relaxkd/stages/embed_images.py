@@ -14,7 +14,7 @@ STAGE = "embed-images"
 
 
 def embed_images(ctx: Context) -> Artifact:
-    spec = {"data": data_spec(ctx.cfg), "clip": clip_spec(ctx.cfg)}
+    spec = {"data": data_spec(ctx), "clip": clip_spec(ctx.cfg)}
 
     def build(out: Path) -> None:
         from relaxkd.engine.sampling import SeededAugmentation

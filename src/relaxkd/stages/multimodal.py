@@ -36,7 +36,7 @@ def multimodal_teacher(ctx: Context) -> Artifact:
         "train": train_spec(ctx.cfg),
     }
     if m.input == "online":
-        spec["online"] = {"data": data_spec(ctx.cfg), "clip": clip_spec(ctx.cfg), **augmentation_spec(ctx.cfg)}
+        spec["online"] = {"data": data_spec(ctx), "clip": clip_spec(ctx.cfg), **augmentation_spec(ctx.cfg)}
 
     def build(out: Path) -> None:
         from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything

@@ -14,10 +14,15 @@ from relaxkd.config import ExperimentConfig
 DEMO_DATASETS = ("digits",)
 
 
-def data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
-    d = cfg.data
+def data_spec(ctx) -> dict[str, Any]:
+    """What determines the data: its config and, for data read from files, the files themselves
+    (``files``: Context.data_fingerprint; absent for data shipped inside a package, e.g. digits)."""
+    d = ctx.cfg.data
     root = str(Path(d.root).resolve()) if d.root else None
-    return {"dataset": d.dataset, "root": root, "params": d.params, "synset_overrides": d.synset_overrides}
+    spec = {"dataset": d.dataset, "root": root, "params": d.params, "synset_overrides": d.synset_overrides}
+    if ctx.data_fingerprint is not None:
+        spec["files"] = ctx.data_fingerprint
+    return spec
 
 
 def augmentation_spec(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -27,9 +32,10 @@ def augmentation_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"policy": cfg.data.policy, "augmentation": AUGMENTATION_VERSION}
 
 
-def views_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+def views_spec(ctx) -> dict[str, Any]:
     """What determines the augmented training views at the data's image size, epoch by epoch."""
-    return {"data": data_spec(cfg), "image_size": cfg.data.image_size, **augmentation_spec(cfg)}
+    cfg = ctx.cfg
+    return {"data": data_spec(ctx), "image_size": cfg.data.image_size, **augmentation_spec(cfg)}
 
 
 def clip_spec(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ def teacher_targets(ctx: Context) -> Artifact:
     d = ctx.cfg.distill
     artifacts = teacher_artifacts(ctx)
     spec = {
-        **views_spec(ctx.cfg),
+        **views_spec(ctx),
         "seed": ctx.cfg.seed,
         **teachers_spec(ctx, artifacts),
         "tx_input": d.tx_input if TX in artifacts else None,

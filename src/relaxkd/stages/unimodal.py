@@ -17,7 +17,7 @@ def unimodal_teacher(ctx: Context, name: str) -> Artifact:
     member = _member(ctx, name)
     u = ctx.cfg.unimodal
     spec = {
-        **views_spec(ctx.cfg),
+        **views_spec(ctx),
         "arch": u.arch,
         "weights": u.weights,
         **weights_file_hash(u.weights),

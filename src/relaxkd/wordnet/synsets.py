@@ -67,10 +67,12 @@ def _read_overrides_file(path: Path) -> dict[str, str]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"synset override file {path} does not exist (set by {OVERRIDES_CONFIG_KEY})")
+    from relaxkd import safe_yaml
+
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = safe_yaml.load(safe_yaml.read_text(path, "synset override file"), f"synset override file {path}")
     except yaml.YAMLError as exc:
-        raise UserError(f"synset override file {path} is not valid YAML: {exc}") from None
+        raise UserError(f"synset override file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
