@@ -163,3 +163,50 @@ def test_bad_method_inputs_are_one_line_exit_2_before_any_work(capsys, monkeypat
         assert result.code == 2, result.err
         assert result.err.strip().splitlines()[-1] == expected
     assert not list((tmp_path / "runs").rglob("manifest.json"))
+
+
+# ---- Table 1's sweep -------------------------------------------------------------------------------
+
+
+def test_table1_lists_the_papers_baselines_and_lfme_needs_long_tailed_data():
+    from relaxkd.trials import TABLE1_ROWS, table1_trials
+
+    trials = {t.name: t for t in table1_trials()}
+    assert set(trials) == set(TABLE1_ROWS) == {
+        "ours", "ensemble-kd", "zscore-kd", "dkd", "vanilla-kd", "no-kd", "lfme", "ffkd", "dmae"}
+    assert trials["lfme"].requires == ("long_tailed",) and not trials["ffkd"].requires
+    assert "distill.student={distill.vit_student}" in trials["dmae"].overrides
+
+
+def test_table1_sweep_skips_lfme_on_balanced_data_and_refuses_it_by_name(root, capsys, monkeypatch, tmp_path):
+    from relaxkd.stages import plan
+    from relaxkd.trials import table1_trials
+
+    # the family run (no trial names) over LFME and no-KD only, to keep the test short
+    monkeypatch.setattr(plan, "select_trials", lambda family, names: [t for t in table1_trials() if t.name in ("lfme", "no-kd")])
+    ctx = pipeline(tmp_path / "runs", "sweep_students=true")
+    plan.run_sweep(ctx, "table1")
+    monkeypatch.undo()
+    record = json.loads((ctx.cfg.run_dir / "sweep-table1.json").read_text())
+    assert set(record) == {"no-kd"}  # LFME skipped on balanced digits
+    result = relaxkd(capsys, monkeypatch, "sweep", DEMO, *tiny_overrides(tmp_path / "runs"), "sweep_students=true",
+                     "--family", "table1", "--trials", "lfme")
+    assert result.code == 2
+    assert result.err.strip().splitlines()[-1] == (
+        "error: trial 'lfme' of sweep table1 needs long-tailed training data; dataset 'digits' is not long-tailed; "
+        "use e.g. cifar100_lt or imagenet_lt")
+
+
+def test_table1_sweep_runs_the_new_baselines_on_the_demo_data(root):
+    """LFME (long-tailed digits), FFKD and DMAE (the demo's vit_micro) as table1 trials."""
+    from relaxkd.stages.plan import run_sweep
+
+    ctx = pipeline(root, *LONG_TAILED, "sweep_students=true", "distill.methods={dmae: {pretrain_epochs: 1, pretrain_batch_size: 64, "
+                   "pretrain_warmup_epochs: 0, decoder_dim: 32, decoder_depth: 1, decoder_heads: 2}}")
+    run_sweep(ctx, "table1", "lfme,ffkd,dmae")
+    record = json.loads((ctx.cfg.run_dir / "sweep-table1.json").read_text())
+    assert set(record) == {"lfme", "ffkd", "dmae"}
+    assert "distill.student=vit_micro" in record["dmae"]["overrides"]
+    for name, entry in record.items():
+        m = json.loads((Path(entry["artifacts"]["distill"]) / "metrics.json").read_text())
+        assert m["provenance"]["loss"] == name and math.isfinite(m["top1"]) and "few_shot" in m

@@ -250,6 +250,11 @@ class DistillConfig(Strict):
     loss: str = "kd"
     #: the method's own parameters (validated by the method; unknown keys are refused)
     params: dict[str, Any] = Field(default_factory=dict)
+    #: per-method parameters by method name, applied when that method runs (e.g. in a table1 sweep):
+    #: {dmae: {pretrain_epochs: 4}, dkd: {beta: 4}}; distill.params overrides them
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: the ViT student of ViT-only methods' sweep trials (DMAE's Table 1 row); ViT-B/16 as in DMAE
+    vit_student: str = "vit_base_patch16"
     aggregate: Literal["mean_logits", "mean_losses", "adaptive"] = "mean_logits"
     #: named loss weights, applied over the method's recipe (see DISTILL_PRESETS)
     preset: Literal["authors_code"] | None = None
@@ -289,7 +294,7 @@ class DistillConfig(Strict):
 
         shared = {"temperature": self.temperature, "ce_weight": self.ce_weight, "kd_weight": self.kd_weight,
                   "alpha": self.dkd_alpha, "beta": self.dkd_beta}
-        return method_params(self.loss, self.params, shared).model_dump()
+        return method_params(self.loss, {**self.methods.get(self.loss, {}), **self.params}, shared).model_dump()
 
     @model_validator(mode="after")
     def _teachers_for_loss(self) -> "DistillConfig":
@@ -521,7 +526,11 @@ def check_names(cfg: ExperimentConfig) -> None:
     BACKBONES.get(cfg.distill.student)
     FUSION_HEADS.get(cfg.multimodal.head)
     cfg.distill.method_params()  # unknown method, unknown or bad parameters
-    from relaxkd.methods import METHODS, check_method_inputs
+    from relaxkd.methods import METHODS, check_method_inputs, method_params
+
+    for name, params in cfg.distill.methods.items():  # every method's own settings, used or not
+        method_params(name, params)
+    BACKBONES.get(cfg.distill.vit_student)
 
     # what needs no data: cached targets for a feature method, a ViT method with a CNN student
     method = METHODS.get(cfg.distill.loss)

@@ -5,6 +5,7 @@ This module is the one definition of the family names (the config validates ``sw
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,35 @@ from relaxkd.names import TX
 @dataclass
 class Trial:
     name: str
+    #: config overrides; ``{distill.vit_student}`` is replaced by the base config's value
     overrides: list[str]
     #: what the trial needs beyond shared artifacts: "tx", "attribute", "distill"
     stages: tuple[str, ...]
     labels: dict[str, object] = field(default_factory=dict)
+    #: what the data must be for the trial to apply: "long_tailed" (LFME); a sweep skips it otherwise
+    requires: tuple[str, ...] = ()
+
+
+#: the columns of the paper's Table 1: its six datasets, in the paper's order
+TABLE1_DATASETS = ("cifar100", "cifar100_lt", "imagenet", "imagenet_lt", "scene", "utkface")
+#: the rows of the paper's Table 1 as trial names, with the paper's labels
+TABLE1_ROWS = {
+    "lfme": "LFME", "dmae": "DMAE", "ffkd": "FFKD", "zscore-kd": "z-score KD", "ensemble-kd": "ensemble KD",
+    "dkd": "DKD", "vanilla-kd": "vanilla KD", "no-kd": "no KD", "ours": "ours",
+}
+_PLACEHOLDER = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)+)\}")
+
+
+def resolve_overrides(overrides: list[str], base: dict) -> list[str]:
+    """Fill ``{section.key}`` placeholders with the base config's values."""
+
+    def value(match: re.Match) -> str:
+        node = base
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return [_PLACEHOLDER.sub(value, text) for text in overrides]
 
 
 def _props(**proportions: float) -> str:
@@ -63,8 +89,16 @@ def table1_trials() -> list[Trial]:
         "dkd": ["distill.teachers=[strong]", "distill.loss=dkd"],
         "vanilla-kd": ["distill.teachers=[strong]", "distill.loss=kd"],
         "no-kd": ["distill.loss=none"],
+        # the remaining baselines of the paper's Table 1 (relaxkd/methods: lfme.py, ffkd.py, dmae.py)
+        "ffkd": ["distill.teachers=[strong]", "distill.loss=ffkd"],
+        "dmae": ["distill.teachers=[strong]", "distill.loss=dmae", "distill.student={distill.vit_student}"],
+        "lfme": ["distill.teachers=[expert_many, expert_medium, expert_few]", "distill.loss=lfme"],
     }
-    return [Trial(name, ov, ("distill",), {"method": name}) for name, ov in methods.items()]
+    requires = {"lfme": ("long_tailed",)}  # LFME is defined for long-tailed data only, as in its paper
+    return [
+        Trial(name, ov, ("distill",), {"method": name, "paper_row": TABLE1_ROWS[name]}, requires.get(name, ()))
+        for name, ov in methods.items()
+    ]
 
 
 SWEEPS: dict[str, Callable[[], list[Trial]]] = {

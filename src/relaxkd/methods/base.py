@@ -190,6 +190,8 @@ def method_params(
             raise UserError(
                 f"distill.params: unknown key {key!r} for KD method {name!r}; valid keys: {', '.join(fields) or '(none)'}"
             ) from None
+        if first["type"] == "model_type":
+            raise UserError(f"distill.params of KD method {name!r} must be a mapping of its parameters, got {params!r}") from None
         msg = first["msg"].removeprefix("Value error, ")
         raise UserError(f"distill.params.{key} of KD method {name!r}: {msg} (got {first.get('input')!r})") from None
 

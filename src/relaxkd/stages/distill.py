@@ -41,6 +41,15 @@ def method_inputs(ctx: Context, artifacts: dict[str, Artifact]) -> MethodInputs:
     return MethodInputs()
 
 
+def distill_settings(d) -> dict[str, Any]:
+    """The distill section as it determines this student: other methods' settings (distill.methods)
+    and the sweeps' ViT choice do not; the preset is already applied."""
+    settings = d.model_dump(exclude={"preset", "methods", "vit_student"})
+    if d.loss in d.methods:
+        settings["methods"] = {d.loss: d.methods[d.loss]}
+    return settings
+
+
 def distill(ctx: Context) -> Artifact:
     d = ctx.cfg.distill
     artifacts = teacher_artifacts(ctx)
@@ -52,7 +61,7 @@ def distill(ctx: Context) -> Artifact:
         **teachers_spec(ctx, artifacts),
         **extras.spec,
         "targets": cached.key if cached is not None else None,
-        "distill": d.model_dump(exclude={"preset"}),
+        "distill": distill_settings(d),
         "train": train_spec(ctx.cfg),
     }
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.config import ExperimentConfig, apply_overrides, build_config
+from relaxkd.errors import UserError
 from relaxkd.names import TX
 from relaxkd.stages.attribute import attribute
 from relaxkd.stages.context import Context, log
@@ -25,7 +26,7 @@ from relaxkd.stages.embed_nouns import embed_nouns
 from relaxkd.stages.multimodal import multimodal_teacher, needs_bank
 from relaxkd.stages.relax import relax
 from relaxkd.stages.teacher_loading import teacher_artifact
-from relaxkd.trials import Trial, select_trials
+from relaxkd.trials import Trial, resolve_overrides, select_trials
 
 Step = tuple[str, Callable[[Context], Artifact]]
 
@@ -60,6 +61,7 @@ _STEP_BUILDS = {
     "relax": ("relax",),
     f"teacher {TX}": ("teacher-multimodal",),
     "attribute": ("attribute",),
+    "dmae pre-training": ("dmae-pretrain",),
     "distill": ("distill",),
 }
 #: a trial's stages (``Trial.stages``) -> the artifact stages they build
@@ -168,20 +170,31 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[Pro
     seeds = sweep_seeds(ctx.cfg)
     steps = []
     for trial in trials:
+        missing = unmet_requirements(ctx, trial)
+        if missing and names is not None:
+            raise UserError(
+                f"trial {trial.name!r} of sweep {family} needs {missing} training data; dataset {ctx.cfg.data.dataset!r} "
+                f"is not {missing}; use e.g. cifar100_lt or imagenet_lt"
+            )
+        if missing:
+            log(f"{family} trial {trial.name}: skipped, it needs {missing} data (dataset {ctx.cfg.data.dataset!r} is not)")
+            continue
         stages = [s for s in TRIAL_STAGES if s in trial.stages and (s != "distill" or ctx.cfg.sweep_students)]
         if not stages:
             continue
+        base_overrides = resolve_overrides(list(trial.overrides), ctx.cfg.to_dict())
         for seed in seeds:
-            overrides = [*trial.overrides, f"seed={seed}"]
+            overrides = [*base_overrides, f"seed={seed}"]
 
-            def execute(trial: Trial = trial, stages: list[str] = stages, seed: int = seed, overrides: list[str] = overrides) -> None:
+            def execute(trial: Trial = trial, stages: list[str] = stages, seed: int = seed, overrides: list[str] = overrides,
+                        recorded: list[str] = base_overrides) -> None:
                 trial_ctx = ctx.derive(build_config(apply_overrides(ctx.cfg.to_dict(), overrides)))
                 found = {stage: str(TRIAL_STAGES[stage](trial_ctx).path) for stage in stages}
                 entry = record.get(trial.name, {})
                 runs = entry.get("runs", {}) if entry.get("seeds") == seeds else {}
                 runs[str(seed)] = found
                 runs = {str(s): runs[str(s)] for s in seeds if str(s) in runs}
-                record[trial.name] = {"labels": trial.labels, "overrides": trial.overrides, "seeds": seeds,
+                record[trial.name] = {"labels": trial.labels, "overrides": recorded, "seeds": seeds,
                                       "runs": runs, "artifacts": next(iter(runs.values()))}
                 write_json(record_path, record)
 
@@ -193,6 +206,15 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[Pro
 def run_sweep(ctx: Context, family: str, names: str | None = None) -> None:
     """Run the trials of one family (every seed) on top of ``ctx``'s config; record them in ``sweep-<family>.json``."""
     StageProgress(sweep_steps(ctx, family, names), ctx.timings).run_all()
+
+
+def unmet_requirements(ctx: Context, trial: Trial) -> str | None:
+    """The first of ``trial.requires`` the experiment's data does not meet, in words."""
+    from relaxkd.engine.metrics import is_long_tailed
+
+    if "long_tailed" in trial.requires and not is_long_tailed(ctx.class_counts):
+        return "long-tailed"
+    return None
 
 
 def _read_record(path: Path) -> dict:
