@@ -27,7 +27,7 @@ def dmae_pretrain(ctx: Context) -> Artifact:
         raise UserError("KD method 'dmae' aligns image features; distill.teachers must name an image teacher, not tx")
     teacher_name = next(iter(artifacts))
     spec = {
-        **views_spec(ctx.cfg),
+        **views_spec(ctx),
         "student": d.student,
         "teacher": artifacts[teacher_name].key,
         "params": {k: v for k, v in params.items() if k not in FINE_TUNING},

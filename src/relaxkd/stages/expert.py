@@ -31,7 +31,7 @@ def expert_teacher(ctx: Context, name: str) -> Artifact:
         raise UserError(f"teacher {name!r}: the training set has no {subset}-shot classes, so that expert cannot be trained")
     u = ctx.cfg.unimodal
     spec = {
-        **views_spec(ctx.cfg),
+        **views_spec(ctx),
         "arch": u.arch,
         "weights": u.weights,
         **weights_file_hash(u.weights),
