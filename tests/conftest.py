@@ -19,6 +19,7 @@ def tiny_overrides(run_root: Path) -> list[str]:
         f"cache_root={run_root / '_shared'}",
         "sweeps=[]",
         "data.image_size=8",
+        "data.cutout=4",
         "nouns.candidates=neighbourhood",
         "nouns.hypernym_depth=1",
         "relax.top_k=3",

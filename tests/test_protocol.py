@@ -181,3 +181,108 @@ def test_adaptive_validation_loss_is_the_authors_loss_kd():
     assert adaptive_teacher_weights(ours) == pytest.approx([w / sum(inverse) for w in inverse], rel=1e-5)
     kd_only = [float(params.kd_weight * F.kl_div(F.log_softmax(student / 3, 1), F.log_softmax(t / 3, 1), reduction="batchmean", log_target=True) * 9) for t in teachers]
     assert adaptive_teacher_weights(kd_only) != pytest.approx(adaptive_teacher_weights(ours), rel=1e-3)
+
+
+# -- item 6: Cutout's hole is a setting, 16 px at any size by default ----------------------------
+def test_cutout_setting_reaches_the_training_views(tiny_cfg):
+    from relaxkd.config import apply_overrides, build_config
+    from relaxkd.data.transforms import IMAGENET_STATS
+    from relaxkd.stages.context import Context
+
+    assert ExperimentConfig().data.cutout == 16
+    for hole in (16, 40, 0):
+        cfg = build_config(apply_overrides(tiny_cfg.to_dict(), [f"data.cutout={hole}", "data.image_size=224"]))
+        ctx = Context(cfg)
+        views = ctx.augmented(ctx.raw_train, "strong", IMAGENET_STATS)
+        assert views.transform.cutout_length == hole
+        assert ctx.augmented(ctx.raw_train, "weak", IMAGENET_STATS).transform.cutout_length == 0
+
+
+# -- item 13: T_x trains online on strongly augmented batches by default -------------------------
+def test_tx_defaults_to_online_strong_augmentation(tiny_cfg, monkeypatch):
+    from relaxkd.config import apply_overrides, build_config
+    from relaxkd.stages import multimodal
+    from relaxkd.stages.context import Context
+
+    cfg = ExperimentConfig()
+    assert (cfg.multimodal.input, cfg.multimodal.augment) == ("online", "strong")
+    asked = []
+    online = build_config(apply_overrides(tiny_cfg.to_dict(), ["multimodal.input=online"]))
+    ctx = Context(online)
+    monkeypatch.setattr(Context, "augmented", lambda self, raw, kind, stats, size=None: asked.append(kind) or kind)
+    multimodal._training_data(ctx, type("M", (), {})(), {})
+    assert asked == ["strong", "clip"]
+
+
+# -- item 4: the resnet50-1x1 T_x starts from ImageNet weights, all but conv1 and fc -------------
+def test_resnet_head_loads_everything_but_conv1_and_fc(tmp_path):
+    import torchvision
+
+    from relaxkd.models import build_fusion_head, init_head_from_imagenet
+
+    reference = torchvision.models.resnet50(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet50.pt")
+    head = build_fusion_head("resnet50-1x1", 2 * 64, 7)
+    before = {k: v.clone() for k, v in head.resnet.state_dict().items()}
+    init = init_head_from_imagenet(head, str(tmp_path / "resnet50.pt"))
+    assert init["init"] == "file" and "all but conv1 and fc" in init["note"]
+    after = head.resnet.state_dict()
+    for key, value in reference.state_dict().items():
+        if key.startswith(("conv1.", "fc.")):
+            assert torch.equal(after[key], before[key]), key  # new shapes: kept fresh
+        else:
+            assert torch.equal(after[key], value), key
+    assert after["conv1.weight"].shape[1] == 128 and after["fc.weight"].shape[0] == 7
+
+
+def test_resnet_head_without_imagenet_weights_says_so(monkeypatch):
+    from relaxkd.models import backbones, build_fusion_head, init_head_from_imagenet
+
+    def offline(name):
+        raise OSError("no network")
+
+    monkeypatch.setattr(backbones, "_download_imagenet_state_dict", offline)
+    init = init_head_from_imagenet(build_fusion_head("resnet50-1x1", 8, 3), "imagenet")
+    assert init["init"] == "random" and "unavailable" in init["note"] and "no network" in init["note"]
+    assert init_head_from_imagenet(build_fusion_head("resnet50-1x1", 8, 3), "none")["init"] == "random"
+
+
+def test_tx_stage_records_and_reports_the_head_init(tiny_cfg, monkeypatch):
+    from relaxkd.config import apply_overrides, build_config
+    from relaxkd.models import backbones
+    from relaxkd.report import write_report
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.multimodal import multimodal_teacher
+
+    monkeypatch.setattr(backbones, "_download_imagenet_state_dict", lambda name: (_ for _ in ()).throw(OSError("offline")))
+    cfg = build_config(apply_overrides(tiny_cfg.to_dict(), [
+        "multimodal.head=resnet50-1x1", "multimodal.input=cached",
+        "multimodal.optim={epochs: 1, batch_size: 256, lr: 0.01, warmup_epochs: 0, milestones: []}",
+    ]))
+    art = multimodal_teacher(Context(cfg))
+    prov = art.read_json("metrics.json")["provenance"]
+    assert prov["head"] == "resnet50-1x1" and prov["head_init"]["init"] == "random"
+    report = write_report(cfg.run_dir)
+    text = Path(report).read_text() if Path(report).is_file() else (Path(report) / "report.md").read_text()
+    assert "T_x resnet50-1x1 head: random init: ImageNet weights" in text
+
+
+# -- item 3: Figure 2 trains the text-only teachers' students and plots both curves --------------
+def test_figure2_sweep_trains_students_and_reports_both_curves(tiny_cfg):
+    from relaxkd.report import write_report
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.plan import run_sweep
+
+    from relaxkd.config import apply_overrides, build_config
+
+    tiny_cfg = build_config(apply_overrides(tiny_cfg.to_dict(), ["sweep_students=true"]))
+    ctx = Context(tiny_cfg)
+    run_sweep(ctx, "figure2", "text-only-wn0,text-only-wn100")
+    record = json.loads((tiny_cfg.run_dir / "sweep-figure2.json").read_text())
+    for name in ("text-only-wn0", "text-only-wn100"):
+        assert set(record[name]["artifacts"]) >= {"tx", "distill"}, record[name]
+        student = json.loads((Path(record[name]["artifacts"]["distill"]) / "metrics.json").read_text())
+        assert student["provenance"]["teachers"] == ["tx"]
+    report = Path(write_report(tiny_cfg.run_dir))
+    text = report.read_text() if report.is_file() else (report / "report.md").read_text()
+    assert "Figure 2 (in small): text-only T_x and its student" in text

@@ -106,3 +106,39 @@ def test_schedules_from_the_authors_scripts():
     inet = load_config(ROOT / "configs" / "imagenet.yaml")
     assert (inet.multimodal.optim.schedule, inet.multimodal.optim.epochs) == ("cosine", 35)
     assert (inet.distill.optim.schedule, inet.distill.optim.epochs) == ("cosine", 100)
+
+
+def test_trials_table_is_the_trial_definitions():
+    from relaxkd.trials import trials_markdown
+
+    text = DOC.read_text(encoding="utf-8")
+    block = text.split("<!-- trials-table -->\n", 1)[1].split("<!-- end trials-table -->", 1)[0]
+    assert block == trials_markdown(), (
+        "docs/reproduction.md's trials table differs from relaxkd/trials.py: paste the output of "
+        "`python -c \"from relaxkd.trials import trials_markdown; print(trials_markdown())\"` between its markers"
+    )
+
+
+def test_headline_trials_pin_their_text_mix():
+    """Issue 13 item 2: a config's text mix cannot change what "ours" (Table 1) and Table 3 mean."""
+    from relaxkd.config import apply_overrides, build_config
+    from relaxkd.trials import select_trials
+
+    edited = load_config(ROOT / "configs" / "cifar100.yaml", ["multimodal.proportions={gt: 0.5, noise: 0.5}", "multimodal.text_only=true"])
+    for family, name in (("table1", "ours"), ("table3", "bank-fixed"), ("table3", "bank-learnable")):
+        (trial,) = select_trials(family, name)
+        cfg = build_config(apply_overrides(edited.to_dict(), trial.overrides))
+        assert cfg.multimodal.proportions == {"wn": 1.0} and cfg.multimodal.text_only is False, (family, name)
+    for trial in select_trials("table2", None):
+        cfg = build_config(apply_overrides(edited.to_dict(), trial.overrides))
+        assert cfg.multimodal.proportions == {k: v for k, v in {"gt": trial.labels["gt"], trial.labels["other"]: trial.labels["other_share"]}.items() if v > 0}
+
+
+def test_figure2_trains_text_only_teachers_and_their_students():
+    from relaxkd.trials import select_trials
+
+    trials = select_trials("figure2", None)
+    assert [t.labels["wn"] for t in trials] == [0.0, 0.2, 0.5, 0.8, 1.0]
+    for trial in trials:
+        assert "distill" in trial.stages and "tx" in trial.stages
+        assert "multimodal.text_only=true" in trial.overrides and "distill.teachers=[tx]" in trial.overrides

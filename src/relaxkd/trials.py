@@ -54,6 +54,11 @@ def _props(**proportions: float) -> str:
     return f"multimodal.proportions={{{body}}}"
 
 
+#: T_x as Tables 1 and 3 run it, the paper's best trial: T_x (img, 0 % gt, 100 % wn), learnable bank.
+#: Pinned inside the trials, so a config's own text mix cannot change what "ours" means.
+OURS_TX = [_props(wn=1.0), "multimodal.text_only=false"]
+
+
 def table2_trials() -> list[Trial]:
     trials = []
     for other, gts in (("wn", (1.0, 0.8, 0.5, 0.2, 0.0)), ("noise", (0.8, 0.5, 0.2, 0.0))):
@@ -62,28 +67,35 @@ def table2_trials() -> list[Trial]:
             base = f"gt{int(gt * 100)}-{other}{int(rest * 100)}"
             props = _props(gt=gt, **{other: rest})
             labels = {"gt": gt, "other": other, "other_share": rest}
-            trials.append(Trial(f"{base}/tx-s", [props, f"distill.teachers=[{TX}]"], (TX, "attribute", "distill"), {**labels, "teachers": "T_x S_s"}))
-            trials.append(Trial(f"{base}/tm-tx-s", [props, f"distill.teachers=[strong, weak, {TX}]"], ("distill",), {**labels, "teachers": "T_m T_x S_s"}))
+            pinned = [props, "multimodal.text_only=false", "multimodal.bank=learnable"]
+            trials.append(Trial(f"{base}/tx-s", [*pinned, f"distill.teachers=[{TX}]"], (TX, "attribute", "distill"), {**labels, "teachers": "T_x S_s"}))
+            trials.append(Trial(f"{base}/tm-tx-s", [*pinned, f"distill.teachers=[strong, weak, {TX}]"], ("distill",), {**labels, "teachers": "T_m T_x S_s"}))
     return trials
 
 
 def figure2_trials() -> list[Trial]:
+    """Figure 2: a text-only T_x per wn share (the rest gt) and its student T_x S_s, both plotted."""
     return [
-        Trial(f"text-only-wn{int(wn * 100)}", [_props(gt=round(1 - wn, 6), wn=wn), "multimodal.text_only=true"], (TX, "attribute"), {"wn": wn})
+        Trial(
+            f"text-only-wn{int(wn * 100)}",
+            [_props(gt=round(1 - wn, 6), wn=wn), "multimodal.text_only=true", "multimodal.bank=learnable", f"distill.teachers=[{TX}]"],
+            (TX, "attribute", "distill"),
+            {"wn": wn, "teachers": "T_x S_s"},
+        )
         for wn in (0.0, 0.2, 0.5, 0.8, 1.0)
     ]
 
 
 def table3_trials() -> list[Trial]:
     return [
-        Trial(f"bank-{bank}", [f"multimodal.bank={bank}", f"distill.teachers=[strong, weak, {TX}]"], (TX, "attribute", "distill"), {"bank": bank})
+        Trial(f"bank-{bank}", [*OURS_TX, f"multimodal.bank={bank}", f"distill.teachers=[strong, weak, {TX}]"], (TX, "attribute", "distill"), {"bank": bank})
         for bank in ("fixed", "learnable")
     ]
 
 
 def table1_trials() -> list[Trial]:
     methods = {
-        "ours": [f"distill.teachers=[strong, weak, {TX}]", "distill.loss=kd"],
+        "ours": [*OURS_TX, "multimodal.bank=learnable", f"distill.teachers=[strong, weak, {TX}]", "distill.loss=kd"],
         "ensemble-kd": ["distill.teachers=[strong, weak, strong2]", "distill.loss=kd"],
         "zscore-kd": ["distill.teachers=[strong, weak, strong2]", "distill.loss=zscore"],
         "dkd": ["distill.teachers=[strong]", "distill.loss=dkd"],
@@ -129,3 +141,14 @@ def sweep_commands(config: Path, overrides: list[str], family: str, names: str |
         shlex.join(["relaxkd", "sweep", str(config), *overrides, "--family", family, "--trials", t.name])
         for t in select_trials(family, names)
     ]
+
+
+def trials_markdown() -> str:
+    """The trials table of docs/reproduction.md (tests/test_reproduction.py keeps the two equal):
+    ``python -c "from relaxkd.trials import trials_markdown; print(trials_markdown())"``."""
+    lines = ["| family | trial | overrides (pinned by the trial) | stages |", "|---|---|---|---|"]
+    for family, make in SWEEPS.items():
+        for trial in make():
+            overrides = "<br>".join(f"`{o}`" for o in trial.overrides)
+            lines.append(f"| {family} | `{trial.name}` | {overrides} | {', '.join(trial.stages)} |")
+    return "\n".join(lines) + "\n"

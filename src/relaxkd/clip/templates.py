@@ -15,6 +15,12 @@ TEMPLATES: tuple[str, ...] = (
 )
 
 
+#: how a word's template embeddings become one (paper Alg. 1 line 10): averaged, then normalised.
+#: Part of every artifact key holding word embeddings, so embeddings made the other way (each
+#: template normalised first, relaxkd before issue 13) are never reused.
+WORD_EMBEDDING = "mean-then-normalise"
+
+
 def word_to_text(word: str) -> str:
     """The text a word stands for in a prompt: WordNet/class-name underscores become spaces."""
     return word.replace("_", " ")

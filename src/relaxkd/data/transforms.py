@@ -168,7 +168,7 @@ def build_transform(
     stats: Stats | None = None,
     policy: str = "cifar",
     crop_ratio: float = 1.0,
-    cutout: int | None = None,
+    cutout: int = CUTOUT_LENGTH,
 ) -> Compose | TrainingTransform:
     """PIL image -> normalised float tensor [3, image_size, image_size].
 
@@ -191,8 +191,6 @@ def build_transform(
         raise UserError(f"unknown augmentation policy {policy!r}; valid policies: {', '.join(AUGMENT_POLICIES)}")
     if int(image_size) < 1:
         raise UserError(f"image size must be a positive number of pixels, got {image_size}")
-    if cutout is None:  # until every stage passes data.cutout: the previous size-scaled hole
-        cutout = max(1, round(16 * int(image_size) / 32))
     if int(cutout) < 0:
         raise UserError(f"Cutout hole length must be 0 (none) or a positive number of pixels, got {cutout}")
     if not 0.0 < crop_ratio <= 1.0:

@@ -108,7 +108,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     tables: list[Table] = []
     summary: list[str] = []
-    for build in (_table1, _table2, _table3):
+    for build in (_table1, _table2, _table3, _figure2_table):
         table, lines = build(view, ctx)
         if table is not None:
             tables.append(table)
@@ -316,6 +316,18 @@ def _table3(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]
     return t, []
 
 
+def _figure2_table(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]]:
+    trials = view.trials.get("figure2", [])
+    if not trials:
+        return None, []
+    t = Table("Figure 2 (in small): text-only T_x and its student T_x S_s by wn share (the rest gt)",
+              ["wn %", "text-only T_x top-1 %", "student top-1 % (T_x S_s)", "artifacts"], "figure2_text_only.csv")
+    for trial in sorted(trials, key=lambda tr: float(tr.labels.get("wn", 0))):
+        t.add(f"{100 * float(trial.labels.get('wn', 0)):g}", fmt_mean_std(list(trial.values(view, "tx").values())),
+              fmt_mean_std(list(trial.values(view, "distill").values())), _keys(trial.models(view, "tx")))
+    return t, []
+
+
 def _has(view: RunView, key: str) -> bool:
     return any(isinstance(m.metrics.get(key), (int, float)) and not math.isnan(m.metrics[key]) for m in view.models)
 
@@ -400,6 +412,10 @@ def _provenance(view: RunView, ctx: dict[str, Any]) -> list[str]:
             archs = sorted({m.info.get("arch") for m in view.models if m.stage == stage and m.info.get("arch")})
             what = f" ({', '.join(archs)})" if archs else ""
             lines.append(f"{label}{what}: trained {', '.join(map(str, epochs))} epochs each")
+    inits = sorted({m.prov["head_init"]["note"] for m in view.models
+                    if m.stage == "teacher-multimodal" and isinstance(m.prov.get("head_init"), dict) and m.prov.get("head") == "resnet50-1x1"})
+    for note in inits:  # the authors start it from ImageNet weights: say when this run could not
+        lines.append(f"T_x resnet50-1x1 head: {note}")
     losses = sorted({LOSS_NAMES.get(m.prov.get("loss"), m.prov.get("loss")) for m in view.models if m.stage == "distill" and m.prov.get("loss")})
     if losses:
         lines.append(f"student losses: {', '.join(losses)}")

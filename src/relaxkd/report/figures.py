@@ -58,12 +58,17 @@ def mix_series(view: RunView) -> dict[str, list[tuple[float, dict[str, Any]]]]:
 def figure2(view: RunView, out: Path, chance: float | None) -> list[str]:
     """Teacher and student top-1 against the share of exact class names in T_x's text (paper's Figure 2)."""
     series = mix_series(view)
-    text_only = []
+    text_only, text_only_students = [], []
     for trial in view.trials.get("figure2", []):
-        values = trial.values(view, "tx")
-        if values and "wn" in trial.labels:
-            text_only.append((100 * (1 - float(trial.labels["wn"])), values))
-    if not series and not text_only:
+        if "wn" not in trial.labels:
+            continue
+        gt_share = 100 * (1 - float(trial.labels["wn"]))
+        values, students = trial.values(view, "tx"), trial.values(view, "distill")
+        if values:
+            text_only.append((gt_share, values))
+        if students:
+            text_only_students.append((gt_share, students))
+    if not series and not text_only and not text_only_students:
         return []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -86,6 +91,11 @@ def figure2(view: RunView, out: Path, chance: float | None) -> list[str]:
         text_only.sort()
         ys = [mean_std(list(v.values()))[0] for _, v in text_only]
         ax.plot([x for x, _ in text_only], ys, marker="d", color="tab:purple", linestyle="-.", label="text-only T_x, rest wn")
+    if text_only_students:
+        text_only_students.sort()
+        ys = [mean_std(list(v.values()))[0] for _, v in text_only_students]
+        ax.plot([x for x, _ in text_only_students], ys, marker="v", color="tab:pink", linestyle=":",
+                label="student of the text-only T_x (T_x S_s), rest wn")
     _chance(ax, chance)
     ax.set(xlabel="share of samples whose T_x text is the exact class name (gt, %)", ylabel="validation top-1 (%)",
            title="Figure 2 (in small): teacher vs student accuracy by T_x text mix")

@@ -156,7 +156,7 @@ class Context:
         from relaxkd.engine.sampling import SeededAugmentation
 
         size = image_size or self.cfg.data.image_size
-        transform = build_transform(kind, size, stats, policy=self.cfg.data.policy)
+        transform = build_transform(kind, size, stats, policy=self.cfg.data.policy, cutout=self.cfg.data.cutout)
         return SeededAugmentation(raw, transform, self.cfg.seed if seed is None else seed)
 
     @cached_property

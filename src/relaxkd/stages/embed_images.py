@@ -14,7 +14,10 @@ STAGE = "embed-images"
 
 
 def embed_images(ctx: Context) -> Artifact:
-    spec = {"data": data_spec(ctx), "clip": clip_spec(ctx.cfg)}
+    from relaxkd.clip.templates import WORD_EMBEDDING
+
+    # class_text (the class names' word embeddings) is part of the artifact
+    spec = {"data": data_spec(ctx), "clip": clip_spec(ctx.cfg), "word_embedding": WORD_EMBEDDING}
 
     def build(out: Path) -> None:
         from relaxkd.engine.sampling import SeededAugmentation

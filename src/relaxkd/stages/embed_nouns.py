@@ -29,7 +29,9 @@ def nouns_spec(ctx: Context) -> dict[str, Any]:
 def embed_nouns(ctx: Context) -> Artifact:
     from relaxkd.clip import TEMPLATES
 
-    spec = {"clip": clip_spec(ctx.cfg), "templates": list(TEMPLATES), "nouns": nouns_spec(ctx)}
+    from relaxkd.clip.templates import WORD_EMBEDDING
+
+    spec = {"clip": clip_spec(ctx.cfg), "templates": list(TEMPLATES), "word_embedding": WORD_EMBEDDING, "nouns": nouns_spec(ctx)}
 
     def build(out: Path) -> None:
         from relaxkd.wordnet import candidate_nouns

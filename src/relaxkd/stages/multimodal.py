@@ -13,7 +13,16 @@ from relaxkd.config import ExperimentConfig
 from relaxkd.stages.context import Context
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.relax import relax
-from relaxkd.stages.specs import clip_spec, contiguous, metrics, model_info, train_spec, augmentation_spec, data_spec
+from relaxkd.stages.specs import (
+    augmentation_spec,
+    clip_spec,
+    contiguous,
+    data_spec,
+    metrics,
+    model_info,
+    train_spec,
+    weights_file_hash,
+)
 
 STAGE = "teacher-multimodal"
 
@@ -35,6 +44,8 @@ def multimodal_teacher(ctx: Context) -> Artifact:
         "seed": ctx.cfg.seed,
         "train": train_spec(ctx.cfg),
     }
+    if m.head == "resnet50-1x1":
+        spec.update(weights_file_hash(m.weights))
     if m.input == "online":
         spec["online"] = {"data": data_spec(ctx), "clip": clip_spec(ctx.cfg), **augmentation_spec(ctx.cfg)}
 
@@ -46,6 +57,7 @@ def multimodal_teacher(ctx: Context) -> Artifact:
         emb = load_file(str(images.file("embeddings.safetensors")))
         bank_tensor = load_file(str(bank.file("bank.safetensors")))["bank"] if bank is not None else None
         module = new_teacher(ctx, emb, bank_tensor)
+        init = initialise_head(ctx, module)
         train, val = _training_data(ctx, module, emb)
         data = SeededDataModule(train, val, m.optim.batch_size, ctx.cfg.data.num_workers, ctx.cfg.seed)
         work = ctx.work_dir(STAGE, spec)
@@ -58,7 +70,8 @@ def multimodal_teacher(ctx: Context) -> Artifact:
             "measured_val_proportions": mode_proportions(module.val_modes),
         }
         record = metrics(ctx.cfg, module, epochs=m.optim.epochs, input=m.input, proportions=m.proportions, **measured,
-                         bank=m.bank, text_only=m.text_only)
+                         bank=m.bank, text_only=m.text_only, augment=m.augment if m.input == "online" else None,
+                         head=m.head, head_init=init)
         write_json(out / "metrics.json", record)
 
     return ctx.resolve(ctx.store, STAGE, spec, build)
@@ -74,12 +87,26 @@ def _training_data(ctx: Context, module, emb: dict[str, torch.Tensor]):
 
         enc = ctx.clip
         module.image_encoder = OnlineClip(enc, CLIP_STATS)
-        train = ctx.augmented(ctx.raw_train, "weak", CLIP_STATS, enc.image_size)
+        train = ctx.augmented(ctx.raw_train, ctx.cfg.multimodal.augment, CLIP_STATS, enc.image_size)
         val = ctx.augmented(ctx.raw_val, "clip", CLIP_STATS, enc.image_size)
         return train, val
     seed = ctx.cfg.seed
     return (SeededAugmentation(_EmbeddingSet(emb["train"], emb["train_labels"]), None, seed),
             SeededAugmentation(_EmbeddingSet(emb["val"], emb["val_labels"]), None, seed))
+
+
+def initialise_head(ctx: Context, module) -> dict[str, Any]:
+    """Start T_x's head as the authors do: the resnet50-1x1 head from ImageNet ResNet50 weights (all
+    but conv1 and fc) when it can have them; says what happened (metrics.json, the report)."""
+    from relaxkd.models import init_head_from_imagenet
+    from relaxkd.stages.context import log
+
+    m = ctx.cfg.multimodal
+    if m.head != "resnet50-1x1":
+        return {"init": "random", "loaded": 0, "note": f"random init ({m.head} head)"}
+    init = init_head_from_imagenet(module.head, m.weights)
+    log(f"{STAGE}: resnet50-1x1 head: {init['note']}")
+    return init
 
 
 def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor | None):

@@ -29,7 +29,7 @@ def augmentation_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     """What determines the random views of training images besides the seed."""
     from relaxkd.data.transforms import AUGMENTATION_VERSION
 
-    return {"policy": cfg.data.policy, "augmentation": AUGMENTATION_VERSION}
+    return {"policy": cfg.data.policy, "cutout": cfg.data.cutout, "augmentation": AUGMENTATION_VERSION}
 
 
 def views_spec(ctx) -> dict[str, Any]:
