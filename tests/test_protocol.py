@@ -286,3 +286,21 @@ def test_figure2_sweep_trains_students_and_reports_both_curves(tiny_cfg):
     report = Path(write_report(tiny_cfg.run_dir))
     text = report.read_text() if report.is_file() else (report / "report.md").read_text()
     assert "Figure 2 (in small): text-only T_x and its student" in text
+
+
+def test_cached_views_replay_the_online_embeddings_exactly(tiny_cfg):
+    """Item 13: per-epoch augmented embeddings cached like teacher targets; T_x trains the same."""
+    from relaxkd.config import apply_overrides, build_config
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.multimodal import multimodal_teacher
+
+    optim = "multimodal.optim={epochs: 2, batch_size: 256, lr: 0.05, warmup_epochs: 1, milestones: [1]}"
+    history = {}
+    for mode in ("online", "cached_views"):
+        cfg = build_config(apply_overrides(tiny_cfg.to_dict(), [f"multimodal.input={mode}", optim]))
+        art = multimodal_teacher(Context(cfg))
+        history[mode] = [h["top1"] for h in art.read_json("metrics.json")["history"]]
+        if mode == "cached_views":
+            views = Context(cfg).store.root
+            assert any(p.name.startswith("tx-views-") for p in views.iterdir())
+    assert history["cached_views"] == pytest.approx(history["online"], abs=1e-6), history

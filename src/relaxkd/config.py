@@ -209,8 +209,9 @@ class MultimodalConfig(Strict):
     lambda_cos: float = Field(MULTIMODAL_PRESETS["paper"]["lambda_cos"], ge=0)
     bank_weight_decay: float = Field(1e-4, ge=0)
     #: "online" (the authors'): CLIP embeds every augmented training batch; "cached": train on the
-    #: embed stage's clean-image embeddings (fast, no augmentation).
-    input: Literal["cached", "online"] = "online"
+    #: embed stage's clean-image embeddings (fast, no augmentation); "cached_views": replay the
+    #: tx-views stage's embeddings of every epoch's augmented views (= online, embedded once)
+    input: Literal["cached", "online", "cached_views"] = "online"
     #: augmentation of T_x's training images when input is online (the authors' --train_add_strong)
     augment: Literal["strong", "weak"] = "strong"
     #: start of the resnet50-1x1 head: "imagenet" (torchvision's ImageNet ResNet50, all but conv1

@@ -46,6 +46,12 @@ def multimodal_teacher(ctx: Context) -> Artifact:
     }
     if m.head == "resnet50-1x1":
         spec.update(weights_file_hash(m.weights))
+    views = None
+    if m.input == "cached_views":
+        from relaxkd.stages.tx_views import tx_views
+
+        views = tx_views(ctx)
+        spec["views"] = views.key
     if m.input == "online":
         spec["online"] = {"data": data_spec(ctx), "clip": clip_spec(ctx.cfg), **augmentation_spec(ctx.cfg)}
 
@@ -58,7 +64,7 @@ def multimodal_teacher(ctx: Context) -> Artifact:
         bank_tensor = load_file(str(bank.file("bank.safetensors")))["bank"] if bank is not None else None
         module = new_teacher(ctx, emb, bank_tensor)
         init = initialise_head(ctx, module)
-        train, val = _training_data(ctx, module, emb)
+        train, val = _training_data(ctx, module, emb, views)
         data = SeededDataModule(train, val, m.optim.batch_size, ctx.cfg.data.num_workers, ctx.cfg.seed)
         work = ctx.work_dir(STAGE, spec)
         fit(build_trainer(ctx.cfg.trainer, work, m.optim.epochs), module, data, work)
@@ -77,10 +83,17 @@ def multimodal_teacher(ctx: Context) -> Artifact:
     return ctx.resolve(ctx.store, STAGE, spec, build)
 
 
-def _training_data(ctx: Context, module, emb: dict[str, torch.Tensor]):
-    """T_x's training and validation sets: augmented images through CLIP (online) or the cached embeddings."""
+def _training_data(ctx: Context, module, emb: dict[str, torch.Tensor], views: Artifact | None = None):
+    """T_x's training and validation sets: augmented images through CLIP (online), their embeddings
+    recorded once (cached_views) or the clean cached embeddings."""
     from relaxkd.engine.sampling import SeededAugmentation
 
+    if ctx.cfg.multimodal.input == "cached_views":
+        from relaxkd.stages.tx_views import CachedViews
+
+        epochs = ctx.cfg.multimodal.optim.epochs
+        return (CachedViews(views.path, emb["train_labels"], "train", epochs),
+                CachedViews(views.path, emb["val_labels"], "val", epochs))
     if ctx.cfg.multimodal.input == "online":
         from relaxkd.clip.online import OnlineClip
         from relaxkd.data.transforms import CLIP_STATS
