@@ -23,25 +23,25 @@ from conftest import REPO
 # T_x text mix is the paper's {wn: 1.0} (so the main run's T_x is table2's gt0-wn100 one).
 DEMO_KEYS = {
     "run": [
-        "attribute-178d1abfddb571a1",
-        "distill-6db421ede19996de",  # distill.params (KD-method plug-ins) joined the distill section
-        "embed-images-2b4c9b7abd266e44",
-        "embed-nouns-25a751e366a2f770",
-        "relax-a2f3a113059cd5a0",  # k-means never fewer clusters than classes (min_clusters); downstream keys follow
-        "teacher-multimodal-34b81e9d61ec8be8",
-        "teacher-unimodal-1ab2c8db9c2d7168",  # T_m views drawn with the member's seed (views_seed)
-        "teacher-unimodal-622b0c7d6f414c20",
+        "attribute-93dbe8a9cd0f116c",
+        "distill-64d46982581f5e32",  # distill.params (KD-method plug-ins) joined the distill section
+        "embed-images-ff0672160c2c3aa3",
+        "embed-nouns-d43bc8725c8673a5",
+        "relax-961d60a9c2969876",  # k-means never fewer clusters than classes (min_clusters); downstream keys follow
+        "teacher-multimodal-8ab05e9b6c963d9b",
+        "teacher-unimodal-63d92fb96fdcbf86",  # T_m views drawn with the member's seed (views_seed)
+        "teacher-unimodal-feecb7c33dbaca48",
     ],
-    "distill.targets=cached": ["teacher-targets-20213c58ab484bb9"],
-    "table2/gt100-wn0/tx-s": ["attribute-985a1c4b90d28171", "teacher-multimodal-093a5952b9404c2d"],
-    "table2/gt80-wn20/tx-s": ["attribute-69812cb96749a303", "teacher-multimodal-7ea84e17e270fb11"],
-    "table2/gt50-wn50/tx-s": ["attribute-23a6f2dd0e1f250e", "teacher-multimodal-4917c042d7b9cd5c"],
-    "table2/gt20-wn80/tx-s": ["attribute-69dc3e5c3364978f", "teacher-multimodal-c40c26f4baf121bc"],
-    "table2/gt0-wn100/tx-s": ["attribute-178d1abfddb571a1", "teacher-multimodal-34b81e9d61ec8be8"],
-    "table2/gt80-noise20/tx-s": ["attribute-168cd2c9f2edbbb6", "teacher-multimodal-fc22741881010ea2"],
-    "table2/gt50-noise50/tx-s": ["attribute-9c7238377a5018ee", "teacher-multimodal-69970e80d42ec12f"],
-    "table2/gt20-noise80/tx-s": ["attribute-7b2d6d83c2d79c88", "teacher-multimodal-ca40e98e71cd4128"],
-    "table2/gt0-noise100/tx-s": ["attribute-2752b7f13de5a51f", "teacher-multimodal-508d8d900f35693b"],
+    "distill.targets=cached": ["teacher-targets-bb78a85737230ce7"],
+    "table2/gt100-wn0/tx-s": ["attribute-840481da28cbfe25", "teacher-multimodal-e349a9f270b755b4"],
+    "table2/gt80-wn20/tx-s": ["attribute-27d632ec5b07939b", "teacher-multimodal-86a8ca81c55739d6"],
+    "table2/gt50-wn50/tx-s": ["attribute-c75e67d67225a9df", "teacher-multimodal-df9dc034c4fa65c1"],
+    "table2/gt20-wn80/tx-s": ["attribute-aecc40726d974e19", "teacher-multimodal-df479c71cf317afb"],
+    "table2/gt0-wn100/tx-s": ["attribute-93dbe8a9cd0f116c", "teacher-multimodal-8ab05e9b6c963d9b"],
+    "table2/gt80-noise20/tx-s": ["attribute-6970e431a0c626f6", "teacher-multimodal-bc64919e4c9e9d5e"],
+    "table2/gt50-noise50/tx-s": ["attribute-3c68038606a586a0", "teacher-multimodal-07b0d8634d35dd9e"],
+    "table2/gt20-noise80/tx-s": ["attribute-1956ec24f67abb79", "teacher-multimodal-6f6cd33c1122828b"],
+    "table2/gt0-noise100/tx-s": ["attribute-016e2815f8065384", "teacher-multimodal-b1bff75c2079666e"],
 }
 
 

@@ -27,7 +27,7 @@ STAGE = "tx-views"
 def tx_views_spec(ctx: Context) -> dict[str, Any]:
     m = ctx.cfg.multimodal
     return {
-        **views_spec(ctx.cfg),
+        **views_spec(ctx),
         "clip": clip_spec(ctx.cfg),
         "augment": m.augment,
         "epochs": m.optim.epochs,
