@@ -400,3 +400,76 @@ def test_seeded_loader_batches_are_identical_across_worker_counts():
     for (images_0, labels_0, index_0), (images_2, labels_2, index_2) in zip(batches[0], batches[2]):
         assert torch.equal(index_0, index_2) and torch.equal(labels_0, labels_2)
         assert torch.equal(images_0, images_2)
+
+
+# -- the batch stage on the training device (issue 18) ------------------------------------------------
+
+
+def _prepared(transform, count: int = 48):
+    pictures = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (20 + i % 30, 24, 3), dtype=np.uint8)) for i in range(count)]
+    prepared = []
+    for i, picture in enumerate(pictures):
+        torch.manual_seed(i)
+        prepared.append(transform.prepare(picture))
+    return prepared
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])  # the batched tensor regime (<= BATCH_OPS_MAX_SIZE)
+@pytest.mark.parametrize("kind, policy", [("strong", "cifar"), ("strong", "imagenet"), ("weak", "cifar")])
+def test_device_batch_stage_equals_the_loader_batch_stage_bit_for_bit(kind, policy, size):
+    """uint8 crops + draws finished where they are (DeviceBatch) == the loader's finish(), bit for bit."""
+    from relaxkd.data.augment import DeviceBatch
+
+    loader = build_transform(kind, size, IMAGENET_STATS, policy=policy)
+    device = build_transform(kind, size, IMAGENET_STATS, policy=policy, batch_stage="device")
+    prepared = _prepared(loader)
+    expected = loader.finish(prepared)
+    batch = device.collate(_prepared(device))
+    assert isinstance(batch, DeviceBatch) and batch.pixels.dtype == torch.uint8 and batch.pixels.shape == (48, size, size, 3)
+    moved = batch.to("cpu")  # what Lightning's transfer calls; the draws stay on the host
+    images = device.finish_batch(moved)
+    assert torch.equal(images, expected)
+    assert images.is_contiguous(memory_format=torch.channels_last)  # what a channels_last student takes
+    assert device(Image.fromarray(np.zeros((20, 20, 3), np.uint8))).shape == (3, size, size)
+
+
+def test_device_batch_stage_uses_tensor_ops_at_every_size():
+    """Above BATCH_OPS_MAX_SIZE the loader runs the ops per image on PIL; the device stage keeps
+    torchvision's tensor ops (no PIL on an accelerator): its views are the tensor regime's, which
+    differ from the PIL regime's (so the stage is part of the augmentation spec)."""
+    from relaxkd.data.augment import BATCH_OPS_MAX_SIZE
+
+    size = BATCH_OPS_MAX_SIZE + 8
+    pil = build_transform("strong", size, IMAGENET_STATS, policy="cifar")
+    tensor = build_transform("strong", size, IMAGENET_STATS, policy="cifar")
+    tensor.batch_ops = True  # the loader's tensor regime, forced
+    device = build_transform("strong", size, IMAGENET_STATS, policy="cifar", batch_stage="device")
+    assert not pil.batch_ops and device.batch_ops
+    from_device = device.finish_batch(device.collate(_prepared(device, 24)))
+    assert torch.equal(from_device, tensor.finish(_prepared(tensor, 24)))
+    assert not torch.equal(from_device, pil.finish(_prepared(pil, 24)))
+    with pytest.raises(UserError, match="unknown batch stage"):
+        build_transform("strong", 16, IMAGENET_STATS, batch_stage="gpu")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_with_a_device_batch_stage_hands_over_uint8_and_the_module_hook_finishes_it(workers):
+    """SeededDataModule: the deferred loader yields (DeviceBatch, labels, indices); after the transfer
+    on_after_batch_transfer finishes the images, equal bit for bit to the loader-stage batches."""
+    from relaxkd.data.augment import DeviceBatch
+    from relaxkd.engine.sampling import SeededAugmentation
+    from relaxkd.engine.trainer import SeededDataModule
+
+    batches = {}
+    for stage in ("loader", "device"):
+        data = SeededAugmentation(RandomImages(20), build_transform("strong", 16, IMAGENET_STATS, policy="cifar", batch_stage=stage), seed=0)
+        module = SeededDataModule(data, None, batch_size=8, num_workers=workers if stage == "device" else 0, seed=0)
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(1)
+        batches[stage] = [(batch, module.on_after_batch_transfer(batch, 0)) for batch in loader]
+        del loader
+    assert len(batches["device"]) == 3
+    for (raw_loader, _), (raw_device, finished) in zip(batches["loader"], batches["device"]):
+        assert isinstance(raw_device[0], DeviceBatch) and isinstance(raw_loader[0], torch.Tensor)
+        assert torch.equal(finished[1], raw_loader[1]) and torch.equal(finished[2], raw_loader[2])
+        assert torch.equal(finished[0], raw_loader[0])

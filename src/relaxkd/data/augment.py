@@ -239,17 +239,19 @@ def apply_ops(images: Tensor, ops: Tensor, magnitudes: Tensor) -> Tensor:
     ``ops`` int64 [B, S] (ids in :data:`OPS`), ``magnitudes`` float64 [B, S]. Returns a new tensor.
     Each op runs once per stage for the images that drew it (the geometric ones together)."""
     images = images.clone()
+    ops, magnitudes = ops.cpu(), magnitudes.cpu()  # grouping happens on the host: no device sync
+    on_device = magnitudes.to(images.device, non_blocking=True) if images.device.type != "cpu" else magnitudes
     for stage in range(ops.shape[1]):
         column, groups = ops[:, stage].tolist(), {}
         for row, op_id in enumerate(column):
             if op_id != IDENTITY:
                 groups.setdefault("geometric" if op_id in _GEOMETRIC else OPS[op_id], []).append(row)
         for name, rows in groups.items():
-            index = torch.tensor(rows)
+            index = torch.tensor(rows, device=images.device)
             if name == "geometric":
-                images[index] = _geometric(images[index], [OPS[column[row]] for row in rows], magnitudes[index, stage].tolist())
+                images[index] = _geometric(images[index], [OPS[column[row]] for row in rows], magnitudes[rows, stage].tolist())
             else:
-                images[index] = _BATCH_OPS[name](images[index], magnitudes[index, stage])
+                images[index] = _BATCH_OPS[name](images[index], on_device[index, stage])
     return images
 
 
@@ -259,12 +261,17 @@ def cutout(images: Tensor, holes: Tensor, length: int, inplace: bool = False) ->
     height, width = images.shape[-2:]
     centre_y, centre_x = torch.div(holes, width, rounding_mode="floor"), holes % width
     half = length // 2
-    ys, xs = torch.arange(height), torch.arange(width)
+    ys, xs = torch.arange(height, device=images.device), torch.arange(width, device=images.device)
     rows = (ys >= (centre_y - half).unsqueeze(1)) & (ys < (centre_y + half).unsqueeze(1))  # [B, H]
     cols = (xs >= (centre_x - half).unsqueeze(1)) & (xs < (centre_x + half).unsqueeze(1))  # [B, W]
     inside = (rows.unsqueeze(2) & cols.unsqueeze(1) & (holes >= 0).view(-1, 1, 1)).unsqueeze(1)
     return images.masked_fill_(inside, 0.0) if inplace else images.masked_fill(inside, 0.0)
 
+
+#: where a training transform's batch stage runs: ``loader`` (its workers, on the CPU, then the
+#: normalised float batch is copied) or ``device`` (the loader hands over uint8 crops and the draws,
+#: :class:`DeviceBatch`; the training device finishes them, tensor ops at every size)
+BATCH_STAGES = ("loader", "device")
 
 #: images up to this size (pixels a side) take their ops per batch as tensors; larger ones per image
 #: on PIL (relaxkd.data.pil_ops). Measured by bench_train.py's ``augment_batched_speedup`` (one
@@ -290,6 +297,42 @@ def _one_thread_if(condition: bool):
         torch.set_num_threads(threads)
 
 
+# --- the batch stage on the accelerator ----------------------------------------------------------
+
+
+class DeviceBatch:
+    """A batch whose batch stage is still to run, as a loader hands it to the accelerator:
+    ``pixels`` uint8 [B, S, S, 3] (the crops, 4x fewer bytes than float images), each image's draws
+    ``ops`` int64 [B, stages] / ``magnitudes`` float64 [B, stages] and ``holes`` int64 [B].
+
+    ``to(device)`` moves the pixels and holes (non-blocking from pinned memory); the draws stay on
+    the host, where :func:`apply_ops` groups the images by op without waiting for the device.
+    The DataLoader pins it (``pin_memory()``) and Lightning moves it (``to``) like a tensor.
+    """
+
+    __slots__ = ("pixels", "ops", "magnitudes", "holes")
+
+    def __init__(self, pixels: Tensor, ops: Tensor, magnitudes: Tensor, holes: Tensor):
+        self.pixels, self.ops, self.magnitudes, self.holes = pixels, ops, magnitudes, holes
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def pin_memory(self, device=None) -> "DeviceBatch":
+        return DeviceBatch(self.pixels.pin_memory(), self.ops, self.magnitudes, self.holes.pin_memory())
+
+    def to(self, device, *args, **kwargs) -> "DeviceBatch":
+        device = torch.device(device)
+        move = lambda t: t.to(device, non_blocking=t.is_pinned())  # noqa: E731
+        return DeviceBatch(move(self.pixels), self.ops, self.magnitudes, move(self.holes))
+
+    def __reduce__(self):  # __slots__ classes pickle through this (loader workers send batches)
+        return DeviceBatch, (self.pixels, self.ops, self.magnitudes, self.holes)
+
+    def __repr__(self) -> str:
+        return f"DeviceBatch({len(self)} x {tuple(self.pixels.shape[1:])} uint8 on {self.pixels.device})"
+
+
 # --- the two-stage transform ---------------------------------------------------------------------
 
 
@@ -309,11 +352,16 @@ class TrainingTransform:
     """
 
     def __init__(self, crop, draw: Callable[[Sequence[float]], tuple[list[int], list[float]]],
-                 stats, image_size: int, cutout_length: int = 0):
+                 stats, image_size: int, cutout_length: int = 0, batch_stage: str = "loader"):
+        if batch_stage not in BATCH_STAGES:
+            raise ValueError(f"batch_stage must be one of {BATCH_STAGES}, got {batch_stage!r}")
         self.crop, self.draw = crop, draw
         self.stats, self.image_size, self.cutout_length = stats, int(image_size), int(cutout_length)
         self._uniforms = crop.UNIFORMS + 1 + draw.UNIFORMS + 1  # crop, flip, ops, Cutout centre
-        self.batch_ops = self.image_size <= BATCH_OPS_MAX_SIZE
+        self.batch_stage = batch_stage
+        # on the accelerator the tensor ops run at every size (no PIL there): above
+        # BATCH_OPS_MAX_SIZE its views differ from the CPU loader's PIL regime
+        self.batch_ops = batch_stage == "device" or self.image_size <= BATCH_OPS_MAX_SIZE
         self._scale, self._shift = stats.uint8_affine()  # [3, 1, 1]: broadcast over the batch
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray, Draw]:
@@ -354,9 +402,47 @@ class TrainingTransform:
                 cutout(images, torch.tensor([draw.hole for draw in draws]), self.cutout_length, inplace=True)
             return images
 
+    def collate(self, prepared: Sequence[tuple[np.ndarray, Draw]]) -> DeviceBatch:
+        """The per-image stage's outputs as one :class:`DeviceBatch` (in the loader, for the device)."""
+        draws = [item[1] for item in prepared]
+        return DeviceBatch(
+            torch.from_numpy(np.stack([item[0] for item in prepared])),
+            torch.tensor([draw.ops for draw in draws], dtype=torch.int64),
+            torch.tensor([draw.magnitudes for draw in draws], dtype=torch.float64),
+            torch.tensor([draw.hole for draw in draws], dtype=torch.int64),
+        )
+
+    def finish_batch(self, batch: DeviceBatch) -> Tensor:
+        """The per-batch stage where ``batch.pixels`` live (the accelerator, after the transfer):
+        normalised float [B, 3, S, S] in channels_last memory (what a channels_last network
+        takes without a copy). Bit-identical to :meth:`finish` on the CPU; on another device as
+        far as its kernels are (grid_sample, the Contrast mean: bench_gpu.py's
+        ``batch_stage_max_diff``)."""
+        pixels = batch.pixels.permute(0, 3, 1, 2)  # NCHW view of NHWC memory
+        if self.batch_ops and batch.ops.shape[1]:
+            pixels = apply_ops(pixels, batch.ops, batch.magnitudes)
+        scale, shift = _affine_on(self._scale, self._shift, pixels.device)
+        # a multiply, then an add (not a fused multiply-add): numpy's roundings in finish()
+        images = pixels.to(torch.float32).mul_(scale).add_(shift)
+        if self.cutout_length:
+            cutout(images, batch.holes.to(images.device), self.cutout_length, inplace=True)
+        return images
+
     def __call__(self, image: Image.Image) -> Tensor:
         return self.finish([self.prepare(image)])[0]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(per image: crop {self.crop.size}, flip, {type(self.draw).__name__}; "
-                f"per batch: ops, normalise {self.stats}, cutout {self.cutout_length or 'off'})")
+                f"per batch ({'on the device' if self.batch_stage == 'device' else 'in the loader'}): "
+                f"ops, normalise {self.stats}, cutout {self.cutout_length or 'off'})")
+
+
+_AFFINES: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _affine_on(scale: np.ndarray, shift: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The normalisation's float32 (scale, shift) [3, 1, 1] on ``device``, copied there once."""
+    key = (scale.tobytes(), shift.tobytes(), str(device))
+    if key not in _AFFINES:
+        _AFFINES[key] = (torch.from_numpy(scale).to(device), torch.from_numpy(shift).to(device))
+    return _AFFINES[key]

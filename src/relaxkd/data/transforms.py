@@ -19,7 +19,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from relaxkd.data.augment import AutoAugmentDraw, ColorJitterDraw, RandAugmentDraw, TrainingTransform
+from relaxkd.data.augment import BATCH_STAGES, AutoAugmentDraw, ColorJitterDraw, RandAugmentDraw, TrainingTransform
 from relaxkd.errors import UserError
 
 TRANSFORM_KINDS = ("weak", "strong", "test", "clip")
@@ -169,11 +169,16 @@ def build_transform(
     policy: str = "cifar",
     crop_ratio: float = 1.0,
     cutout: int = CUTOUT_LENGTH,
+    batch_stage: str = "loader",
 ) -> Compose | TrainingTransform:
     """PIL image -> normalised float tensor [3, image_size, image_size].
 
     ``weak`` and ``strong`` return a :class:`~relaxkd.data.augment.TrainingTransform` (crop and
     flip per image, the rest per batch when a loader batches it); ``test`` and ``clip`` a Compose.
+    ``batch_stage`` (training kinds only): ``loader`` runs the batch stage in the loader (CPU);
+    ``device`` defers it to the training device (``SeededDataModule`` hands over uint8 crops and
+    draws), with tensor ops at every image size, so above ``BATCH_OPS_MAX_SIZE`` px its views differ
+    from the loader's PIL regime (a different ``augmentation_spec``).
 
     kind:
       - ``weak``: RandomResizedCrop(scale 0.2-1, bicubic) + horizontal flip + mild colour jitter.
@@ -189,6 +194,8 @@ def build_transform(
         raise UserError(f"unknown transform kind {kind!r}; valid kinds: {', '.join(TRANSFORM_KINDS)}")
     if policy not in AUGMENT_POLICIES:
         raise UserError(f"unknown augmentation policy {policy!r}; valid policies: {', '.join(AUGMENT_POLICIES)}")
+    if batch_stage not in BATCH_STAGES:
+        raise UserError(f"unknown batch stage {batch_stage!r}; valid: {', '.join(BATCH_STAGES)}")
     if int(image_size) < 1:
         raise UserError(f"image size must be a positive number of pixels, got {image_size}")
     if int(cutout) < 0:
@@ -208,7 +215,7 @@ def build_transform(
         else:
             draw = RandAugmentDraw(image_size)
         hole = int(cutout) if kind == "strong" and policy == "cifar" else 0
-        return TrainingTransform(crop, draw, stats, image_size, cutout_length=hole)
+        return TrainingTransform(crop, draw, stats, image_size, cutout_length=hole, batch_stage=batch_stage)
     resize = max(image_size, round(image_size / crop_ratio)) if kind == "test" else image_size
     return Compose([T.Resize(resize, interpolation=bicubic), T.CenterCrop(image_size), ToNormalizedTensor(stats)])
 

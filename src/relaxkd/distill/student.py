@@ -72,6 +72,7 @@ class StudentDistiller(ClassifierModule):
         teachers: TeacherSet | None = None,
         method_state: dict[str, Any] | None = None,
         student_init: dict[str, torch.Tensor] | None = None,
+        compile_student: bool = False,
     ):
         super().__init__(class_counts)
         # bad names and inputs a method cannot use fail here, not at the first training step
@@ -92,6 +93,8 @@ class StudentDistiller(ClassifierModule):
         self.student = build_backbone(arch, num_classes, "none")
         if student_init is not None:
             self.student.load_state_dict(student_init)
+        if compile_student:  # in place: the state dict keeps its keys (checkpoints, export)
+            self.student.compile()
         self.input_stats = input_stats
         self.teacher_set = teacher_set
         context = MethodContext(
@@ -157,8 +160,7 @@ class StudentDistiller(ClassifierModule):
 
     def training_step(self, batch, batch_idx):
         terms = self.method(self.step_inputs(batch))
-        self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"})
-        self.log("train/loss", terms["loss"], prog_bar=True)
+        self.log_train({f"train/{k}": v for k, v in terms.items()})  # no host sync on an accelerator
         return terms["loss"]
 
     def validation_step(self, batch, batch_idx):

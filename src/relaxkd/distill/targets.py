@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from relaxkd.data.transforms import Stats
-from relaxkd.engine.sampling import EpochAwareSampler, sample_seed
+from relaxkd.engine.sampling import EpochAwareSampler, finish_batch, loader_collate_fn, sample_seed
 from relaxkd.errors import UserError
 
 TRAIN_FILE = "epoch-{epoch:04d}.safetensors"
@@ -68,12 +68,15 @@ def _teacher_pass(
     # the teachers compute bit-identical logits to an online run
     sampler = EpochAwareSampler(dataset, seed=seed, shuffle=split == "train")
     sampler.set_epoch(epoch)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        collate_fn=loader_collate_fn(dataset), pin_memory=device.type == "cuda")
     n = len(dataset)
     stored: dict[str, Tensor] = {}
     aug_seeds = torch.full((n,), -1, dtype=torch.int64)
     for images, targets, indices in loader:
-        logits = torch.stack(teacher_logits(images.to(device), targets.to(device), indices.to(device), split)).cpu()
+        # a batch stage deferred to the device runs there, as in the student's loop: same views
+        images = finish_batch(dataset, images.to(device))
+        logits = torch.stack(teacher_logits(images, targets.to(device), indices.to(device), split)).cpu()
         parts = compress(logits, top_k, temperature)  # [T, B, ...]
         for name, value in parts.items():
             if name not in stored:
@@ -125,13 +128,23 @@ def build_targets(
 
 
 class CachedTargets:
-    """Replays recorded teacher logits by (split, epoch, sample index)."""
+    """Replays recorded teacher logits by (split, epoch, sample index).
+
+    The epoch's recorded tensors are copied once to the device the batch's indices live on, so a
+    step reads its targets with one indexed gather there: no host sync, no per-step copy. An epoch
+    larger than :attr:`DEVICE_SHARE` of the device's memory (exact logits at ImageNet scale) stays
+    on the host and is gathered there (the indices then come back to the host each step).
+    """
+
+    #: at most this share of the device's memory holds one epoch's recorded targets
+    DEVICE_SHARE = 0.25
 
     def __init__(self, root: Path, *, num_teachers: int, num_classes: int, epochs: int, seed: int):
         self.root, self.num_teachers, self.num_classes, self.epochs, self.seed = root, num_teachers, num_classes, epochs, seed
         self._epoch: int | None = None
         self._train: dict[str, Tensor] = {}
         self._val: dict[str, Tensor] | None = None
+        self._resident: dict[tuple[str, int, torch.device], dict[str, Tensor]] = {}
 
     def _load(self, name: str) -> dict[str, Tensor]:
         stored = load_file(str(self.root / name))
@@ -161,6 +174,24 @@ class CachedTargets:
             if self._val is None:
                 self._val = self._load(VAL_FILE)
             stored = self._val
-        index = indices.cpu().long()
-        picked = {k: v[:, index] for k, v in stored.items() if k != "aug_seeds"}
+        stored = self._on_device(stored, split, epoch, indices.device)
+        where = next(iter(stored.values())).device
+        index = indices.to(where).long()
+        picked = {k: v[:, index] for k, v in stored.items()}
         return list(expand(picked, self.num_classes).unbind(0))
+
+    def _on_device(self, stored: dict[str, Tensor], split: str, epoch: int, device: torch.device) -> dict[str, Tensor]:
+        """The split's (and epoch's) recorded tensors on ``device`` if they fit, else on the host."""
+        stored = {k: v for k, v in stored.items() if k != "aug_seeds"}
+        if device.type == "cpu":
+            return stored
+        key = (split, epoch if split == "train" else -1, device)
+        if key not in self._resident:
+            size = sum(v.numel() * v.element_size() for v in stored.values())
+            total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0
+            if total and size > self.DEVICE_SHARE * total:
+                return stored
+            # drop the previous epoch's copy first (one training epoch resident at a time)
+            self._resident = {k: v for k, v in self._resident.items() if k[0] != split}
+            self._resident[key] = {k: v.to(device) for k, v in stored.items()}
+        return self._resident[key]

@@ -95,6 +95,14 @@ class TeacherSet:
             out[name] = Outputs(logits, found)
         return out
 
+    def _embeddings(self, split: str, device: torch.device) -> torch.Tensor:
+        """The split's cached CLIP embeddings where the indices live, copied there once (a gather
+        on the device, no per-step host sync)."""
+        table = self.cached_embeddings[split]
+        if table.device != device:
+            table = self.cached_embeddings[split] = table.to(device)
+        return table
+
     @torch.inference_mode()
     def logits(
         self,
@@ -121,7 +129,7 @@ class TeacherSet:
             if self.clip_encoder is not None:
                 emb = self.clip_encoder(images).float()
             else:
-                emb = self.cached_embeddings[split][indices.cpu()].to(images.device).float()
+                emb = self._embeddings(split, indices.device)[indices].to(images.device).float()
             out.append(self.multimodal.logits(emb, targets, indices, split).float())
         # leave inference mode: these enter the student's autograd graph as constants
         return [t.clone() for t in out]

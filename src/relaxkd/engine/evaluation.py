@@ -23,6 +23,21 @@ class ClassifierModule(L.LightningModule):
         self.last_val_logits: torch.Tensor | None = None
         self._val_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
+    def setup(self, stage: str) -> None:
+        # on an accelerator convolutions run fastest in channels_last (NHWC): 4-D weights are
+        # converted here, before the optimiser is built; a device-side batch stage hands over
+        # channels_last images, others are converted by the first convolution. CPU runs keep NCHW.
+        if self._trainer is not None and self.trainer.strategy.root_device.type != "cpu":
+            self.to(memory_format=torch.channels_last)
+
+    def log_train(self, terms: dict[str, torch.Tensor], prog_bar: str | None = "train/loss") -> None:
+        """Log training terms without making the host wait for the device: on an accelerator they
+        accumulate on the device and are logged as epoch means (an ``.item()`` per step, as step
+        logging and the progress bar do, would stall the step); on the CPU per step as well."""
+        on_step = self.device.type == "cpu"
+        for name, value in terms.items():
+            self.log(name, value, on_step=on_step, on_epoch=not on_step or None, prog_bar=name == prog_bar)
+
     def store_validation(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
         self._val_parts.append((logits.detach().float(), targets.detach(), indices.detach()))
 

@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from relaxkd.data.augment import TrainingTransform
+from relaxkd.data.augment import DeviceBatch, TrainingTransform
 
 
 class EpochAwareSampler(DistributedSampler):
@@ -75,9 +75,41 @@ class SeededAugmentation(Dataset):
             outputs.append(image)
             labels.append(label)
             indices.append(index)
-        if two_stage and outputs:
+        if two_stage and outputs and not self.deferred:
             outputs = list(self.transform.finish(outputs))  # each image depends on its own draws only
         return list(zip(outputs, labels, indices))
+
+    @property
+    def deferred(self) -> bool:
+        """True when the batch stage runs on the training device: the loader then yields
+        ``(DeviceBatch, labels, indices)`` (:attr:`collate_fn`) and :meth:`finish_batch` completes
+        the images after the transfer (``SeededDataModule.on_after_batch_transfer``)."""
+        return isinstance(self.transform, TrainingTransform) and self.transform.batch_stage == "device"
+
+    @property
+    def collate_fn(self):
+        """The DataLoader's ``collate_fn`` for this dataset (None: PyTorch's default)."""
+        return self._collate_deferred if self.deferred else None
+
+    def _collate_deferred(self, items: list) -> tuple[DeviceBatch, torch.Tensor, torch.Tensor]:
+        prepared, labels, indices = zip(*items)
+        return self.transform.collate(prepared), torch.tensor(labels), torch.tensor(indices)
+
+    def finish_batch(self, images):
+        """A loader batch's images, finished where they are if the batch stage was deferred."""
+        return self.transform.finish_batch(images) if isinstance(images, DeviceBatch) else images
+
+
+def loader_collate_fn(dataset: Dataset):
+    """The ``collate_fn`` a DataLoader over ``dataset`` needs (None: PyTorch's default)."""
+    return getattr(getattr(dataset, "dataset", dataset), "collate_fn", None)  # through a Subset
+
+
+def finish_batch(dataset: Dataset, images):
+    """``images`` from a loader over ``dataset``, with a deferred batch stage run where they are."""
+    if isinstance(images, DeviceBatch):
+        return getattr(dataset, "dataset", dataset).finish_batch(images)  # through a Subset
+    return images
 
 
 def _seed_all(seed: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
 from relaxkd.config import TrainerConfig
-from relaxkd.engine.sampling import EpochAwareSampler
+from relaxkd.engine.sampling import EpochAwareSampler, finish_batch, loader_collate_fn
 from relaxkd.errors import UserError
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -58,24 +58,56 @@ class RngState(Callback):
 
 
 class NonFiniteLossGuard(Callback):
-    """Stops training on a NaN/inf loss, naming the step and the last good checkpoint."""
+    """Stops training on a NaN/inf loss, naming the step and the last good checkpoint.
+
+    On the CPU every step's loss is checked. On an accelerator reading the loss would make the host
+    wait for the device every step, so the first bad step is recorded on the device and read every
+    ``CHECK_EVERY`` steps and at the epoch's last batch, before validation and the epoch-end
+    checkpoint: the error names the same step, a few steps later.
+    """
+
+    CHECK_EVERY = 50
 
     def __init__(self, checkpoint_dir: Path):
         self.checkpoint_dir = checkpoint_dir
+        self._first_bad: torch.Tensor | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss.detach()).all():
-            last = self.checkpoint_dir / LAST_CHECKPOINT
-            where = str(last) if last.exists() else "none yet"
-            raise UserError(
-                f"training stopped: non-finite loss at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-                f"last good checkpoint: {where}; lower the learning rate or check the data"
-            )
+        if loss is None:
+            return
+        bad = ~torch.isfinite(loss.detach()).all()
+        if loss.device.type == "cpu":
+            if bad:
+                self._stop(trainer, trainer.current_epoch, trainer.global_step)
+            return
+        # (epoch, step) of the first bad loss, or -1: updated on the device, no host sync
+        here = torch.tensor([trainer.current_epoch, trainer.global_step], device=loss.device)
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((2,), -1, dtype=here.dtype, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad[0] < 0), here, self._first_bad)
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        if last_batch or trainer.global_step % self.CHECK_EVERY == 0:
+            epoch, step = self._first_bad.tolist()
+            if epoch >= 0:
+                self._stop(trainer, epoch, step)
+
+    def _stop(self, trainer, epoch: int, step: int) -> None:
+        last = self.checkpoint_dir / LAST_CHECKPOINT
+        where = str(last) if last.exists() else "none yet"
+        raise UserError(
+            f"training stopped: non-finite loss at epoch {epoch}, step {step}; "
+            f"last good checkpoint: {where}; lower the learning rate or check the data"
+        )
 
 
 class SeededDataModule(L.LightningDataModule):
-    """Train/val loaders with deterministic, rank-aware, resumable sampling."""
+    """Train/val loaders with deterministic, rank-aware, resumable sampling.
+
+    With a training transform whose batch stage runs on the device (``batch_stage="device"``) the
+    loader yields uint8 crops and their draws (``DeviceBatch``, pinned on a GPU machine) and
+    :meth:`on_after_batch_transfer` finishes them on the training device, for any module.
+    """
 
     def __init__(self, train: Dataset, val: Dataset | None, batch_size: int, num_workers: int, seed: int):
         super().__init__()
@@ -98,7 +130,15 @@ class SeededDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=loader_collate_fn(dataset),
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, (list, tuple)) and batch and self.train_set is not None:
+            images = finish_batch(self.train_set, batch[0])
+            if images is not batch[0]:
+                return (images, *batch[1:])
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
