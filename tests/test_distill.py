@@ -176,6 +176,49 @@ def test_cached_targets_refuse_an_epoch_they_do_not_cover(teachers_root):
         CachedTargets(targets.path, num_teachers=3, num_classes=10, epochs=2, seed=1).logits("train", 0, torch.tensor([0]))
 
 
+def test_device_batch_stage_records_the_same_targets_and_trains_the_same_student(tmp_path):
+    """data.batch_stage=device on the CPU (the loader hands over uint8 crops + draws, Lightning's
+    on_after_batch_transfer finishes them): teacher targets recorded and the student trained from
+    them are bit-identical to the loader's batch stage (images <= BATCH_OPS_MAX_SIZE)."""
+    from torch.utils.data import Subset
+
+    from relaxkd.config import TrainerConfig
+    from relaxkd.data import build_dataset, build_transform
+    from relaxkd.distill import CachedTargets, build_targets
+    from relaxkd.engine.sampling import SeededAugmentation
+    from relaxkd.engine.trainer import SeededDataModule, build_trainer
+
+    raw = Subset(build_dataset("digits", None, "train"), range(80))
+    torch.manual_seed(0)
+    teacher = build_backbone("tiny_cnn", 10, "none").eval()
+
+    def logits(images, targets, indices, split):
+        with torch.no_grad():
+            return [teacher(images)]
+
+    recorded, students = {}, {}
+    for stage in ("loader", "device"):
+        train = SeededAugmentation(raw, build_transform("strong", 8, IMAGENET_STATS, batch_stage=stage), seed=0)
+        out = tmp_path / stage / "targets"
+        out.mkdir(parents=True)
+        build_targets(logits, train, Subset(train, []), out=out, work=tmp_path / stage / "work", epochs=2, seed=0,
+                      batch_size=32, num_workers=0, top_k=0, temperature=4.0, device=torch.device("cpu"))
+        recorded[stage] = load_file(str(out / "epoch-0001.safetensors"))
+        replay = CachedTargets(out, num_teachers=1, num_classes=10, epochs=2, seed=0)
+        torch.manual_seed(0)
+        module = StudentDistiller(
+            arch="tiny_cnn", num_classes=10, input_stats=IMAGENET_STATS, teachers=TeacherSet(names=["strong"], cached=replay),
+            optim_cfg={"epochs": 2, "batch_size": 32, "lr": 0.05, "warmup_epochs": 0, "milestones": [2]},
+        )
+        trainer = build_trainer(TrainerConfig(accelerator="cpu", devices=1, progress=False, logger="none"), tmp_path / stage / "fit", 2)
+        trainer.limit_val_batches = 0
+        trainer.fit(module, datamodule=SeededDataModule(train, None, 32, 0, seed=0))
+        students[stage] = module.student.state_dict()
+    assert recorded["loader"].keys() == recorded["device"].keys()
+    assert all(torch.equal(recorded["loader"][k], recorded["device"][k]) for k in recorded["loader"])
+    assert all(torch.equal(students["loader"][k], students["device"][k]) for k in students["loader"])
+
+
 def student_and_val_logits(teachers_root):
     """The distilled student's artifact, the validation images and the checkpoint's logits on them."""
     p = pipeline(teachers_root)

@@ -428,8 +428,9 @@ def test_device_batch_stage_equals_the_loader_batch_stage_bit_for_bit(kind, poli
     assert isinstance(batch, DeviceBatch) and batch.pixels.dtype == torch.uint8 and batch.pixels.shape == (48, size, size, 3)
     moved = batch.to("cpu")  # what Lightning's transfer calls; the draws stay on the host
     images = device.finish_batch(moved)
-    assert torch.equal(images, expected)
-    assert images.is_contiguous(memory_format=torch.channels_last)  # what a channels_last student takes
+    assert torch.equal(images, expected) and images.is_contiguous()  # on the CPU: NCHW, as the loader's
+    channels_last = device.finish_batch(moved, memory_format=torch.channels_last)  # an accelerator's default
+    assert torch.equal(channels_last, expected) and channels_last.is_contiguous(memory_format=torch.channels_last)
     assert device(Image.fromarray(np.zeros((20, 20, 3), np.uint8))).shape == (3, size, size)
 
 

@@ -63,6 +63,10 @@ class DataConfig(Strict):
     #: file), "content" (SHA-256 of every file: reads all bytes) or "none" (config only: trust the root)
     fingerprint: Literal["stat", "content", "none"] = "stat"
     num_workers: int = Field(0, ge=0)
+    #: where training augmentation's batch stage (drawn ops, normalisation, Cutout) runs: "loader"
+    #: (its workers, CPU), "device" (uint8 crops and draws go to the training device, finished there
+    #: with tensor ops at every size), "auto" = device when training on a GPU, else loader.
+    batch_stage: Literal["auto", "loader", "device"] = "auto"
 
 
 class ClipConfig(Strict):
@@ -277,6 +281,9 @@ class DistillConfig(Strict):
     #: run the fused image-teacher ensemble through torch.compile (needs a C++ compiler; a one-off
     #: compile of 7-25 s for 3 ResNet50 on 2 CPU cores, then ~1.2× faster than eager on CPU).
     compile_teachers: bool = False
+    #: run the student through torch.compile (nn.Module.compile: checkpoints keep their keys; a
+    #: one-off compile at the first step, and once more for a smaller last batch).
+    compile_student: bool = False
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(epochs=500, milestones=[300, 400])
     )

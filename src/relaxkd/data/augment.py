@@ -412,12 +412,13 @@ class TrainingTransform:
             torch.tensor([draw.hole for draw in draws], dtype=torch.int64),
         )
 
-    def finish_batch(self, batch: DeviceBatch) -> Tensor:
+    def finish_batch(self, batch: DeviceBatch, memory_format: torch.memory_format | None = None) -> Tensor:
         """The per-batch stage where ``batch.pixels`` live (the accelerator, after the transfer):
-        normalised float [B, 3, S, S] in channels_last memory (what a channels_last network
-        takes without a copy). Bit-identical to :meth:`finish` on the CPU; on another device as
-        far as its kernels are (grid_sample, the Contrast mean: bench_gpu.py's
-        ``batch_stage_max_diff``)."""
+        normalised float [B, 3, S, S], bit-identical to :meth:`finish` on the CPU; on another device
+        as far as its kernels are (bench_gpu.py's ``batch_stage_ops_differing``). ``memory_format``
+        defaults to channels_last on an accelerator (what a channels_last network takes without a
+        copy; the pixels arrive NHWC) and contiguous on the CPU, as :meth:`finish` (a CPU
+        convolution's result depends on the layout)."""
         pixels = batch.pixels.permute(0, 3, 1, 2)  # NCHW view of NHWC memory
         if self.batch_ops and batch.ops.shape[1]:
             pixels = apply_ops(pixels, batch.ops, batch.magnitudes)
@@ -426,7 +427,9 @@ class TrainingTransform:
         images = pixels.to(torch.float32).mul_(scale).add_(shift)
         if self.cutout_length:
             cutout(images, batch.holes.to(images.device), self.cutout_length, inplace=True)
-        return images
+        if memory_format is None:
+            memory_format = torch.contiguous_format if images.device.type == "cpu" else torch.channels_last
+        return images.contiguous(memory_format=memory_format)
 
     def __call__(self, image: Image.Image) -> Tensor:
         return self.finish([self.prepare(image)])[0]

@@ -155,8 +155,11 @@ class Context:
         from relaxkd.data.transforms import build_transform
         from relaxkd.engine.sampling import SeededAugmentation
 
+        from relaxkd.stages.specs import batch_stage
+
         size = image_size or self.cfg.data.image_size
-        transform = build_transform(kind, size, stats, policy=self.cfg.data.policy, cutout=self.cfg.data.cutout)
+        stage = {"batch_stage": batch_stage(self.cfg)} if kind in ("weak", "strong") else {}
+        transform = build_transform(kind, size, stats, policy=self.cfg.data.policy, cutout=self.cfg.data.cutout, **stage)
         return SeededAugmentation(raw, transform, self.cfg.seed if seed is None else seed)
 
     @cached_property

@@ -44,7 +44,8 @@ def method_inputs(ctx: Context, artifacts: dict[str, Artifact]) -> MethodInputs:
 def distill_settings(d) -> dict[str, Any]:
     """The distill section as it determines this student: other methods' settings (distill.methods)
     and the sweeps' ViT choice do not; the preset is already applied."""
-    settings = d.model_dump(exclude={"preset", "methods", "vit_student"})
+    # compile_student only when on (its kernels round differently): keys of eager runs unchanged
+    settings = d.model_dump(exclude={"preset", "methods", "vit_student", *(() if d.compile_student else ("compile_student",))})
     if d.loss in d.methods:
         settings["methods"] = {d.loss: d.methods[d.loss]}
     return settings
@@ -100,6 +101,7 @@ def distill(ctx: Context) -> Artifact:
             teachers=teacher_set,
             method_state=extras.state(),
             student_init=extras.student_init(),
+            compile_student=d.compile_student,
         )
         work = ctx.work_dir(STAGE, spec)
         fit(build_trainer(ctx.cfg.trainer, work, d.optim.epochs), module, student_data(ctx), work)

@@ -25,11 +25,25 @@ def data_spec(ctx) -> dict[str, Any]:
     return spec
 
 
+def batch_stage(cfg: ExperimentConfig) -> str:
+    """Where training augmentation's batch stage runs (``data.batch_stage``; ``auto``: on the
+    device when training on a GPU, in the loader otherwise)."""
+    stage = cfg.data.batch_stage
+    if stage == "auto":
+        on_gpu = torch.cuda.is_available() and str(cfg.trainer.accelerator).lower() in ("auto", "gpu", "cuda")
+        stage = "device" if on_gpu else "loader"
+    return stage
+
+
 def augmentation_spec(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What determines the random views of training images besides the seed."""
+    """What determines the random views of training images besides the seed. The device batch
+    stage runs tensor ops at every size and on the device's kernels: its views are its own."""
     from relaxkd.data.transforms import AUGMENTATION_VERSION
 
-    return {"policy": cfg.data.policy, "cutout": cfg.data.cutout, "augmentation": AUGMENTATION_VERSION}
+    spec = {"policy": cfg.data.policy, "cutout": cfg.data.cutout, "augmentation": AUGMENTATION_VERSION}
+    if batch_stage(cfg) == "device":
+        spec["batch_stage"] = "device"  # absent for the loader: keys of loader-stage runs unchanged
+    return spec
 
 
 def views_spec(ctx) -> dict[str, Any]:
