@@ -135,7 +135,7 @@ def test_unknown_top_level_section(capsys, monkeypatch, tiny, intact):
         ("multimodal.proportions={gt: 0.5, xx: 0.5}", "unknown text mode 'xx'; valid modes: gt, wn, noise, none"),
         ("distill.temperature=-1", "error: config: distill.temperature: Input should be greater than 0 (got -1)"),
         ("distill.teachers=[strong, nope]", "distill.teachers names unknown teacher 'nope'; valid teachers: strong, weak, strong2, tx"),
-        ("relax.temperature=0", "error: config: relax.temperature: Input should be greater than 0 (got 0)"),
+        ("multimodal.temperature=0", "error: config: multimodal.temperature: Input should be greater than 0 (got 0)"),
         ("unimodal.optim.epochs=-1", "error: config: unimodal.optim.epochs: Input should be greater than 0 (got -1)"),
         ("distill.optim.batch_size=0", "error: config: distill.optim.batch_size: Input should be greater than 0 (got 0)"),
         ("data.image_size=0", "error: config: data.image_size: Input should be greater than 0 (got 0)"),
@@ -143,7 +143,7 @@ def test_unknown_top_level_section(capsys, monkeypatch, tiny, intact):
     ],
     ids=[
         "override-without-equals", "proportions-not-summing-to-one", "unknown-text-mode", "value-out-of-range",
-        "unknown-teacher", "zero-relax-temperature", "negative-epochs", "zero-batch-size", "zero-image-size",
+        "unknown-teacher", "zero-retrieval-temperature", "negative-epochs", "zero-batch-size", "zero-image-size",
         "negative-workers",
     ],
 )

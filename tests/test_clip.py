@@ -342,3 +342,16 @@ def test_bad_precision_device_and_schema_weights(tmp_path):
     with pytest.raises(UserError) as excinfo:
         load_clip(f"local-dir:{tmp_path / 'nowhere'}")
     assert "local-dir" in _user_error(excinfo)
+
+
+def test_online_clip_resizes_as_the_encoder_does(tiny):
+    """One resize path to CLIP's input size: OnlineClip leaves it to encode_images (bicubic, antialiased)."""
+    from relaxkd.clip.online import OnlineClip
+    from relaxkd.data.transforms import CLIP_STATS, IMAGENET_STATS, renormalize
+
+    images = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    size = (tiny.image_size, tiny.image_size)
+    clip_input = F.interpolate(renormalize(images, IMAGENET_STATS, CLIP_STATS), size=size, mode="bicubic", antialias=True)
+    expected = tiny.encode_images(clip_input)
+    torch.testing.assert_close(OnlineClip(tiny, IMAGENET_STATS)(images), expected)
+    torch.testing.assert_close(tiny.encode_images(renormalize(images, IMAGENET_STATS, CLIP_STATS)), expected)

@@ -34,9 +34,13 @@ from typing import Optional
 
 import click
 import typer
-import typer._click.exceptions as typer_click
 
 from relaxkd.errors import Interrupted, UserError
+from relaxkd.versions import untested
+
+if untested("typer"):  # its private click copy is imported next: one line, not a traceback
+    sys.exit(f"error: {untested('typer')}")
+import typer._click.exceptions as typer_click  # noqa: E402
 
 app = typer.Typer(
     add_completion=False,

@@ -11,28 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from relaxkd import safe_yaml
+from relaxkd.engine.settings import OptimConfig, TrainerConfig
 from relaxkd.errors import UserError
-from relaxkd.names import TX
+from relaxkd.names import TEXT_MODES, TX
+from relaxkd.presets import DISTILL_PRESETS, MULTIMODAL_PRESETS, RETRIEVAL_TEMPERATURE
+from relaxkd.schema import Strict
 from relaxkd.trials import SWEEPS
 
-TEXT_MODES = ("gt", "wn", "noise", "none")
 SWEEP_FAMILIES = tuple(SWEEPS)  # defined with the trials themselves
 
-#: Presets: the one definition of each named set of loss weights (tests pin their sources).
-#: eq. 6 weights: the paper's (§3, λ_hier 0.1, λ_cos 0.01) and the authors' released code's.
-MULTIMODAL_PRESETS = {
-    "paper": {"lambda_hier": 0.1, "lambda_cos": 0.01},
-    "authors_code": {"lambda_hier": 0.2, "lambda_cos": 0.005},
-}
-#: eqs. 2-3: the paper gives no τ or λ. The authors' released scripts (chenqiguo/CrossmodalKD,
-#: script/script_*_regularizerV2.sh) use τ 3, CE 0.6 / KD 0.4 and average per-teacher KD losses.
-#: KD's own recipe (relaxkd/methods/kd.py) takes its τ and weights from here.
-DISTILL_PRESETS = {
-    "authors_code": {"ce_weight": 0.6, "kd_weight": 0.4, "temperature": 3.0, "aggregate": "mean_losses"},
-}
 #: teachers the LFME method distils from: experts on the many/medium/few-shot class subsets
 EXPERT_TEACHERS = ("expert_many", "expert_medium", "expert_few")
 
@@ -40,11 +30,6 @@ EXPERT_TEACHERS = ("expert_many", "expert_medium", "expert_few")
 #: seeds feed numpy's and Lightning's generators, which take 0 <= seed < 2**32
 MAX_SEED = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-
-
-class Strict(BaseModel):
-    # no NaN or infinity anywhere: `.nan` proportions or an `.inf` temperature are typos, not settings
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -92,78 +77,13 @@ class RelaxConfig(Strict):
     iterations: int = Field(300, gt=0)
     restarts: int = Field(10, gt=0)
     sample_size: int | None = Field(None, gt=0)
-    temperature: float = Field(0.005, gt=0)
-
-
-class OptimConfig(Strict):
-    """SGD and its per-epoch schedule (engine/optim.py). Defaults: the authors' CIFAR-100 teachers
-    (``script/script_cifar100_regularizerV2.sh``: 61 epochs, ``--lr_steps 25 40 60``, batch 128;
-    ``mainCLIPKD_regularizerV2.py``: lr 0.1, momentum 0.9, no weight decay, warm-up 8, γ 0.1)."""
-
-    epochs: int = Field(61, gt=0)
-    batch_size: int = Field(128, gt=0)
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0)
-    #: the authors' SGD has none (only the relaxed bank has its own, multimodal.bank_weight_decay)
-    weight_decay: float = Field(0.0, ge=0)
-    #: "step": the authors' LambdaLR (absolute milestones, γ per milestone passed);
-    #: "cosine": CosineAnnealingLR over cosine_t_max epochs down to min_lr.
-    schedule: Literal["step", "cosine"] = "step"
-    #: linear warm-up: factor (1 + epoch) / warmup_epochs while epoch < warmup_epochs
-    warmup_epochs: int = Field(8, ge=0)
-    #: step schedule: epochs (counted from 0) at which the rate is multiplied by gamma
-    milestones: list[int] = Field(default_factory=lambda: [25, 40, 60])
-    gamma: float = Field(0.1, gt=0)
-    #: cosine schedule: period T_max in epochs (None = the number of epochs)
-    cosine_t_max: int | None = Field(None, gt=0)
-    #: cosine schedule: the floor eta_min the rate decays to
-    min_lr: float = Field(0.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
-    def _cosine_has_no_milestones(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("schedule") == "cosine" and "milestones" not in values:
-            values = {**values, "milestones": []}
+    def _moved_keys(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "temperature" in values:
+            raise ValueError("relax.temperature is now multimodal.temperature (only T_x's retrieval reads it)")
         return values
-
-    @field_validator("milestones")
-    @classmethod
-    def _sorted_milestones(cls, milestones: list[int]) -> list[int]:
-        if any(m < 0 for m in milestones) or milestones != sorted(milestones):
-            raise ValueError(f"milestones must be non-negative epochs in increasing order, got {milestones}")
-        return milestones
-
-    @model_validator(mode="after")
-    def _schedule_settings(self) -> "OptimConfig":
-        if self.schedule == "cosine" and self.milestones:
-            raise ValueError(f"milestones {self.milestones} apply to schedule 'step' only; drop them for schedule 'cosine'")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr {self.min_lr:g} is larger than lr {self.lr:g}")
-        return self
-
-
-class TrainerConfig(Strict):
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    num_nodes: int = Field(1, gt=0)
-    strategy: str = "auto"
-    #: Lightning precision; "auto" = bf16-mixed on GPUs that support it, else 32-true.
-    precision: str = "auto"
-    accumulate_grad_batches: int = Field(1, gt=0)
-    deterministic: bool = True
-    progress: bool = True
-    logger: Literal["csv", "tensorboard", "none"] = "csv"
-
-    @field_validator("devices")
-    @classmethod
-    def _devices(cls, devices: int | str) -> int | str:
-        text = str(devices).strip()
-        if text == "auto" or (isinstance(devices, int) and devices > 0):
-            return devices
-        if isinstance(devices, str) and text and all(p.strip().isdigit() for p in text.split(",") if p.strip()) and "," in text:
-            return devices  # device indices, e.g. "0,1"
-        raise ValueError("must be 'auto', a positive number of devices, or device indices like '0,1' "
-                         "('auto' uses every device)")
 
 
 class UnimodalMember(Strict):
@@ -212,6 +132,8 @@ class MultimodalConfig(Strict):
     lambda_hier: float = Field(MULTIMODAL_PRESETS["paper"]["lambda_hier"], ge=0)
     lambda_cos: float = Field(MULTIMODAL_PRESETS["paper"]["lambda_cos"], ge=0)
     bank_weight_decay: float = Field(1e-4, ge=0)
+    #: softmax temperature of the ``wn`` mode's soft retrieval from the relaxed bank
+    temperature: float = Field(RETRIEVAL_TEMPERATURE, gt=0)
     #: "online" (the authors'): CLIP embeds every augmented training batch; "cached": train on the
     #: embed stage's clean-image embeddings (fast, no augmentation); "cached_views": replay the
     #: tx-views stage's embeddings of every epoch's augmented views (= online, embedded once)

@@ -5,6 +5,10 @@ import torch
 
 from relaxkd.data.transforms import CLIP_STATS, Stats, renormalize
 
+#: how a batch of another size reaches CLIP's input size: ``ClipEncoder.encode_images``'s one
+#: resize (bicubic, antialiased). Part of the key of every artifact an online CLIP feeds.
+RESIZE = "bicubic-antialias"
+
 
 class OnlineClip:
     """CLIP image embeddings of a batch normalised with another model's statistics."""
@@ -19,7 +23,4 @@ class OnlineClip:
             self._device = images.device
         if self.input_stats != CLIP_STATS:
             images = renormalize(images, self.input_stats, CLIP_STATS)
-        size = self.encoder.image_size
-        if images.shape[-1] != size or images.shape[-2] != size:
-            images = torch.nn.functional.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-        return self.encoder.encode_images(images)
+        return self.encoder.encode_images(images)  # resizes to CLIP's input size itself

@@ -32,7 +32,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy, ColorJitter, RandAugment
-from torchvision.transforms import _functional_tensor as FT
+
+from relaxkd.versions import require_tested
+
+require_tested("torchvision")  # before its private modules
+from torchvision.transforms import _functional_tensor as FT  # noqa: E402
 from torchvision.transforms import functional as F
 
 from relaxkd.data.pil_ops import apply_ops_pil

@@ -14,7 +14,11 @@ import numpy as np
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
-from torchvision.transforms.autoaugment import _apply_op
+
+from relaxkd.versions import require_tested
+
+require_tested("torchvision")  # before its private modules
+from torchvision.transforms.autoaugment import _apply_op  # noqa: E402
 
 # PIL.ImageOps' histogram and lookup-table ops (what torchvision's PIL backend calls) build their
 # 256-entry tables in Python loops and Image.point rounds every entry again (~0.1 ms at any image

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from relaxkd.config import OptimConfig
 from relaxkd.data.transforms import Stats, renormalize
 from relaxkd.distill.teacher_set import TeacherSet
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
+from relaxkd.engine.settings import OptimConfig
 from relaxkd.errors import UserError
 from relaxkd.losses import adaptive_teacher_weights, kd_loss
 from relaxkd.losses.distill import AGGREGATORS

@@ -22,7 +22,7 @@ from typing import Iterable
 
 import torch
 
-from relaxkd.config import OptimConfig
+from relaxkd.engine.settings import OptimConfig
 
 
 def lr_factor(epoch: int, cfg: OptimConfig) -> float:

@@ -1,7 +1,6 @@
 """Lightning Trainer construction and resumable fitting, shared by every training stage."""
 from __future__ import annotations
 
-import math
 import os
 import random
 import sys
@@ -16,8 +15,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressB
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
-from relaxkd.config import TrainerConfig
 from relaxkd.engine.sampling import EpochAwareSampler, finish_batch, loader_collate_fn
+from relaxkd.engine.settings import TrainerConfig
 from relaxkd.errors import UserError
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -321,7 +320,3 @@ def _end_distributed(trainer: L.Trainer) -> None:
 
 def seed_everything(seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
-
-
-def steps_per_epoch(num_samples: int, batch_size: int) -> int:
-    return max(1, math.ceil(num_samples / batch_size))

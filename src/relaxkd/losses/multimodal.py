@@ -42,7 +42,7 @@ def multimodal_teacher_loss(
 
     ``n_gt_rows``/``t_wn_rows`` hold only the ``wn`` samples' class-name and retrieved-text
     embeddings (possibly zero rows). ``bank=None`` (no relaxed bank) gives a zero regulariser.
-    The weights' presets (the paper's, the authors' code's) are ``config.MULTIMODAL_PRESETS``.
+    The weights' presets (the paper's, the authors' code's) are ``relaxkd.presets.MULTIMODAL_PRESETS``.
     Returns ``loss`` plus the unweighted terms ``ce``, ``hier``, ``cos`` for logging.
     """
     ce = F.cross_entropy(logits, targets)

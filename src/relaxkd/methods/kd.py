@@ -9,9 +9,9 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor
 
-from relaxkd.config import DISTILL_PRESETS
 from relaxkd.losses.kd import kd_loss
 from relaxkd.methods.base import LogitMethod, LogitParams, Step, register_method
+from relaxkd.presets import DISTILL_PRESETS
 
 _AUTHORS = DISTILL_PRESETS["authors_code"]
 

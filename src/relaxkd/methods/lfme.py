@@ -191,7 +191,7 @@ class SubsetExpert(_expert_module_base()):
 
     def __init__(self, arch: str, num_classes: int, classes: list[int], optim_cfg: dict, weights: str = "none"):
         super().__init__(None)
-        from relaxkd.config import OptimConfig
+        from relaxkd.engine.settings import OptimConfig
         from relaxkd.models import build_backbone
 
         self.save_hyperparameters()

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from relaxkd.errors import UserError
+from relaxkd.presets import RETRIEVAL_TEMPERATURE
 from relaxkd.relax._tensors import as_matrix, require_rows, require_same_dim
 
-DEFAULT_TEMPERATURE = 0.005
+DEFAULT_TEMPERATURE = RETRIEVAL_TEMPERATURE
 
 
 def retrieve(image_embeddings, bank, temperature: float = DEFAULT_TEMPERATURE, chunk_size: int | None = None) -> torch.Tensor:

@@ -37,7 +37,7 @@ def noun_assignments(centers, noun_embeddings, chunk_size: int | None = None) ->
     if chunk_size is None:
         chunk_size = auto_chunk_size(num_clusters, num_nouns)
     if chunk_size < 1:
-        raise UserError(f"relax.chunk_size must be at least 1, got {chunk_size}")
+        raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
 
     dtype = torch.promote_types(torch.promote_types(centers.dtype, nouns.dtype), torch.float32)
     centers = centers.detach().to(dtype)

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from relaxkd.errors import UserError
 from relaxkd.artifacts import Artifact, write_json
+from relaxkd.errors import UserError
 from relaxkd.stages.context import Context
 from relaxkd.stages.specs import provenance, train_spec, views_spec
-from relaxkd.stages.teacher_loading import check_teacher, teacher_artifacts
+from relaxkd.stages.specs import check_teacher
+from relaxkd.stages.teacher_loading import teacher_artifacts
 
 STAGE = "dmae-pretrain"
 #: the fine-tuning parameters, which do not change the pre-training

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from relaxkd.errors import UserError
 from relaxkd.artifacts import Artifact, write_json
+from relaxkd.errors import UserError
 from relaxkd.stages.context import Context, device
 from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec, weights_file_hash
 
@@ -73,7 +73,7 @@ def lfme_state(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
     from relaxkd.engine.sampling import EpochAwareSampler
     from relaxkd.methods.lfme import SUBSETS, instance_hardness, scale_instance_weights
     from relaxkd.models import build_backbone
-    from relaxkd.stages.teacher_loading import check_teacher
+    from relaxkd.stages.specs import check_teacher
 
     subsets = expert_subsets(ctx)
     experts, accuracy, classes = {}, {}, {}

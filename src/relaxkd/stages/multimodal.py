@@ -40,7 +40,6 @@ def multimodal_teacher(ctx: Context) -> Artifact:
         "images": images.key,
         "bank": bank.key if bank is not None else None,
         "multimodal": m.model_dump(exclude={"preset"}),
-        "temperature": ctx.cfg.relax.temperature,
         "seed": ctx.cfg.seed,
         "train": train_spec(ctx.cfg),
     }
@@ -136,7 +135,7 @@ def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor |
         bank_size=len(bank) if bank is not None else 0,
         bank_learnable=m.bank == "learnable",
         text_only=m.text_only,
-        temperature=ctx.cfg.relax.temperature,
+        temperature=m.temperature,
         lambda_hier=m.lambda_hier,
         lambda_cos=m.lambda_cos,
         bank_weight_decay=m.bank_weight_decay,

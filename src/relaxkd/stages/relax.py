@@ -16,7 +16,7 @@ STAGE = "relax"
 def relax(ctx: Context) -> Artifact:
     images, nouns = embed_images(ctx), embed_nouns(ctx)
     r = ctx.cfg.relax
-    spec = {"images": images.key, "nouns": nouns.key, "relax": r.model_dump(exclude={"temperature"}), "seed": ctx.cfg.seed,
+    spec = {"images": images.key, "nouns": nouns.key, "relax": r.model_dump(), "seed": ctx.cfg.seed,
             # k-means never uses fewer clusters than classes (relax_nouns' min_clusters)
             "min_clusters": ctx.num_classes}
 

@@ -13,7 +13,7 @@ from relaxkd.stages.context import Context
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.expert import expert_teacher
 from relaxkd.stages.multimodal import multimodal_teacher
-from relaxkd.stages.specs import clip_spec
+from relaxkd.stages.specs import check_teacher, clip_spec
 from relaxkd.stages.unimodal import unimodal_teacher
 
 
@@ -66,21 +66,12 @@ def teachers_spec(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any
     the image embeddings it reads (named by key, so the manifest's ``inputs`` lists them)."""
     spec: dict[str, Any] = {"teachers": {n: a.key for n, a in artifacts.items()}}
     if TX in artifacts and ctx.cfg.distill.tx_input == "online":
-        spec["clip"] = clip_spec(ctx.cfg)
+        from relaxkd.clip.online import RESIZE
+
+        spec["clip"] = {**clip_spec(ctx.cfg), "resize": RESIZE}
     elif TX in artifacts:
         spec["tx_embeddings"] = embed_images(ctx).key
     return spec
-
-
-def check_teacher(ctx: Context, artifact: Artifact, name: str) -> dict[str, Any]:
-    """``teacher.json`` of a teacher artifact, refused when it predicts another dataset's classes."""
-    info = artifact.read_json("teacher.json")
-    if info["num_classes"] != ctx.num_classes or info["dataset"] != ctx.cfg.data.dataset:
-        raise UserError(
-            f"teacher {name!r} ({artifact.path}) was trained on {info['dataset']} with {info['num_classes']} classes, "
-            f"but this run is {ctx.cfg.data.dataset} with {ctx.num_classes} classes; retrain it for this dataset"
-        )
-    return info
 
 
 def load_multimodal(ctx: Context, artifact: Artifact):

@@ -10,13 +10,14 @@ from typing import Callable
 
 import torch
 
-from relaxkd.config import MULTIMODAL_PRESETS, OptimConfig
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
 from relaxkd.errors import UserError
 from relaxkd.losses import multimodal_teacher_loss
 from relaxkd.models import TextBank, build_fusion_head
+from relaxkd.presets import MULTIMODAL_PRESETS
 from relaxkd.relax import retrieve
+from relaxkd.relax.retrieve import DEFAULT_TEMPERATURE
 from relaxkd.teachers.text_modes import MODE_IDS
 
 GT, WN, NOISE = MODE_IDS["gt"], MODE_IDS["wn"], MODE_IDS["noise"]
@@ -33,7 +34,7 @@ class MultimodalTeacher(ClassifierModule):
         bank_size: int,
         bank_learnable: bool = True,
         text_only: bool = False,
-        temperature: float = 0.005,
+        temperature: float = DEFAULT_TEMPERATURE,
         lambda_hier: float = MULTIMODAL_PRESETS["paper"]["lambda_hier"],
         lambda_cos: float = MULTIMODAL_PRESETS["paper"]["lambda_cos"],
         bank_weight_decay: float = 1e-4,
@@ -44,7 +45,7 @@ class MultimodalTeacher(ClassifierModule):
     ):
         super().__init__(class_counts)
         self.save_hyperparameters(ignore=["class_counts"])
-        self.optim_cfg = OptimConfig.model_validate(optim_cfg)
+        self.optim_cfg = optim.OptimConfig.model_validate(optim_cfg)
         self.head = build_fusion_head(head, 2 * embed_dim, num_classes, **(head_kwargs or {}))
         self.bank = TextBank(torch.zeros(bank_size, embed_dim), learnable=bank_learnable) if bank_size else None
         # set by the stage (or restored from the state dict): class-name embeddings and per-sample modes

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from relaxkd.config import TEXT_MODES
+from relaxkd.names import TEXT_MODES
 
 MODE_IDS = {mode: i for i, mode in enumerate(TEXT_MODES)}
 

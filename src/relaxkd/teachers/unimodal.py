@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from relaxkd.config import OptimConfig
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
 from relaxkd.models import build_backbone
@@ -21,7 +20,7 @@ class UnimodalTeacher(ClassifierModule):
     ):
         super().__init__(class_counts)
         self.save_hyperparameters(ignore=["class_counts"])
-        self.optim_cfg = OptimConfig.model_validate(optim_cfg)
+        self.optim_cfg = optim.OptimConfig.model_validate(optim_cfg)
         self.model = build_backbone(arch, num_classes, weights)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
