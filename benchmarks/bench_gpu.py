@@ -138,9 +138,8 @@ def steps(bench: Bench, size_name: str, rounds: int, root: Path, compile_student
     def module_step(module, optimizer):
         def step():
             optimizer.zero_grad(set_to_none=True)
-            with bench.autocast():
-                teacher_logits = module.teacher_logits(images, targets, indices, "train")
-                loss = module._loss(module(images), teacher_logits, targets)["loss"]
+            with bench.autocast():  # training_step without its logging
+                loss = module.method(module.step_inputs((images, targets, indices)))["loss"]
             loss.backward()
             optimizer.step()
         return step
