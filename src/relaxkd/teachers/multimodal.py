@@ -78,8 +78,15 @@ class MultimodalTeacher(ClassifierModule):
     def text_embeddings(
         self, image_emb: torch.Tensor, targets: torch.Tensor, modes: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        text = torch.zeros_like(image_emb)
         gt, noisy, wn = modes == GT, modes == NOISE, modes == WN
+        if image_emb.device.type != "cpu" and self.bank is not None:
+            # on an accelerator: every row's candidates, then a select (boolean indexing and
+            # wn.any() would each make the host wait for the device, every step)
+            text = torch.where(gt[:, None], self.class_text[targets].to(image_emb.dtype), torch.zeros_like(image_emb))
+            text = torch.where(noisy[:, None], self.class_text[noise].to(text.dtype), text)
+            found = retrieve(image_emb, self.bank.embeddings, self.hparams.temperature).to(text.dtype)
+            return torch.where(wn[:, None], found, text)
+        text = torch.zeros_like(image_emb)
         text[gt] = self.class_text[targets[gt]].to(text.dtype)
         text[noisy] = self.class_text[noise[noisy]].to(text.dtype)
         if wn.any():
