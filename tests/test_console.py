@@ -78,3 +78,14 @@ def test_install_prints_a_line_per_step_and_metadata_is_current():
             assert before, f"Makefile line {i + 1} installs without saying so first: {line.strip()}"
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert isinstance(pyproject["project"]["license"], str)  # SPDX string: no setuptools license-table deprecation
+
+
+def test_progress_off_a_terminal_is_a_few_plain_lines(capsys):
+    from relaxkd.console import progress_bar
+
+    with progress_bar(10_000, "CLIP word embeddings", "word") as bar:
+        for _ in range(1000):
+            bar.update(10)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\r" not in err
+    assert err.startswith("[relaxkd] CLIP word embeddings: 10,000 words in ")

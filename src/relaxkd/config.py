@@ -252,8 +252,9 @@ class ExperimentConfig(Strict):
     cache_root: str = "runs/_shared"
     #: sweep families (table1, table2, table3, figure2) that `relaxkd run` also runs
     sweeps: list[str] = Field(default_factory=list)
-    #: train the students of sweep trials; false keeps sweeps to teachers and attribution
-    sweep_students: bool = True
+    #: train the students of sweep trials: true, false (teachers and attribution only) or a list of
+    #: `family/trial` patterns (e.g. `[table1/*, table2/gt100-*]`) whose students train
+    sweep_students: bool | list[str] = True
     data: DataConfig = Field(default_factory=DataConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
     nouns: NounsConfig = Field(default_factory=NounsConfig)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from relaxkd.console import progress_bar
 
 from relaxkd.clip.templates import TEMPLATES, check_templates, word_to_text
 from relaxkd.errors import UserError
@@ -399,9 +399,7 @@ class ClipEncoder:
             pin_memory=self.device.type == "cuda",
         )
         embeddings, labels, indices = [], [], []
-        with tqdm(
-            total=len(dataset), desc="CLIP image embeddings", unit="img", disable=not progress
-        ) as bar:
+        with progress_bar(len(dataset), "CLIP image embeddings", "img", enabled=progress) as bar:
             for images, batch_labels, batch_indices in loader:
                 embeddings.append(self.encode_images(images).to("cpu", torch.float16))
                 labels.append(torch.as_tensor(batch_labels).reshape(-1))
@@ -429,9 +427,7 @@ class ClipEncoder:
         # Allocated outside inference mode so callers get an ordinary tensor (e.g. to build an
         # nn.Parameter from it); filling it in place under inference mode is allowed.
         out = torch.empty(len(texts), self.embed_dim)
-        with torch.inference_mode(), tqdm(
-            total=len(texts), desc="CLIP text embeddings", unit="text", disable=not progress
-        ) as bar:
+        with torch.inference_mode(), progress_bar(len(texts), "CLIP text embeddings", "text", enabled=progress) as bar:
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start : start + batch_size]
                 out[start : start + len(chunk)] = self._encode_tokens(self.tokenizer(chunk))
@@ -458,9 +454,7 @@ class ClipEncoder:
         words_per_batch = max(1, batch_size // len(templates))
         tokenize = PromptTokenizer(self.tokenizer, templates)
         out = torch.empty(len(texts), self.embed_dim)
-        with torch.inference_mode(), tqdm(
-            total=len(texts), desc="CLIP word embeddings", unit="word", disable=not progress
-        ) as bar:
+        with torch.inference_mode(), progress_bar(len(texts), "CLIP word embeddings", "word", enabled=progress) as bar:
             start = 0
             # On an accelerator, tokenising the next batch in a thread hides the GPU time; on the
             # CPU that thread would fight torch's own threads for the cores, so stay sequential.

@@ -7,6 +7,7 @@ sweep trial may ask for, in the same order. To add a stage: write ``stages/<name
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -158,6 +159,14 @@ def sweep_seeds(cfg: ExperimentConfig) -> list[int]:
     return list(cfg.seeds) if getattr(cfg, "seeds", None) else [cfg.seed]
 
 
+def trains_students(cfg: ExperimentConfig, family: str, trial: str) -> bool:
+    """``sweep_students``: true, false, or ``family/trial`` patterns (fnmatch) whose students train."""
+    wanted = cfg.sweep_students
+    if isinstance(wanted, bool):
+        return wanted
+    return any(fnmatch.fnmatchcase(f"{family}/{trial}", pattern) for pattern in wanted)
+
+
 def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[ProgressStep]:
     """One step per trial of ``family`` and seed; each records its artifacts in ``sweep-<family>.json``.
 
@@ -170,6 +179,10 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[Pro
     seeds = sweep_seeds(ctx.cfg)
     steps = []
     for trial in trials:
+        students = trains_students(ctx.cfg, family, trial.name)
+        stages = [s for s in TRIAL_STAGES if s in trial.stages and (s != "distill" or students)]
+        if not stages:  # e.g. a student-only trial that sweep_students leaves out
+            continue
         missing = unmet_requirements(ctx, trial)
         if missing and names is not None:
             raise UserError(
@@ -178,9 +191,6 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[Pro
             )
         if missing:
             log(f"{family} trial {trial.name}: skipped, it needs {missing} data (dataset {ctx.cfg.data.dataset!r} is not)")
-            continue
-        stages = [s for s in TRIAL_STAGES if s in trial.stages and (s != "distill" or ctx.cfg.sweep_students)]
-        if not stages:
             continue
         base_overrides = resolve_overrides(list(trial.overrides), ctx.cfg.to_dict())
         for seed in seeds:
