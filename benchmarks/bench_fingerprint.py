@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
-    from relaxkd.data.datasets import scan_class_folders
+    from relaxkd.data.folders import scan_class_folders
     from relaxkd.data.files import fingerprint
 
     build_tree(args.root, args.classes, args.per_class)

@@ -113,7 +113,7 @@ def test_backbone_weights_file_that_does_not_exist(capsys, monkeypatch, run, int
 def test_clip_weights_of_another_model_name_both(capsys, monkeypatch, run, intact, tmp_path):
     import open_clip
 
-    from relaxkd.clip.encoder import TINY_MODEL, register_tiny_model
+    from relaxkd.clip import TINY_MODEL, register_tiny_model
 
     register_tiny_model()
     path = tmp_path / "other-clip.pt"

@@ -25,7 +25,8 @@ from data_fixtures import (
     write_utkface,
 )
 from relaxkd.data import DATASETS, build_dataset, build_transform, dataset_params
-from relaxkd.data.datasets import SCENE_CLASSES, UTK_AGE_GROUPS, ldam_class_sizes, utk_age_group
+from relaxkd.data.cifar import ldam_class_sizes
+from relaxkd.data.tables import SCENE_CLASSES, UTK_AGE_GROUPS, utk_age_group
 from relaxkd.errors import UserError
 
 WNIDS = list(IMAGENET_SYNSETS)

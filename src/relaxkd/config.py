@@ -479,7 +479,7 @@ def check_dataset_params(dataset: str, params: dict[str, Any]) -> None:
     from pydantic import TypeAdapter
 
     from relaxkd.data import DATASETS
-    from relaxkd.data.datasets import dataset_params
+    from relaxkd.data.catalog import dataset_params
 
     valid = dataset_params(dataset)
     unknown = sorted(set(params) - set(valid))

@@ -1,16 +1,12 @@
-"""open_clip encoder layer: load a CLIP model and its weights, embed images, texts and words.
+"""The CLIP encoder: embed images, texts and words (clip/loading.py builds it).
 
 Every embedding leaving this module is an L2-normalised float tensor ``[N, d]`` (docs/method.md §2).
 """
 from __future__ import annotations
 
 import contextlib
-import difflib
-import logging
 import re
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -24,11 +20,7 @@ from relaxkd.console import progress_bar
 from relaxkd.clip.templates import TEMPLATES, check_templates, word_to_text
 from relaxkd.errors import UserError
 
-TINY_MODEL = "relaxkd-tiny"
-_TINY_CONFIG = Path(__file__).with_name("model_configs") / f"{TINY_MODEL}.json"
-_SCHEMAS = ("hf-hub:", "local-dir:")
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
-_WELL_KNOWN_MODELS = ("ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16", "ViT-L-14", "RN50")
+
 _PRECISIONS = {
     "auto": "auto",
     "fp32": "fp32", "32": "fp32", "32-true": "fp32",
@@ -37,115 +29,7 @@ _PRECISIONS = {
 }
 
 
-def register_tiny_model() -> None:
-    """Make ``relaxkd-tiny`` (the shipped tiny random-weight CLIP config) known to open_clip."""
-    if TINY_MODEL not in open_clip.list_models():
-        if not _TINY_CONFIG.is_file():  # a packaging bug, not a user error
-            raise FileNotFoundError(
-                f"{_TINY_CONFIG} is missing: the package must ship relaxkd/clip/model_configs/*.json"
-            )
-        open_clip.add_model_config(_TINY_CONFIG)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def load_clip(
-    model: str,
-    weights: str = "none",
-    device: str | torch.device = "cpu",
-    precision: str = "auto",
-    seed: int = 0,
-) -> "ClipEncoder":
-    """Build an open_clip model with its tokenizer and test-time transform.
-
-    ``model``: an open_clip model name (``open_clip.list_models()``), ``relaxkd-tiny``, or a
-    ``local-dir:/path`` / ``hf-hub:org/repo`` name (these carry their own weights).
-    ``weights``: an open_clip pretrained tag (e.g. ``openai``), a checkpoint file path, or
-    ``none`` for random initialisation seeded by ``seed``.
-    ``precision``: ``auto`` (bf16/fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``.
-    Bad input raises :class:`UserError`.
-    """
-    register_tiny_model()
-    model = str(model).strip()
-    weights = "none" if weights is None else str(weights).strip()
-    precision = _check_precision(precision)
-    device = _check_device(device)
-
-    schema = next((s for s in _SCHEMAS if model.startswith(s)), None)
-    is_random = weights.lower() in ("none", "")
-    pretrained: str | None = None
-    weights_kind = "none"  # none | file | tag | schema: selects the error message on failure
-    force_quick_gelu = False
-    if schema is not None:
-        if not is_random:
-            raise UserError(
-                f"CLIP model {model!r} brings its own weights, so clip.weights must be none "
-                f"(got {weights!r}); or use a plain open_clip model name with clip.weights=/path"
-            )
-        weights_kind = "schema"
-        is_random = schema == "local-dir:" and not _local_dir_has_checkpoint(model[len(schema):])
-    else:
-        _check_model_name(model)
-        if is_random:
-            weights = "none"
-        elif _looks_like_path(weights):
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise UserError(
-                    f"CLIP weights file {weights!r} does not exist (clip.weights); give an existing "
-                    f"checkpoint file, an open_clip pretrained tag such as openai, or none"
-                )
-            pretrained, weights_kind = str(path), "file"
-            # OpenAI's TorchScript checkpoints were trained with QuickGELU.
-            force_quick_gelu = _is_torchscript_archive(path)
-        else:
-            tag_cfg = open_clip.get_pretrained_cfg(model, weights)
-            if not tag_cfg:
-                tags = open_clip.list_pretrained_tags_by_model(model)
-                raise UserError(
-                    f"unknown pretrained weights {weights!r} for CLIP model {model!r} "
-                    f"(clip.weights); valid tags: {', '.join(tags) if tags else 'none for this model'}; "
-                    f"or give a checkpoint file path, or none for random weights"
-                )
-            pretrained, weights_kind = weights, "tag"
-            # e.g. ViT-B-32 + openai: the weights need QuickGELU, the plain config lacks it.
-            force_quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-
-    try:
-        # Seeded random init without disturbing the caller's global RNG state; open_clip builds
-        # the model on the CPU before moving it, so only the CPU generator matters.
-        with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
-            torch.manual_seed(seed)
-            clip_model, _, preprocess = open_clip.create_model_and_transforms(
-                model,
-                pretrained=pretrained,
-                device=device,
-                precision="fp32",  # fp32 master weights; half precision comes from autocast
-                force_quick_gelu=force_quick_gelu,
-            )
-        tokenizer = open_clip.get_tokenizer(model)
-    except UserError:
-        raise
-    except Exception as err:
-        user_error = _loading_error(err, model, weights, weights_kind)
-        if user_error is None:
-            raise
-        raise user_error from err
-
-    return ClipEncoder(
-        clip_model,
-        tokenizer,
-        preprocess,
-        model_name=model,
-        weights=weights,
-        is_random=is_random,
-        precision=precision,
-    )
-
-
-def _check_precision(precision: str) -> str:
+def check_precision(precision: str) -> str:
     key = str(precision).strip().lower()
     if key not in _PRECISIONS:
         raise UserError(
@@ -154,7 +38,7 @@ def _check_precision(precision: str) -> str:
     return _PRECISIONS[key]
 
 
-def _check_device(device: str | torch.device) -> torch.device:
+def check_device(device: str | torch.device) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -162,117 +46,6 @@ def _check_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {str(device)!r} requested but CUDA is not available; use device=cpu")
     return device
-
-
-def _check_model_name(model: str) -> None:
-    known = open_clip.list_models()
-    if model.replace("/", "-") in known:  # open_clip accepts ViT-B/32 for ViT-B-32
-        return
-    close = difflib.get_close_matches(model, known, n=3)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    examples = ", ".join((*_WELL_KNOWN_MODELS, TINY_MODEL))
-    raise UserError(
-        f"unknown CLIP model {model!r} (clip.model); {hint}valid names include {examples}, "
-        f"local-dir:/path and hf-hub:org/repo; all names: python -c "
-        f"\"import open_clip; print(open_clip.list_models())\""
-    )
-
-
-def _looks_like_path(weights: str) -> bool:
-    # Pretrained tags are plain identifiers (openai, laion2b_s34b_b79k): anything with a path
-    # separator, a checkpoint suffix, or naming an existing file is a path.
-    return (
-        "/" in weights
-        or "\\" in weights
-        or weights.startswith("~")
-        or weights.lower().endswith(_CHECKPOINT_SUFFIXES)
-        or Path(weights).exists()
-    )
-
-
-def _is_torchscript_archive(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/constants.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def _local_dir_has_checkpoint(directory: str) -> bool:
-    folder = Path(directory).expanduser()
-    return any(any(folder.glob(f"*{suffix}")) for suffix in (".safetensors", ".bin", ".pth"))
-
-
-def _brief(err: BaseException, limit: int = 240) -> str:
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _loading_error(err: Exception, model: str, weights: str, weights_kind: str) -> UserError | None:
-    """Turn open_clip's failure into a one-line UserError, or None when it looks like a bug."""
-    message = str(err)
-    if weights_kind == "file":
-        return _weights_file_error(err, model, weights)
-    if weights_kind == "tag" and "download" in message.lower():
-        return UserError(
-            f"could not download pretrained weights {weights!r} for CLIP model {model!r} "
-            f"(offline? {_brief(err)}); pass a local file path with clip.weights=/path"
-        )
-    if weights_kind == "schema":
-        if model.startswith("hf-hub:"):
-            return UserError(
-                f"could not fetch CLIP model {model!r} from the Hugging Face Hub (offline? "
-                f"{_brief(err)}); download it elsewhere and use clip.model=local-dir:/path"
-            )
-        return UserError(
-            f"could not load CLIP model {model!r} ({_brief(err)}); a local-dir: folder holds "
-            f"open_clip_config.json and a weights file"
-        )
-    return None
-
-
-def _weights_file_error(err: Exception, model: str, weights: str) -> UserError:
-    """Why a checkpoint file failed: no checkpoint at all, or one of another model (both sides named)."""
-    from relaxkd.checkpoints import differences, read_checkpoint, tensors_of
-
-    path = Path(weights).expanduser()
-    advice = f"clip.weights must be an open_clip/OpenAI checkpoint of {model}"
-    if _is_torchscript_archive(path):  # OpenAI's TorchScript files are no plain state dicts
-        return UserError(f"could not load CLIP weights file {weights!r} into model {model!r} ({_brief(err)}); {advice}")
-    found = tensors_of(read_checkpoint(path, f"CLIP weights file {weights!r}", advice))  # raises for a non-checkpoint
-    if found is None:
-        return UserError(f"CLIP weights file {weights!r} holds no state dict of tensors; {advice}")
-    try:
-        with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
-            expected = open_clip.create_model(model, device="cpu").state_dict()
-        detail = differences(found, expected, "the file", model)
-    except Exception:  # noqa: BLE001 - the description is a courtesy; open_clip's reason will do
-        detail = ""
-    return UserError(
-        f"CLIP weights file {weights!r} does not fit CLIP model {model!r}: {detail or _brief(err)}; "
-        f"set clip.model to the model the file was saved from, or clip.weights to a checkpoint of {model}"
-    )
-
-
-class _DropRandomInitWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_random_init_warning() -> Iterator[None]:
-    # open_clip warns on the root logger about random init; callers already know (is_random).
-    root = logging.getLogger()
-    drop = _DropRandomInitWarning()
-    root.addFilter(drop)
-    try:
-        yield
-    finally:
-        root.removeFilter(drop)
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoder
 
 
 class ClipEncoder:
@@ -299,7 +72,7 @@ class ClipEncoder:
         self.model_name = model_name
         self.weights = weights
         self.is_random = is_random
-        self.precision = _check_precision(precision)
+        self.precision = check_precision(precision)
         preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
         size = preprocess_cfg["size"]
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -335,7 +108,7 @@ class ClipEncoder:
         return next(self.model.parameters()).device
 
     def to(self, device: str | torch.device) -> "ClipEncoder":
-        self.model.to(_check_device(device))
+        self.model.to(check_device(device))
         return self
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -476,6 +249,8 @@ class ClipEncoder:
 # Printable ASCII without '&' (HTML unescaping) and '<' '>' (special tokens), starting and ending
 # with a letter or digit: for such words the tokenizer's cleaning and regex split act on the
 # word exactly as they do inside a prompt.
+
+
 _SPLICE_SAFE_WORD = re.compile(r"[A-Za-z0-9](?:[ -%'-;=?-~]*[A-Za-z0-9])?")
 _SPLICE_SAFE_AFFIX = re.compile(r"[ -%'-;=?-~]*")
 _PROBE_WORDS = ("dog", "ice cream", "St. John's wort", "x-ray", "3d", "a.k.a", "C++", "U.S.")

@@ -62,12 +62,12 @@ def clip_spec(cfg: ExperimentConfig) -> dict[str, Any]:
         spec["seed"] = c.seed  # random init is seeded (clip.seed: the same CLIP whatever the run's seed)
         from importlib.metadata import version
 
-        from relaxkd.clip.encoder import _TINY_CONFIG, TINY_MODEL
+        from relaxkd.clip.loading import TINY_CONFIG, TINY_MODEL
 
         # a random-weight model is defined by its architecture and the library that builds it
         spec["open_clip"] = version("open_clip_torch")
         if c.model == TINY_MODEL:
-            spec["config_sha256"] = file_sha256(_TINY_CONFIG)
+            spec["config_sha256"] = file_sha256(TINY_CONFIG)
     return spec
 
 
