@@ -344,12 +344,22 @@ def export_dir(tmp_path) -> Path:
     save_file(tiny_cnn_state(3), str(out / "student.safetensors"))
     info = {"arch": "tiny_cnn", "num_classes": 3, "classes": ["cat", "dog", "fish"], "image_size": 8}
     (out / "student.json").write_text(json.dumps(info))
+    reseal(out)
     return out
+
+
+def reseal(export: Path) -> None:
+    """Record the export's current files in its manifest, as `relaxkd export` does: the files below are
+    then damaged *consistently* (as a buggy exporter would), which the loader itself must catch."""
+    from relaxkd.stages.export import _write_export_manifest
+
+    _write_export_manifest(export, [export / "student.safetensors", export / "student.json"])
 
 
 def test_predict_with_damaged_export_weights(capsys, monkeypatch, export_dir, tmp_path):
     weights = export_dir / "student.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    reseal(export_dir)
     assert_user_error(
         relaxkd(capsys, monkeypatch, "predict", write_image(tmp_path / "x.png"), "--model", export_dir),
         f"error: student weights {weights} is not a PyTorch or safetensors checkpoint (",
@@ -360,6 +370,7 @@ def test_predict_with_damaged_export_weights(capsys, monkeypatch, export_dir, tm
 def test_predict_with_export_files_that_do_not_fit_together(capsys, monkeypatch, export_dir, tmp_path):
     info = json.loads((export_dir / "student.json").read_text())
     (export_dir / "student.json").write_text(json.dumps({**info, "num_classes": 5}))
+    reseal(export_dir)
     assert_user_error(
         relaxkd(capsys, monkeypatch, "predict", write_image(tmp_path / "x.png"), "--model", export_dir),
         f"error: {export_dir} holds student files that do not fit together (fc.weight is [3, 128] in student.safetensors "

@@ -276,6 +276,9 @@ def export_dir(tmp_path) -> Path:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "student.safetensors"))
     info = {"arch": "tiny_cnn", "num_classes": 3, "classes": ["cat", "dog", "fish"], "image_size": 8}
     (out / "student.json").write_text(json.dumps(info))
+    from relaxkd.stages.export import _write_export_manifest
+
+    _write_export_manifest(out, [out / "student.safetensors", out / "student.json"])  # as `relaxkd export` does
     return out
 
 

@@ -256,7 +256,8 @@ def test_onnx_export_gives_the_checkpoint_logits(teachers_root, tmp_path):
     written = export_student(p, tmp_path / "onnx", "onnx", artifact=art.path)
     assert written[-1].name == "student.onnx"
     onnx.checker.check_model(onnx.load(str(written[-1])))
-    onnxruntime = pytest.importorskip("onnxruntime")  # only the numeric comparison needs it
+    import onnxruntime  # in the test extras: the numeric comparison runs by default (CI included)
+
     session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "student.onnx"), providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], {"images": images.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)

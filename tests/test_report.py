@@ -30,7 +30,11 @@ class FakeRun:
         path.mkdir()
         for name, data in files.items():
             (path / name).write_text(json.dumps(data))
-        manifest = {"stage": stage, "key": key, "spec": spec, "seed": seed, "files": {name: "x" for name in files}}
+        from relaxkd.artifacts import MANIFEST_DIGEST, file_sha256, manifest_digest
+
+        digests = {name: file_sha256(path / name) for name in files}
+        manifest = {"stage": stage, "key": key, "spec": spec, "seed": seed, "files": digests}
+        manifest[MANIFEST_DIGEST] = manifest_digest(manifest)  # whole, as the store writes them
         (path / "manifest.json").write_text(json.dumps(manifest))
         return key, path
 

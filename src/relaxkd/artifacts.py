@@ -33,6 +33,8 @@ from typing import Any, Iterator
 from relaxkd.errors import UserError
 
 MANIFEST = "manifest.json"
+#: the manifest's own SHA-256 (of everything else in it): an edited manifest is detected
+MANIFEST_DIGEST = "manifest_sha256"
 #: bump when a stage's output format or semantics change, so stale artifacts are rebuilt.
 FORMAT_VERSION = 1
 
@@ -41,6 +43,22 @@ def stable_hash(data: Any) -> str:
     """Hash of JSON-able data, independent of key order (artifact keys, config hashes)."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    return stable_hash({k: v for k, v in manifest.items() if k != MANIFEST_DIGEST})
+
+
+def make_dir(path: Path, setting: str) -> None:
+    """``mkdir -p`` whose failures (a file in the way, no permission, read-only disk) are one line."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"cannot create folder {path}: a file is in the way; set {setting} to a folder") from None
+    except OSError as exc:
+        if disk_full(exc):
+            raise
+        raise UserError(f"cannot create folder {path}: {exc.strerror or exc}; set {setting} to a writable folder") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -85,6 +103,13 @@ class Artifact:
     manifest: dict[str, Any]
 
     def file(self, name: str) -> Path:
+        """A file of this artifact; one its manifest does not list is never read."""
+        files = self.manifest.get("files")
+        if isinstance(files, dict) and files and name not in files:
+            raise UserError(
+                f"artifact {self.path} has no file {name!r} in its manifest (written by another relaxkd version, "
+                f"or edited); delete {self.path} and rerun to rebuild it"
+            )
         return self.path / name
 
     def read_json(self, name: str) -> Any:
@@ -117,7 +142,7 @@ class ArtifactStore:
     def work_dir(self, stage: str, key: str) -> Path:
         """Resumable scratch space for a stage (checkpoints); kept across kills."""
         path = self.root / ".work" / f"{stage}-{key}"
-        path.mkdir(parents=True, exist_ok=True)
+        make_dir(path, self.setting)
         return path
 
     def lookup(self, stage: str, spec: dict[str, Any], verify: bool = True) -> Artifact | None:
@@ -132,20 +157,33 @@ class ArtifactStore:
         return Artifact(stage, key, path, manifest)
 
     def _valid_manifest(self, path: Path, verify: bool) -> dict[str, Any] | None:
+        return self.check(path, verify)[0]
+
+    def check(self, path: Path, verify: bool = True) -> tuple[dict[str, Any] | None, str]:
+        """``(manifest, "")`` for a whole artifact directory, else ``(None, what is wrong)``.
+
+        Whole means: the manifest is intact (its own digest matches, so an edit is detected), it lists
+        at least one file, the directory holds exactly the files it lists, and (``verify``) every file
+        has the SHA-256 the manifest records.
+        """
         try:
             manifest = json.loads((path / MANIFEST).read_text())
         except (OSError, ValueError):
-            return None
+            return None, f"{MANIFEST} is missing or unreadable"
+        if not isinstance(manifest, dict) or manifest.get(MANIFEST_DIGEST) != manifest_digest(manifest):
+            return None, f"{MANIFEST} was changed after it was written"
         files = manifest.get("files")
-        if not isinstance(files, dict):
-            return None
-        for name, digest in files.items():
-            target = path / name
-            if not target.is_file():
-                return None
-            if verify and file_sha256(target) != digest:
-                return None
-        return manifest
+        if not isinstance(files, dict) or not files:
+            return None, f"{MANIFEST} lists no files"
+        present = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != MANIFEST}
+        if present != set(files):
+            missing, extra = sorted(set(files) - present), sorted(present - set(files))
+            return None, (f"{missing[0]} is missing" if missing else f"{extra[0]} is not in its manifest")
+        if verify:
+            for name, digest in files.items():
+                if file_sha256(path / name) != digest:
+                    return None, f"{name} does not match its manifest (changed after it was written)"
+        return manifest, ""
 
     @contextlib.contextmanager
     def create(
@@ -154,7 +192,7 @@ class ArtifactStore:
         """Yield a temporary directory; on success commit it atomically with a manifest."""
         key = self.key(stage, spec)
         final = self.path(stage, key)
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dir(self.root, self.setting)
         self._remove_stale_tmp(stage, key)
         tmp = self.root / f"{self._tmp_prefix(stage, key)}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
@@ -177,6 +215,7 @@ class ArtifactStore:
                 "command": " ".join(sys.argv),
                 **(extra or {}),
             }
+            manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
             _write_json_atomic(tmp / MANIFEST, manifest)
             self._commit(tmp, final)
         except BaseException as exc:
@@ -201,15 +240,24 @@ class ArtifactStore:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def artifacts(self, stage: str | None = None) -> list[Artifact]:
+    def artifacts(self, stage: str | None = None, verify: bool = False, damaged: list[tuple[Path, str]] | None = None) -> list[Artifact]:
+        """The whole artifacts of the store (of ``stage``). Readers (report, export) pass ``verify``:
+        every file is checked against its manifest; what fails is left out and, with ``damaged``,
+        listed there as ``(path, reason)``."""
         found = []
         if not self.root.is_dir():
             return found
         for path in sorted(self.root.iterdir()):
             if path.name.startswith(".") or not path.is_dir():
                 continue
-            manifest = self._valid_manifest(path, verify=False)
-            if manifest is None or (stage is not None and manifest.get("stage") != stage):
+            if stage is not None and not path.name.startswith(f"{stage}-"):
+                continue
+            manifest, reason = self.check(path, verify)
+            if manifest is None:
+                if damaged is not None and (path / MANIFEST).exists():
+                    damaged.append((path, reason))
+                continue
+            if stage is not None and manifest.get("stage") != stage:
                 continue
             found.append(Artifact(manifest["stage"], manifest["key"], path, manifest))
         return found
@@ -275,11 +323,15 @@ def write_json(path: Path, data: Any) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(root: str | Path, wait: bool = True) -> Iterator[None]:
+def run_lock(root: str | Path, wait: bool = True, setting: str = "run_root") -> Iterator[None]:
     """Exclusive lock on a run directory so two processes never write it at once."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
+    make_dir(root, setting)
+    try:
+        fh = open(root / ".lock", "w")
+    except OSError as exc:
+        raise UserError(f"cannot write in run directory {root}: {exc.strerror or exc}; set {setting} to a writable folder") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

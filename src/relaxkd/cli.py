@@ -218,6 +218,8 @@ def sweep(
     from relaxkd.stages.plan import run_sweep
     from relaxkd.trials import select_trials, sweep_commands
 
+    if trials is not None and not [t for t in trials.split(",") if t.strip()]:
+        raise UserError("--trials is empty; name trials (comma-separated) or leave the option out to run them all")
     if print_commands:
         for line in sweep_commands(config, overrides or [], family, trials):
             _say(line)
@@ -258,7 +260,7 @@ def export(
 def predict(
     images: list[Path] = typer.Argument(..., help="image files"),
     model: Path = typer.Option(..., help="directory written by `relaxkd export`"),
-    top: int = typer.Option(1, help="how many classes to print per image"),
+    top: int = typer.Option(1, min=1, help="how many classes to print per image (at least 1)"),
 ) -> None:
     """Classify image files with an exported student."""
     from relaxkd.stages.export import predict_files

@@ -128,25 +128,60 @@ def file_sha256(path: str | Path) -> str:
 def fingerprint(
     images: Iterable[str], root: str | Path | None, metadata: Iterable[str | Path] = (), mode: FingerprintMode = "stat"
 ) -> str:
-    """SHA-256 over every image (relative path + size + mtime, or content) and every metadata file's content."""
+    """SHA-256 over every image (relative path + size + mtime, or content) and every metadata file's content.
+
+    Images are stat'ed (or hashed) in chunks by a few threads (``os.stat`` and hashing release the
+    GIL; on a network file system most of the time is waiting), in order, so the digest is the same.
+    """
     digest = hashlib.sha256(f"relaxkd-data-fingerprint-1 {mode}\n".encode())
     if mode == "none":
         return digest.hexdigest()
-    base = os.path.abspath(root) if root is not None else None
-    count = 0
-    for path in images:
-        rel = os.path.relpath(path, base) if base is not None else path
-        try:
-            if mode == "content":
-                line = f"{rel}\t{file_sha256(path)}\n"
-            else:
-                st = os.stat(path)
-                line = f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n"
-        except OSError as exc:
-            raise UserError(f"cannot read image {path}: {exc.strerror or exc}; replace or remove the file") from None
-        digest.update(line.encode("utf-8", "surrogateescape"))
-        count += 1
+    images = [str(path) for path in images]
+    prefixes = tuple({f"{str(root).rstrip(os.sep)}{os.sep}", f"{os.path.abspath(root)}{os.sep}"}) if root is not None else ()
+    chunks = [images[i: i + _CHUNK] for i in range(0, len(images), _CHUNK)]
+    describe = _content_lines if mode == "content" else _stat_lines
+    if len(chunks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as pool:
+            parts = pool.map(lambda chunk: describe(chunk, prefixes), chunks)
+            for part in parts:
+                digest.update(part)
+    else:
+        for chunk in chunks:
+            digest.update(describe(chunk, prefixes))
     for path in metadata:
         digest.update(f"meta\t{Path(path).name}\t{file_sha256(path)}\n".encode("utf-8", "surrogateescape"))
-    digest.update(f"count\t{count}\n".encode())
+    digest.update(f"count\t{len(images)}\n".encode())
     return digest.hexdigest()
+
+
+_CHUNK = 20000
+
+
+def _relative(path: str, prefixes: tuple[str, ...]) -> str:
+    for prefix in prefixes:
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def _stat_lines(paths: list[str], prefixes: tuple[str, ...]) -> bytes:
+    stat, lines = os.stat, []
+    try:
+        for path in paths:
+            st = stat(path)
+            lines.append(f"{_relative(path, prefixes)}\t{st.st_size}\t{st.st_mtime_ns}\n")
+    except OSError as exc:
+        raise UserError(f"cannot read image {path}: {exc.strerror or exc}; replace or remove the file") from None
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _content_lines(paths: list[str], prefixes: tuple[str, ...]) -> bytes:
+    lines = []
+    try:
+        for path in paths:
+            lines.append(f"{_relative(path, prefixes)}\t{file_sha256(path)}\n")
+    except OSError as exc:
+        raise UserError(f"cannot read image {path}: {exc.strerror or exc}; replace or remove the file") from None
+    return "".join(lines).encode("utf-8", "surrogateescape")

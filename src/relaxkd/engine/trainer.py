@@ -13,6 +13,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset
 
 from relaxkd.engine.sampling import EpochAwareSampler, finish_batch, loader_collate_fn
@@ -162,6 +163,66 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval Trainer\(log_every_n_steps.*")
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all: into a temporary file beside the target, fsync'ed,
+    then renamed over it. Until the rename the previous checkpoint stays intact, so a full disk or a
+    kill mid-write leaves the last good one to resume from (Lightning writes in place).
+
+    ``<checkpoint>.sha256`` lists the digests of the new and the previous checkpoint (written before
+    the rename, so whichever of the two is in place after a crash is listed); resuming refuses a
+    checkpoint whose digest is not listed: it was damaged after it was written.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        from relaxkd.artifacts import file_sha256
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            digests = [file_sha256(tmp)]
+            if path.is_file():
+                digests.append(file_sha256(path))
+            _write_synced(digest_path(path), "\n".join(digests) + "\n")
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def digest_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".sha256")
+
+
+def _write_synced(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def check_launcher(cfg: TrainerConfig) -> None:
     """Several nodes need a launcher that tells each process its place (SLURM, torchrun, MPI, LSF,
     Kubeflow, or MASTER_ADDR + NODE_RANK set by hand); without one, rank 0 waits forever for nodes
@@ -241,6 +302,7 @@ def build_trainer(
             log_every_n_steps=10,
             default_root_dir=work_dir,
             callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
         )
     except (MisconfigurationException, ValueError) as err:  # Lightning's verdict on the trainer.* values
         raise UserError(f"trainer settings: {err}; check trainer.accelerator, devices, strategy and precision") from None
@@ -274,6 +336,15 @@ def check_resumable(last: Path, module: L.LightningModule, work_dir: Path) -> No
     from relaxkd.checkpoints import differences, read_checkpoint
 
     advice = f"delete {work_dir} to train this stage from the start (completed artifacts are kept)"
+    recorded = digest_path(last)
+    if recorded.is_file():
+        from relaxkd.artifacts import file_sha256
+
+        if file_sha256(last) not in recorded.read_text().split():
+            raise UserError(
+                f"resume checkpoint {last} is not the file relaxkd wrote (its SHA-256 is not in {recorded.name}: "
+                f"changed or damaged since); {advice}"
+            )
     checkpoint = read_checkpoint(last, f"resume checkpoint {last}", advice, mmap=True)
     found = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(found, dict):

@@ -6,6 +6,8 @@ artifact hashes come last. Numbers are reported as measured.
 """
 from __future__ import annotations
 
+import sys
+
 import csv
 import math
 from pathlib import Path
@@ -95,7 +97,11 @@ def write_report(run_dir: str | Path) -> Path:
     from relaxkd.report import figures as figs
 
     run_dir = Path(run_dir)
-    artifacts = ArtifactStore(run_dir).artifacts()
+    damaged: list[tuple[Path, str]] = []
+    # every file checked against its manifest: an edited metrics.json never reaches the tables
+    artifacts = ArtifactStore(run_dir).artifacts(verify=True, damaged=damaged)
+    for path, reason in damaged:
+        print(f"[relaxkd] report: leaving out {path}: {reason}; rerun the command that built it", file=sys.stderr, flush=True)
     if not artifacts:
         raise UserError(f"no results in {str(run_dir)!r}: run `relaxkd run CONFIG` first (or pass the run directory it printed)")
     out = run_dir / "report"

@@ -25,9 +25,30 @@ def read_json(path: str | Path | None, name: str | None = None) -> Any:
         return {}
     target = Path(path) / name if name else Path(path)
     try:
-        return json.loads(target.read_text())
+        data = target.read_bytes()
+        if not _as_manifest_says(target, data):
+            return {}
+        return json.loads(data)
     except (OSError, ValueError):
         return {}
+
+
+def _as_manifest_says(target: Path, data: bytes) -> bool:
+    """A file inside an artifact directory is read only when it is the one its manifest records."""
+    import hashlib
+
+    from relaxkd.artifacts import MANIFEST, MANIFEST_DIGEST, manifest_digest
+
+    if target.name == MANIFEST:
+        manifest = json.loads(data)
+        return isinstance(manifest, dict) and manifest.get(MANIFEST_DIGEST) == manifest_digest(manifest)
+    manifest_path = target.parent / MANIFEST
+    if not manifest_path.is_file():
+        return True  # not an artifact's file (run.json, sweep records)
+    manifest = json.loads(manifest_path.read_text())
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    return (isinstance(files, dict) and manifest.get(MANIFEST_DIGEST) == manifest_digest(manifest)
+            and files.get(target.name) == hashlib.sha256(data).hexdigest())
 
 
 def member_alias(name: str) -> str:

@@ -17,12 +17,20 @@ def _find_student(ctx, artifact: Path | None = None):
     """The student artifact to export: the one given, else the newest in the run directory."""
     from relaxkd.artifacts import ArtifactStore
 
+    damaged: list[tuple[Path, str]] = []
     if artifact is not None:
-        found = [a for a in ArtifactStore(artifact.parent).artifacts("distill") if a.path == artifact]
+        found = [a for a in ArtifactStore(artifact.parent).artifacts("distill", verify=True, damaged=damaged)
+                 if a.path == artifact]
+        for path, reason in damaged:
+            if path == artifact:
+                raise UserError(f"distill artifact {artifact} is damaged ({reason}); rerun `relaxkd distill` to rebuild it")
         if not found:
             raise UserError(f"{str(artifact)!r} is not a complete distill artifact; pass a distill-* directory of a run")
         return found[0]
-    artifacts = ctx.store.artifacts("distill")
+    artifacts = ctx.store.artifacts("distill", verify=True, damaged=damaged)  # every byte as the manifest says
+    if not artifacts and damaged:
+        path, reason = damaged[0]
+        raise UserError(f"distill artifact {path} is damaged ({reason}); rerun `relaxkd distill` to rebuild it")
     if not artifacts:
         raise UserError(f"no trained student in {str(ctx.cfg.run_dir)!r}; run `relaxkd distill` first")
     return max(artifacts, key=lambda a: a.manifest.get("created", ""))
@@ -33,9 +41,11 @@ def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | No
         raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     art = _find_student(ctx, artifact)
     model, info = _load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
-    from relaxkd.artifacts import atomic_output
+    from relaxkd.artifacts import atomic_output, make_dir
 
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"export --out {out} is a file; pass a folder")
+    make_dir(out, "--out")
     written = [out / "student.safetensors", out / "student.json"]
     for path in written:  # each file appears whole or not at all (a full disk leaves the old one)
         with atomic_output(path) as tmp:
@@ -50,7 +60,38 @@ def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | No
             torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     written.append(path)
+    _write_export_manifest(out, written)
     return written
+
+
+#: what `relaxkd export` wrote, with each file's SHA-256: predict reads nothing else
+EXPORT_MANIFEST = "manifest.json"
+
+
+def _write_export_manifest(out: Path, files: list[Path]) -> None:
+    from relaxkd.artifacts import MANIFEST_DIGEST, file_sha256, manifest_digest, write_json
+
+    manifest = {"kind": "relaxkd-export", "files": {p.name: file_sha256(p) for p in files}}
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+    write_json(out / EXPORT_MANIFEST, manifest)
+
+
+def _verify_export(model_dir: Path, names: tuple[str, ...]) -> None:
+    from relaxkd.artifacts import MANIFEST_DIGEST, file_sha256, manifest_digest
+
+    advice = "run `relaxkd export` again"
+    try:
+        manifest = json.loads((model_dir / EXPORT_MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{model_dir} has no readable {EXPORT_MANIFEST} (not written by this version of `relaxkd export`); {advice}") from None
+    if not isinstance(manifest, dict) or manifest.get(MANIFEST_DIGEST) != manifest_digest(manifest):
+        raise UserError(f"{model_dir / EXPORT_MANIFEST} was changed after export; {advice}")
+    files = manifest.get("files") or {}
+    for name in names:
+        if name not in files:
+            raise UserError(f"{model_dir / EXPORT_MANIFEST} does not list {name}; {advice}")
+        if not (model_dir / name).is_file() or file_sha256(model_dir / name) != files[name]:
+            raise UserError(f"{model_dir / name} does not match the export's manifest (changed or replaced after export); {advice}")
 
 
 @contextlib.contextmanager
@@ -69,6 +110,7 @@ def load_exported(model_dir: Path) -> tuple[torch.nn.Module, dict]:
     info_path = model_dir / "student.json"
     if not info_path.is_file():
         raise UserError(f"{str(model_dir)!r} is not an export directory (no student.json); run `relaxkd export` first")
+    _verify_export(model_dir, ("student.json", "student.safetensors"))
     return _load_student(model_dir, "run `relaxkd export` again")
 
 
@@ -82,32 +124,81 @@ def _load_student(folder: Path, advice: str) -> tuple[torch.nn.Module, dict]:
         arch, num_classes = info["arch"], int(info["num_classes"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{folder / 'student.json'} is damaged ({type(err).__name__}: {err}); {advice}") from None
+    if not isinstance(arch, str) or num_classes < 2:
+        raise UserError(f"{folder / 'student.json'} is damaged (arch {arch!r}, num_classes {num_classes}); {advice}")
     weights = folder / "student.safetensors"
     state = read_checkpoint(weights, f"student weights {weights}", advice)
     model = build_backbone(arch, num_classes, "none")
     detail = differences(state, model.state_dict(), weights.name, f"the {arch} with {num_classes} classes of student.json")
     if detail:
         raise UserError(f"{folder} holds student files that do not fit together ({detail}); {advice}")
+    problem = _info_problem(info, num_classes)
+    if problem:
+        raise UserError(f"{folder / 'student.json'} is damaged ({problem}); {advice}")
     model.load_state_dict(state)
     return model.eval(), info
 
 
-def predict_files(model_dir: Path, images: list[Path], top: int = 1) -> list[str]:
+def _info_problem(info: dict, num_classes: int) -> str:
+    """What is wrong with student.json's fields (empty when nothing)."""
+    classes = info.get("classes")
+    if not isinstance(info.get("arch"), str):
+        return "arch is not a name"
+    if num_classes < 2:
+        return f"num_classes is {num_classes}"
+    if not isinstance(classes, list) or len(classes) != num_classes or not all(isinstance(c, str) for c in classes):
+        got = len(classes) if isinstance(classes, list) else type(classes).__name__
+        return f"classes must list {num_classes} class names, found {got}"
+    size = info.get("image_size", 224)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
+        return f"image_size must be a whole number of pixels from 1 to {MAX_IMAGE_SIZE}, found {size!r}"
+    return ""
+
+
+#: the largest input side a student is exported for (ImageNet models use 224)
+MAX_IMAGE_SIZE = 4096
+
+
+def _open_image(path: Path):
+    """An RGB image from a regular file; a FIFO, device or folder is refused before it is opened (a FIFO
+    would block), as is an image over PIL's decompression-bomb limit."""
+    import stat
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from relaxkd.data.base import WIDE_MODES, to_rgb
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"image file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise UserError(f"image file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(f"image file {str(path)!r} is not a regular file (a folder, FIFO or device); pass image files")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return to_rgb(img, path) if img.mode in WIDE_MODES else img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"image file {str(path)!r} is too large to classify (over {Image.MAX_IMAGE_PIXELS:,} pixels); "
+                        f"downscale it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise UserError(f"image file {str(path)!r} is not a readable image") from None
+
+
+def predict_files(model_dir: Path, images: list[Path], top: int = 1) -> list[str]:
     from relaxkd.data.transforms import IMAGENET_STATS, build_transform
 
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
     model, info = load_exported(model_dir)
     transform = build_transform("test", int(info.get("image_size", 224)), IMAGENET_STATS)
     lines = []
     for path in images:
-        try:
-            with Image.open(path) as img:
-                x = transform(img.convert("RGB"))[None]
-        except FileNotFoundError:
-            raise UserError(f"image file {str(path)!r} does not exist") from None
-        except (UnidentifiedImageError, OSError):
-            raise UserError(f"image file {str(path)!r} is not a readable image") from None
+        x = transform(_open_image(Path(path)))[None]
         with torch.inference_mode():
             probs = model(x).softmax(dim=1)[0]
         values, indices = probs.topk(min(top, len(probs)))
