@@ -40,8 +40,8 @@ def relax(ctx: Context) -> Artifact:
         raised = result.info.get("clusters_raised_from")
         if raised is not None:
             how = "relax.num_clusters" if r.num_clusters is not None else f"round({len(train)} images / 300)"
-            log(f"warning: {how} gives {raised} cluster(s), fewer than the {ctx.num_classes} classes: the bank would "
-                f"keep only the most generic nouns; using {result.info['num_clusters']} clusters (set relax.num_clusters "
+            log(f"warning: {how} gives {raised} cluster(s), fewer than the {ctx.num_classes} classes (too few clusters give a "
+                f"bank of generic nouns such as entity, abstraction); using {result.info['num_clusters']} clusters (set relax.num_clusters "
                 f"to at least {ctx.num_classes} to choose)")
         tensors = {
             "bank": result.bank.float(),
