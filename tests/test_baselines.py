@@ -155,6 +155,10 @@ def test_dmae_pretrains_a_vit_with_feature_distillation_then_fine_tunes_it(root)
         (["distill.loss=dmae", "distill.student=vit_micro", "distill.targets=cached"], "error: KD method 'dmae' needs teacher features, which cached teacher targets cannot serve; set distill.targets=online"),
         (["distill.loss=dmae"], "error: KD method 'dmae' needs a vit student, but distill.student=tiny_cnn is a cnn; use e.g. distill.student=vit_tiny_patch16 (vit_micro for tests)"),
         (["distill.loss=dkd", "distill.params={gamma: 2}"], "error: distill.params: unknown key 'gamma' for KD method 'dkd'; valid keys: temperature, ce_weight, kd_weight, alpha, beta, warmup_epochs"),
+        (["distill.loss=lfme"], "error: KD method 'lfme' distils from its subset experts; set distill.teachers=[expert_many, expert_medium, expert_few] (got [strong])"),
+        (["distill.loss=ffkd", "distill.teachers=[strong, tx]"], "error: KD method 'ffkd' refines image teachers online; remove tx from distill.teachers"),
+        (["distill.loss=dmae", "distill.student=vit_micro", "distill.teachers=[tx]"], "error: KD method 'dmae' aligns the features of one image teacher; set e.g. distill.teachers=[strong] (got [tx])"),
+        (["distill.methods={crd: {}}"], "error: unknown KD method 'crd'; valid KD methods: dkd, dmae, ffkd, kd, lfme, none, test-centered-kd, zscore"),
     ],
 )
 def test_bad_method_inputs_are_one_line_exit_2_before_any_work(capsys, monkeypatch, tmp_path, extra, expected):
@@ -210,3 +214,12 @@ def test_table1_sweep_runs_the_new_baselines_on_the_demo_data(root):
     for name, entry in record.items():
         m = json.loads((Path(entry["artifacts"]["distill"]) / "metrics.json").read_text())
         assert m["provenance"]["loss"] == name and math.isfinite(m["top1"]) and "few_shot" in m
+
+
+def test_experts_on_a_balanced_dataset_are_refused(capsys, monkeypatch, tmp_path):
+    result = relaxkd(capsys, monkeypatch, "distill", DEMO, *tiny_overrides(tmp_path / "runs"), "distill.teachers=[expert_many]")
+    assert result.code == 2
+    assert result.err.strip().splitlines()[-1] == (
+        "error: teachers expert_many are LFME's subset experts, defined for long-tailed training sets; "
+        "dataset 'digits' is balanced; use e.g. cifar100_lt or imagenet_lt")
+    assert not list((tmp_path / "runs").rglob("manifest.json"))

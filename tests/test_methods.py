@@ -235,3 +235,18 @@ def test_what_methods_declare():
     assert METHODS.get("kd").serves_cached_targets() and METHODS.get("lfme").serves_cached_targets()
     assert not METHODS.get("ffkd").serves_cached_targets()
     assert METHODS.get("lfme").long_tailed_only and not METHODS.get("none").needs_teachers
+
+
+def test_the_architecture_docs_example_method_works(batch):
+    """docs/architecture.md's "Adding a KD method" example, run as written."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    code = text.split("## Adding a KD method", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert len([line for line in code.splitlines() if line.strip() and not line.strip().startswith("#")]) <= 14
+    if "softkd" not in METHODS:
+        exec(compile(code, "architecture.md", "exec"), {})
+    s, t, y = batch
+    method = build_method("softkd", MethodContext(num_classes=6, teacher_names=["t"]), {"smooth": 0.2})
+    out = method(make_step(s, {"t": t}, y))
+    tau = 4.0
+    kd = np_kl_rows(np_log_softmax(0.8 * t.numpy() / tau), np_log_softmax(s.numpy() / tau)).mean() * tau**2
+    assert out["loss"].item() == pytest.approx(np_ce(s.numpy(), y.numpy()) + kd, rel=1e-9)

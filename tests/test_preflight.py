@@ -25,6 +25,8 @@ def test_name_lists_mirror_the_registries():
     assert sorted(preflight.BACKBONES) == BACKBONES.names()
     assert sorted(preflight.FUSION_HEADS) == FUSION_HEADS.names()
     assert set(preflight.PLAIN_METHODS) <= set(METHODS.names())
+    # the built-in methods (tests register plug-ins of their own)
+    assert set(preflight.METHODS) == {n for n in METHODS.names() if METHODS.get(n).__module__.startswith("relaxkd.methods.")}
 
 
 def test_validate_does_not_import_torch(tmp_path):
@@ -39,7 +41,7 @@ def test_validate_does_not_import_torch(tmp_path):
 
 def test_unknown_names_still_name_the_valid_choices(capsys, monkeypatch):
     assert_user_error(relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.student=vgg99"),
-                      "error: unknown backbone 'vgg99'; valid backbones: resnet18, resnet50, tiny_cnn")
+                      "error: unknown backbone 'vgg99'; valid backbones: resnet18, resnet50, tiny_cnn, vit_base_patch16, vit_micro, vit_tiny_patch16")
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,12 @@ from relaxkd.errors import UserError
 
 #: registered names, mirrored here so that validating a config does not import torch
 DATASETS = ("cifar100", "cifar100_lt", "csv", "digits", "imagefolder", "imagenet", "imagenet_lt", "scene", "utkface")
-BACKBONES = ("resnet18", "resnet50", "tiny_cnn")
+BACKBONES = ("resnet18", "resnet50", "tiny_cnn", "vit_base_patch16", "vit_micro", "vit_tiny_patch16")
 FUSION_HEADS = ("mlp", "resnet50-1x1")
 #: KD methods whose parameters are all shared config fields (checked by the schema itself)
 PLAIN_METHODS = ("dkd", "kd", "none", "zscore")
+#: every built-in KD method (distill.methods' keys; their settings are validated when a stage starts)
+METHODS = ("dkd", "dmae", "ffkd", "kd", "lfme", "none", "zscore")
 
 #: datasets that need no data.root (bundled with a dependency)
 BUNDLED = ("digits",)
@@ -30,7 +32,9 @@ def check_names(cfg) -> None:
         (cfg.data.dataset, DATASETS),
         (cfg.unimodal.arch, BACKBONES),
         (cfg.distill.student, BACKBONES),
+        (cfg.distill.vit_student, BACKBONES),
         (cfg.multimodal.head, FUSION_HEADS),
+        *((name, METHODS) for name in cfg.distill.methods),
     )
     plain_method = cfg.distill.loss in PLAIN_METHODS and not getattr(cfg.distill, "params", None)
     if all(name in names for name, names in known) and plain_method:

@@ -104,6 +104,10 @@ class KDMethod(nn.Module):
         self.context = context
 
     @classmethod
+    def check_teachers(cls, names: list[str]) -> None:
+        """Refuse (UserError, one line) teacher names this method cannot use; checked before any work."""
+
+    @classmethod
     def serves_cached_targets(cls) -> bool:
         return not cls.teacher_features and not cls.updates_teachers
 
@@ -208,6 +212,8 @@ def check_method_inputs(method: type[KDMethod], *, teachers: list[str], cached: 
     name = method.name
     if method.needs_teachers and not teachers:
         raise UserError(f"KD method {name!r} needs teachers; list them in distill.teachers or set distill.loss=none")
+    if method.needs_teachers:
+        method.check_teachers(list(teachers))
     if cached and not method.serves_cached_targets():
         what = "needs teacher features" if method.teacher_features else "updates its teachers"
         raise UserError(f"KD method {name!r} {what}, which cached teacher targets cannot serve; set distill.targets=online")

@@ -72,6 +72,14 @@ class DMAE(KDMethod):
     teacher_features = ("dmae",)  # the pre-training aligns teacher features: cached logits cannot serve it
     students = ("vit",)
 
+    @classmethod
+    def check_teachers(cls, names: list[str]) -> None:
+        if len(names) != 1 or names[0] == "tx":
+            raise UserError(
+                f"KD method 'dmae' aligns the features of one image teacher; set e.g. distill.teachers=[strong] "
+                f"(got [{', '.join(names)}])"
+            )
+
     def teacher_outputs(self, images: Tensor, step_info: dict[str, Any]) -> dict[str, Outputs]:
         return {}  # fine-tuning runs no teacher
 

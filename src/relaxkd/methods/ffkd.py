@@ -88,10 +88,14 @@ class FFKD(KDMethod):
     Params = FFKDParams
     updates_teachers = True
 
+    @classmethod
+    def check_teachers(cls, names: list[str]) -> None:
+        if "tx" in names:
+            raise UserError("KD method 'ffkd' refines image teachers online; remove tx from distill.teachers")
+
     def __init__(self, params: FFKDParams, context: MethodContext):
         super().__init__(params, context)
-        if "tx" in context.teacher_names:
-            raise UserError("KD method 'ffkd' refines image teachers online; remove tx from distill.teachers")
+        self.check_teachers(context.teacher_names)
         missing = [n for n in context.teacher_names if n not in context.teacher_modules]
         if missing:
             raise UserError(f"KD method 'ffkd' needs the teachers' models; none given for {', '.join(missing)}")

@@ -90,15 +90,18 @@ class LFME(KDMethod):
     Params = LFMEParams
     long_tailed_only = True
 
+    @classmethod
+    def check_teachers(cls, names: list[str]) -> None:
+        if not names or any(n not in EXPERT_TEACHERS for n in names):
+            raise UserError(
+                f"KD method 'lfme' distils from its subset experts; set distill.teachers=[{', '.join(EXPERT_TEACHERS)}] "
+                f"(got [{', '.join(names)}])"
+            )
+
     def __init__(self, params: LFMEParams, context: MethodContext):
         super().__init__(params, context)
         names = context.teacher_names
-        bad = [n for n in names if n not in EXPERT_TEACHERS]
-        if bad or not names:
-            raise UserError(
-                f"KD method 'lfme' distils from its subset experts; set distill.teachers to "
-                f"[{', '.join(EXPERT_TEACHERS)}] (got {names})"
-            )
+        self.check_teachers(names)
         info = context.extra.get("lfme")
         if info is None:
             raise UserError("KD method 'lfme' needs its experts' statistics (the pipeline's teacher-expert stages)")
