@@ -20,12 +20,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "relaxkd"
 
 LAYERS = [
-    ("base", {"errors", "registry", "checkpoints", "artifacts", "names", "presets", "safe_yaml", "schema", "trials",
+    ("base", {"errors", "registry", "checkpoints", "artifacts", "console", "names", "presets", "safe_yaml", "schema", "trials",
               "versions"}),
     ("library", {"wordnet", "data", "clip", "relax", "losses", "models", "attribute"}),
     ("engine", {"engine"}),
     ("teachers, distill and methods", {"teachers", "distill", "methods"}),
-    ("config", {"config", "configdoc", "preflight"}),
+    ("config", {"config", "config_io", "configdoc", "preflight"}),
     ("stages", {"stages"}),
     ("report", {"report"}),
     ("command line", {"cli", "__main__", "__init__"}),

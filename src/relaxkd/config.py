@@ -6,14 +6,12 @@ work starts, with one line naming the key and the valid choices.
 """
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from relaxkd import safe_yaml
+from relaxkd.config_io import apply_overrides, default_run_name, format_validation_error, load_yaml
 from relaxkd.engine.settings import OptimConfig, TrainerConfig
 from relaxkd.errors import UserError
 from relaxkd.names import TEXT_MODES, TX
@@ -308,108 +306,11 @@ class ExperimentConfig(Strict):
         return self.model_dump(mode="json")
 
 
-def _format_validation_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        parent_fields = _fields_at(first["loc"][:-1])
-        hint = ""
-        if parent_fields:
-            close = difflib.get_close_matches(str(first["loc"][-1]), parent_fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            hint += f"; valid keys here: {', '.join(parent_fields)}"
-        return f"config: unknown key {loc!r}{hint}"
-    msg = first["msg"].removeprefix("Value error, ")
-    where = f"{loc}: " if loc else ""
-    got = first.get("input")
-    shown = "" if isinstance(got, dict) or got is None else f" (got {_short(repr(got))})"
-    return f"config: {where}{msg}{shown}"
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    model: Any = ExperimentConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", None)
-        candidates = [ann, *(args or ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if model is None:
-            return []
-    return list(model.model_fields)
-
-
-#: an override is a value typed on a command line
-MAX_OVERRIDE_CHARS = 16384
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise UserError(f"override {text!r} is not key=value; write e.g. distill.temperature=3")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise UserError(f"override {text!r} has an empty key; write e.g. distill.temperature=3")
-    if len(text) > MAX_OVERRIDE_CHARS:
-        raise UserError(f"override {key}=... is longer than {MAX_OVERRIDE_CHARS} characters; put large settings in the config file")
-    try:
-        value = safe_yaml.load(raw, f"override {key}=...") if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"override {text!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
-    return data
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"config file {str(path)!r} is a directory; pass a YAML file such as configs/demo.yaml")
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/demo.yaml")
-    try:
-        if path.stat().st_size > safe_yaml.MAX_BYTES:
-            raise UserError(f"config file {str(path)!r} is larger than {safe_yaml.MAX_BYTES // 1024} KiB; a config is a few KiB")
-        data = safe_yaml.load(path.read_text(encoding="utf-8"), f"config file {str(path)!r}") or {}
-    except OSError as exc:  # e.g. no read permission
-        raise UserError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}; check its permissions") from None
-    except UnicodeDecodeError:
-        raise UserError(f"config file {str(path)!r} is not a text file (not UTF-8); pass a YAML file such as configs/demo.yaml") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"config file {str(path)!r} is not valid YAML{where}; fix the syntax") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {str(path)!r} must hold a mapping of sections, not {type(data).__name__}")
-    return data
-
-
 def build_config(data: dict[str, Any]) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as err:
-        raise UserError(_format_validation_error(err)) from None
+        raise UserError(format_validation_error(err, ExperimentConfig)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -422,28 +323,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if name is not None:
         data["name"] = name
     return build_config(data)
-
-
-def default_run_name(data: dict[str, Any], overrides: list[str]) -> str | None:
-    """The run name when the command line points a config at other data without naming the run.
-
-    ``relaxkd run configs/demo.yaml data.dataset=imagefolder data.root=~/shapes`` is a run on
-    ``shapes``, not the demo: its artifacts go to ``runs/shapes``, never into another run's
-    directory. ``name=...`` on the command line always wins.
-    """
-    keys = [parse_override(text)[0] for text in overrides]
-    if any(k == ["name"] for k in keys):
-        return None
-    if not any(k[:2] in (["data", "root"], ["data", "dataset"]) or k == ["data"] for k in keys):
-        return None
-    section = data.get("data") or {}
-    root = section.get("root") if isinstance(section, dict) else None
-    if root:
-        stem = Path(str(root)).expanduser().resolve().name
-        if stem:
-            return stem
-    dataset = section.get("dataset") if isinstance(section, dict) else None
-    return str(dataset) if dataset else None
 
 
 def check_names(cfg: ExperimentConfig) -> None:
