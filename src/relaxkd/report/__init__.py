@@ -119,13 +119,13 @@ def write_report(run_dir: str | Path) -> Path:
         if table is not None:
             tables.append(table)
             summary += lines
-    tables.append(_models_table(view, ctx))
+    details: list[Table] = [_models_table(view, ctx)]  # after the figures: for looking things up
     attribution = _attribution_table(view)
     if attribution is not None:
-        tables.append(attribution)
+        details.append(attribution)
     synsets = _synset_table(sizes)
     if synsets is not None:
-        tables.append(synsets)
+        details.append(synsets)
 
     figures: list[tuple[str, str]] = []
     for name in figs.figure2(view, out, chance):
@@ -152,6 +152,9 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["## Figures", ""]
         for name, caption in figures:
             lines += [f"![{Path(name).stem}]({name})", "", f"*{name}*: {caption}", ""]
+    for table in details:
+        lines.append(table.markdown())
+        table.write_csv(out)
     lines += ["## Provenance", ""] + [f"- {p}" for p in _provenance(view, ctx)]
     report = out / "report.md"
     with atomic_output(report) as tmp:
