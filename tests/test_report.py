@@ -181,3 +181,16 @@ def test_labels():
     assert mix_label({"gt": 0.0, "wn": 1.0}) == "wn 100 %"
     assert teachers_label(["strong", "weak", "strong2"], "zscore") == "T_m (T1s T2w T3s), z-score KD"
     assert teachers_label(["strong"], "dkd") == "T1s, DKD"
+
+
+def test_table1_has_the_papers_rows_and_dataset_columns(tmp_path):
+    story_run(tmp_path / "demo")
+    text = write_report(tmp_path / "demo").read_text()
+    table = text.split("## Table 1 in the paper's layout")[1].split("\n## ")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| method |"))
+    assert header == "| method | CIFAR-100 | CIFAR-100-LT | ImageNet | ImageNet-LT | Scene | UTKFace | digits (this run) |"
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert rows == ["LFME", "DMAE", "FFKD", "z-score KD", "ensemble KD", "DKD", "vanilla KD", "no KD", "ours"]
+    ours = next(line for line in table.splitlines() if line.startswith("| ours |"))
+    assert "paper 83.33" in ours and "paper 52.58" in ours and ours.rstrip(" |").endswith("79.0 ± 1.0")
+    assert "long-tailed data only" in next(line for line in table.splitlines() if line.startswith("| LFME |"))

@@ -15,8 +15,9 @@ from typing import Any
 #: stages whose artifacts are trained models with a validation history
 TRAINED = ("teacher-unimodal", "teacher-multimodal", "distill")
 #: the paper's names for the default T_m members (T1s T2w T3s: ResNet50, strong/weak/strong augmentation)
-MEMBER_ALIASES = {"strong": "T1s", "weak": "T2w", "strong2": "T3s"}
-LOSS_NAMES = {"kd": "KD", "zscore": "z-score KD", "dkd": "DKD", "none": "no KD"}
+MEMBER_ALIASES = {"strong": "T1s", "weak": "T2w", "strong2": "T3s",
+                  "expert_many": "E_many", "expert_medium": "E_medium", "expert_few": "E_few"}
+LOSS_NAMES = {"kd": "KD", "zscore": "z-score KD", "dkd": "DKD", "none": "no KD", "lfme": "LFME", "ffkd": "FFKD", "dmae": "DMAE"}
 
 
 def read_json(path: str | Path | None, name: str | None = None) -> Any:
