@@ -271,7 +271,7 @@ def test_full_disk_while_writing_an_artifact(capsys, monkeypatch, run, intact, c
         raise DISK_FULL[error]
 
     monkeypatch.setattr(f"relaxkd.stages.{stage.replace('-', '_')}.save_file", full_disk)
-    result = relaxkd(capsys, monkeypatch, *command, DEMO, *run.args, "seed=11")  # seed: a new artifact key
+    result = relaxkd(capsys, monkeypatch, *command, DEMO, *run.args, "clip.seed=11")  # another random CLIP: a new artifact key
     assert_user_error(
         result,
         f"error: no space left on device while writing {stage} artifact to {run.root / store / stage}-",

@@ -69,52 +69,43 @@ def relax_nouns(
     require_rows(nouns, "noun embeddings", "the candidate noun list has no nouns; check the wordnet settings")
     require_rows(images, "image embeddings", "the training set has no images")
     require_same_dim(images, "image embeddings", nouns, "noun embeddings")
-    requested = num_clusters if num_clusters is not None else default_num_clusters(images.shape[0])
-    num_clusters = requested
-    if min_clusters is not None and requested < min_clusters:
-        num_clusters = min(min_clusters, images.shape[0])
-
-    centers, kmeans_info = spherical_kmeans_with_info(
-        unit_rows(images),
-        num_clusters,
-        iterations=iterations,
-        restarts=restarts,
-        seed=seed,
-        sample_size=sample_size,
-        threads=threads,
-        backend=backend,
-    )
+    kmeans = dict(iterations=iterations, restarts=restarts, seed=seed, sample_size=sample_size, threads=threads, backend=backend)
+    centers, info = _cluster(unit_rows(images), num_clusters, min_clusters, kmeans)
     select_started = time.perf_counter()
     nouns = unit_rows(nouns)
     centers = centers.to(nouns.device)
     indices, cluster_ids, scores = select_nouns_with_clusters(centers, nouns, top_k=top_k, chunk_size=chunk_size)
     bank = F.normalize(nouns[indices].detach().to(torch.float32), dim=1)
     finished = time.perf_counter()
-
-    info = {
+    info.update({
         "num_images": images.shape[0],
         "num_nouns": nouns.shape[0],
         "dim": images.shape[1],
-        "num_clusters": num_clusters,
-        "clusters_raised_from": requested if num_clusters != requested else None,
         "top_k": top_k,
         "num_kept": int(indices.numel()),
         "clusters_with_nouns": int(torch.unique(cluster_ids).numel()),
-        "chunk_size": chunk_size or auto_chunk_size(num_clusters, nouns.shape[0]),
+        "chunk_size": chunk_size or auto_chunk_size(info["num_clusters"], nouns.shape[0]),
+        "select_seconds": finished - select_started,
+        "total_seconds": finished - started,
+    })
+    return RelaxResult(indices=indices.cpu(), cluster_ids=cluster_ids.cpu(), scores=scores.to(torch.float32).cpu(),
+                       centers=centers.to(torch.float32), bank=bank, info=info)
+
+
+def _cluster(images: torch.Tensor, num_clusters: int | None, min_clusters: int | None, kmeans: dict[str, Any]):
+    """Step 1: the unit-norm centres, and what the run info says about them (count, floor, k-means)."""
+    requested = num_clusters if num_clusters is not None else default_num_clusters(images.shape[0])
+    count = requested
+    if min_clusters is not None and requested < min_clusters:
+        count = min(min_clusters, images.shape[0])
+    centers, kmeans_info = spherical_kmeans_with_info(images, count, **kmeans)
+    return centers, {
+        "num_clusters": count,
+        "clusters_raised_from": requested if count != requested else None,
         "kmeans": kmeans_info,
         "sample_size": kmeans_info["sample_size"],
         "kmeans_seconds": kmeans_info["seconds"],
-        "select_seconds": finished - select_started,
-        "total_seconds": finished - started,
     }
-    return RelaxResult(
-        indices=indices.cpu(),
-        cluster_ids=cluster_ids.cpu(),
-        scores=scores.to(torch.float32).cpu(),
-        centers=centers.to(torch.float32),
-        bank=bank,
-        info=info,
-    )
 
 
 def format_listing(result: RelaxResult, noun_names: Sequence[str]) -> str:

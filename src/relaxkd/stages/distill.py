@@ -68,19 +68,10 @@ def distill(ctx: Context) -> Artifact:
 
     def build(out: Path) -> None:
         from relaxkd.data.transforms import IMAGENET_STATS
-        from relaxkd.distill import CachedTargets, StudentDistiller, TeacherSet
+        from relaxkd.distill import StudentDistiller
         from relaxkd.engine.trainer import build_trainer, fit, seed_everything
 
-        if cached is not None:
-            names = cached.read_json("targets.json")["teachers"]
-            replay = CachedTargets(
-                cached.path, num_teachers=len(names), num_classes=ctx.num_classes, epochs=d.optim.epochs, seed=ctx.cfg.seed
-            )
-            teacher_set = TeacherSet(names=names, cached=replay)
-        elif not extras.run_teachers:
-            teacher_set = TeacherSet(names=list(artifacts))
-        else:
-            teacher_set = load_teachers(ctx, artifacts)
+        teacher_set = _teacher_set(ctx, artifacts, cached, extras.run_teachers)
         # seeded after the teachers are built (their construction draws random numbers): the
         # student starts from the same weights whichever teachers it has, online or cached
         seed_everything(ctx.cfg.seed)
@@ -114,3 +105,19 @@ def distill(ctx: Context) -> Artifact:
         write_json(out / "metrics.json", record)
 
     return ctx.resolve(ctx.store, STAGE, spec, build)
+
+
+def _teacher_set(ctx: Context, artifacts: dict[str, Artifact], cached: Artifact | None, run_teachers: bool):
+    """The student's teachers: their recorded logits (cached targets), names only (the method runs
+    no teacher), or the trained teachers themselves."""
+    from relaxkd.distill import CachedTargets, TeacherSet
+
+    if cached is not None:
+        names = cached.read_json("targets.json")["teachers"]
+        d = ctx.cfg.distill
+        replay = CachedTargets(cached.path, num_teachers=len(names), num_classes=ctx.num_classes, epochs=d.optim.epochs,
+                               seed=ctx.cfg.seed)
+        return TeacherSet(names=names, cached=replay)
+    if not run_teachers:
+        return TeacherSet(names=list(artifacts))
+    return load_teachers(ctx, artifacts)
