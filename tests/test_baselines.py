@@ -223,3 +223,18 @@ def test_experts_on_a_balanced_dataset_are_refused(capsys, monkeypatch, tmp_path
         "error: teachers expert_many are LFME's subset experts, defined for long-tailed training sets; "
         "dataset 'digits' is balanced; use e.g. cifar100_lt or imagenet_lt")
     assert not list((tmp_path / "runs").rglob("manifest.json"))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param([*LONG_TAILED, "distill.teachers=[expert_many, expert_medium, expert_few]", "distill.loss=lfme"], id="lfme"),
+        pytest.param(["distill.teachers=[strong]", "distill.loss=test-centered-kd"], id="plug-in"),
+    ],
+)
+def test_cached_teacher_targets_serve_logit_methods_bit_for_bit(root, extra):
+    """A logit-only method (LFME, a plug-in) trains the same student from cached targets as online."""
+    online = metrics(distill(pipeline(root, *extra)))
+    cached = metrics(distill(pipeline(root, *extra, "distill.targets=cached")))
+    assert cached["provenance"]["targets"] == "cached" and online["provenance"]["targets"] == "online"
+    assert cached["history"] == online["history"]
