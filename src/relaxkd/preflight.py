@@ -37,7 +37,8 @@ def check_names(cfg) -> None:
         *((name, METHODS) for name in cfg.distill.methods),
     )
     plain_method = cfg.distill.loss in PLAIN_METHODS and not getattr(cfg.distill, "params", None)
-    if all(name in names for name, names in known) and plain_method:
+    # data.params are typed by the dataset's own signature (config.check_dataset_params imports it)
+    if all(name in names for name, names in known) and plain_method and not cfg.data.params:
         return
     from relaxkd.config import check_names as check_registries
 

@@ -39,12 +39,12 @@ def _find_student(ctx, artifact: Path | None = None):
 def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | None = None) -> list[Path]:
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"export --out {out} is a file; pass a folder")
     art = _find_student(ctx, artifact)
     model, info = _load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
     from relaxkd.artifacts import atomic_output, make_dir
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"export --out {out} is a file; pass a folder")
     make_dir(out, "--out")
     written = [out / "student.safetensors", out / "student.json"]
     for path in written:  # each file appears whole or not at all (a full disk leaves the old one)
