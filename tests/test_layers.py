@@ -28,7 +28,7 @@ LAYERS = [
     ("config", {"config", "config_io", "configdoc", "preflight"}),
     ("stages", {"stages"}),
     ("report", {"report"}),
-    ("command line", {"cli", "__main__", "__init__"}),
+    ("command line", {"cli", "commands", "__main__", "__init__"}),
 ]
 LAYER_OF = {part: i for i, (_, parts) in enumerate(LAYERS) for part in parts}
 

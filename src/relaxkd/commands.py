@@ -1,0 +1,257 @@
+"""The ``relaxkd`` subcommands: one per stage, plus run, sweep, report, export, predict and validate.
+
+cli.py runs them: signals, exit codes and one-line errors."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relaxkd.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Crossmodal knowledge distillation with WordNet-relaxed CLIP text embeddings.",
+)
+embed_app = typer.Typer(no_args_is_help=True, help="CLIP embeddings of images or WordNet nouns.")
+app.add_typer(embed_app, name="embed")
+
+ConfigArg = typer.Argument(..., help="experiment YAML, e.g. configs/demo.yaml")
+OverridesArg = typer.Argument(None, help="key=value overrides, e.g. distill.temperature=3")
+
+
+def _config(config: Path, overrides: list[str] | None):
+    """The validated config, and the environment it needs (a launcher for several nodes)."""
+    from relaxkd.config import load_config
+    from relaxkd.engine.trainer import check_launcher
+
+    cfg = load_config(config, overrides or [])
+    check_launcher(cfg.trainer)
+    return cfg
+
+
+def _context(config: Path, overrides: list[str] | None):
+    from relaxkd.stages.context import Context
+
+    return Context(_config(config, overrides))
+
+
+def _locked(ctx):
+    """Exclusive use of the run directory (not in DDP workers, which share the parent's)."""
+    from relaxkd.engine.trainer import is_main_process
+    from relaxkd.artifacts import run_lock
+
+    return run_lock(ctx.cfg.run_dir) if is_main_process() else nullcontext()
+
+
+def _say(line: str) -> None:
+    typer.echo(line)
+
+
+@embed_app.command("images")
+def embed_images(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """CLIP image embeddings of the training and validation sets."""
+    ctx = _context(config, overrides)
+    from relaxkd.stages.embed_images import embed_images as stage
+
+    with _locked(ctx):
+        art = stage(ctx)
+    _say(f"image embeddings: {art.file('embeddings.safetensors')}")
+
+
+@embed_app.command("nouns")
+def embed_nouns(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """CLIP text embeddings of the candidate WordNet nouns (shared by all datasets)."""
+    ctx = _context(config, overrides)
+    from relaxkd.stages.embed_nouns import embed_nouns as stage
+
+    with _locked(ctx):
+        art = stage(ctx)
+    _say(f"noun embeddings: {art.file('embeddings.safetensors')}")
+
+
+@app.command()
+def relax(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Algorithm 1: select WordNet-relaxed nouns per image cluster (the relaxed bank)."""
+    ctx = _context(config, overrides)
+    from relaxkd.stages.relax import relax as stage
+
+    with _locked(ctx):
+        art = stage(ctx)
+    _say(art.file("nouns.txt").read_text().rstrip())  # the per-cluster noun listing
+    _say(f"relaxed bank: {art.file('bank.safetensors')}")
+    _say(f"nouns per cluster: {art.file('nouns.txt')}")
+
+
+class TeacherKind(str, Enum):
+    unimodal = "unimodal"
+    multimodal = "multimodal"
+
+
+class Aug(str, Enum):
+    strong = "strong"
+    weak = "weak"
+
+
+@app.command()
+def teacher(
+    config: Path = ConfigArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    kind: TeacherKind = typer.Option(TeacherKind.multimodal, help="unimodal (T_m member) or multimodal (T_x)"),
+    member: Optional[str] = typer.Option(None, help="unimodal member name from the config"),
+    aug: Optional[Aug] = typer.Option(None, help="unimodal augmentation (picks or adds a member)"),
+    seed: int = typer.Option(0, help="unimodal member seed, with --aug"),
+) -> None:
+    """Train a teacher: a unimodal ResNet (T_m member) or the multimodal teacher T_x."""
+    ctx = _context(config, overrides)
+    from relaxkd.stages.multimodal import multimodal_teacher
+    from relaxkd.stages.unimodal import unimodal_teacher
+
+    with _locked(ctx):
+        if kind == TeacherKind.multimodal:
+            art = multimodal_teacher(ctx)
+        else:
+            name = member or _member_for(ctx, aug.value if aug else "strong", seed)
+            art = unimodal_teacher(ctx, name)
+    _report_metrics(art)
+
+
+def _member_for(ctx, aug: str, seed: int) -> str:
+    from relaxkd.config import UnimodalMember
+
+    for m in ctx.cfg.unimodal.members:
+        if m.aug == aug and m.seed == seed:
+            return m.name
+    name = f"{aug}-seed{seed}"
+    ctx.cfg.unimodal.members = [*ctx.cfg.unimodal.members, UnimodalMember(name=name, aug=aug, seed=seed)]
+    return name
+
+
+def _report_metrics(art) -> None:
+    metrics = art.read_json("metrics.json")
+    shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("top1", "top5", "many_shot", "medium_shot", "few_shot") if k in metrics)
+    _say(f"{art.stage}: {shown}")
+    _say(f"artifact: {art.path}")
+
+
+@app.command()
+def distill(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Distil the student from the configured teachers (trains missing teachers first)."""
+    ctx = _context(config, overrides)
+    from relaxkd.stages.distill import distill as stage
+
+    with _locked(ctx):
+        art = stage(ctx)
+    _report_metrics(art)
+
+
+@app.command()
+def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Integrated Gradients on T_x: image vs text attribution shares."""
+    from relaxkd.stages.attribute import attribute as stage
+
+    ctx = _context(config, overrides)
+    with _locked(ctx):
+        art = stage(ctx)
+    result = art.read_json("attribution.json")
+    _say(f"image share {result['image_share']:.3f}, text share {result['text_share']:.3f}")
+    _say(f"artifact: {art.path}")
+
+
+@app.command()
+def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """The whole pipeline for one experiment, reusing every artifact that already exists."""
+    from relaxkd.report import write_report
+    from relaxkd.stages.plan import run_experiment
+
+    ctx = _context(config, overrides)
+    with _locked(ctx):
+        report = run_experiment(ctx, then=[("report", lambda: write_report(ctx.cfg.run_dir))])
+    _say(f"report: {report}")
+
+
+@app.command()
+def sweep(
+    config: Path = ConfigArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    family: str = typer.Option("table2", help="trial family: table1, table2, table3, figure2"),
+    trials: Optional[str] = typer.Option(None, help="comma-separated trial names (default: all)"),
+    print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial and exit"),
+) -> None:
+    """A family of trials (the paper's tables and figures) sharing artifacts."""
+    from relaxkd.report import write_report
+    from relaxkd.stages.plan import run_sweep
+    from relaxkd.trials import select_trials, sweep_commands
+
+    if trials is not None and not [t for t in trials.split(",") if t.strip()]:
+        raise UserError("--trials is empty; name trials (comma-separated) or leave the option out to run them all")
+    if print_commands:
+        for line in sweep_commands(config, overrides or [], family, trials):
+            _say(line)
+        return
+    select_trials(family, trials)  # reject unknown names before any work
+    ctx = _context(config, overrides)
+    with _locked(ctx):
+        run_sweep(ctx, family, trials)
+        report_path = write_report(ctx.cfg.run_dir)
+    _say(f"report: {report_path}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory, e.g. runs/demo")) -> None:
+    """Tables (Markdown, CSV) and figures (PNG) from the artifacts of a run directory."""
+    from relaxkd.report import write_report
+
+    _say(f"report: {write_report(run_dir)}")
+
+
+@app.command()
+def export(
+    config: Path = ConfigArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    out: Path = typer.Option(Path("export"), help="output directory"),
+    format: str = typer.Option("torchscript", help="torchscript or onnx (safetensors is always written)"),
+    artifact: Optional[Path] = typer.Option(None, help="a distill-* artifact directory (default: the newest)"),
+) -> None:
+    """Export the trained student: safetensors + TorchScript or ONNX."""
+    from relaxkd.stages.export import export_student
+
+    ctx = _context(config, overrides)
+    for path in export_student(ctx, out, format, artifact):
+        _say(f"wrote {path}")
+
+
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="image files"),
+    model: Path = typer.Option(..., help="directory written by `relaxkd export`"),
+    top: int = typer.Option(1, min=1, help="how many classes to print per image (at least 1)"),
+) -> None:
+    """Classify image files with an exported student."""
+    from relaxkd.stages.export import predict_files
+
+    for line in predict_files(model, images, top):
+        _say(line)
+
+
+@app.command("validate")
+def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Validate a config (keys, values, registry names, the paths it names) and print the resolved YAML."""
+    import yaml
+
+    from relaxkd.config import load_config
+    from relaxkd.preflight import check_names, check_paths
+
+    cfg = load_config(config, overrides or [])
+    if cfg.trainer.num_nodes > 1:  # the launcher check imports Lightning: only when it can fail
+        from relaxkd.engine.trainer import check_launcher
+
+        check_launcher(cfg.trainer)
+    check_names(cfg)  # without importing torch: validate answers in well under 2 s
+    check_paths(cfg)
+    _say(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
