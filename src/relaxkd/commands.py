@@ -49,6 +49,17 @@ def _locked(ctx):
     return run_lock(ctx.cfg.run_dir) if is_main_process() else nullcontext()
 
 
+def _run_stage(config: Path, overrides: list[str] | None, module: str, function: str):
+    """The artifact of the stage ``relaxkd.stages.<module>.<function>(ctx)``, under the run lock
+    (the config is validated before the stage's imports)."""
+    import importlib
+
+    ctx = _context(config, overrides)
+    stage = getattr(importlib.import_module(f"relaxkd.stages.{module}"), function)
+    with _locked(ctx):
+        return stage(ctx)
+
+
 def _say(line: str) -> None:
     typer.echo(line)
 
@@ -56,33 +67,21 @@ def _say(line: str) -> None:
 @embed_app.command("images")
 def embed_images(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """CLIP image embeddings of the training and validation sets."""
-    ctx = _context(config, overrides)
-    from relaxkd.stages.embed_images import embed_images as stage
-
-    with _locked(ctx):
-        art = stage(ctx)
+    art = _run_stage(config, overrides, "embed_images", "embed_images")
     _say(f"image embeddings: {art.file('embeddings.safetensors')}")
 
 
 @embed_app.command("nouns")
 def embed_nouns(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """CLIP text embeddings of the candidate WordNet nouns (shared by all datasets)."""
-    ctx = _context(config, overrides)
-    from relaxkd.stages.embed_nouns import embed_nouns as stage
-
-    with _locked(ctx):
-        art = stage(ctx)
+    art = _run_stage(config, overrides, "embed_nouns", "embed_nouns")
     _say(f"noun embeddings: {art.file('embeddings.safetensors')}")
 
 
 @app.command()
 def relax(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Algorithm 1: select WordNet-relaxed nouns per image cluster (the relaxed bank)."""
-    ctx = _context(config, overrides)
-    from relaxkd.stages.relax import relax as stage
-
-    with _locked(ctx):
-        art = stage(ctx)
+    art = _run_stage(config, overrides, "relax", "relax")
     _say(art.file("nouns.txt").read_text().rstrip())  # the per-cluster noun listing
     _say(f"relaxed bank: {art.file('bank.safetensors')}")
     _say(f"nouns per cluster: {art.file('nouns.txt')}")
@@ -142,22 +141,14 @@ def _report_metrics(art) -> None:
 @app.command()
 def distill(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Distil the student from the configured teachers (trains missing teachers first)."""
-    ctx = _context(config, overrides)
-    from relaxkd.stages.distill import distill as stage
-
-    with _locked(ctx):
-        art = stage(ctx)
+    art = _run_stage(config, overrides, "distill", "distill")
     _report_metrics(art)
 
 
 @app.command()
 def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Integrated Gradients on T_x: image vs text attribution shares."""
-    from relaxkd.stages.attribute import attribute as stage
-
-    ctx = _context(config, overrides)
-    with _locked(ctx):
-        art = stage(ctx)
+    art = _run_stage(config, overrides, "attribute", "attribute")
     result = art.read_json("attribution.json")
     _say(f"image share {result['image_share']:.3f}, text share {result['text_share']:.3f}")
     _say(f"artifact: {art.path}")

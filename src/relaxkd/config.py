@@ -358,15 +358,11 @@ def check_dataset_params(dataset: str, params: dict[str, Any]) -> None:
     from pydantic import TypeAdapter
 
     from relaxkd.data import DATASETS
-    from relaxkd.data.catalog import dataset_params
+    from relaxkd.data.catalog import unknown_params
 
-    valid = dataset_params(dataset)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise UserError(
-            f"config: data.params: dataset {dataset!r} has no parameter(s) {', '.join(unknown)}; "
-            f"valid parameters: {', '.join(valid) or 'none'}"
-        )
+    problem = unknown_params(dataset, params)
+    if problem:
+        raise UserError(f"config: data.params: {problem}")
     hints = typing.get_type_hints(DATASETS.get(dataset).__init__)
     for name, value in params.items():
         hint = hints.get(name)

@@ -35,16 +35,21 @@ def build_dataset(
     """The ``split`` ("train" or "val") of the registered dataset ``name`` under ``root``."""
     dataset_cls = DATASETS.get(name)
     check_split(split)
-    valid = dataset_params(name)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise UserError(
-            f"dataset {name!r} has no parameter(s) {', '.join(unknown)}; "
-            f"valid parameters: {', '.join(valid) or 'none'}"
-        )
+    problem = unknown_params(name, params)
+    if problem:
+        raise UserError(problem)
     dataset = dataset_cls(root, split, transform=transform, download=download, **params)
     dataset.name = name
     return dataset
+
+
+def unknown_params(name: str, params: dict[str, Any]) -> str | None:
+    """What is wrong with ``params`` for dataset ``name`` when one is not its parameter, else None."""
+    valid = dataset_params(name)
+    unknown = sorted(set(params) - set(valid))
+    if not unknown:
+        return None
+    return f"dataset {name!r} has no parameter(s) {', '.join(unknown)}; valid parameters: {', '.join(valid) or 'none'}"
 
 
 def dataset_params(name: str) -> dict[str, Any]:
