@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from relaxkd.errors import UserError
 from relaxkd.methods.base import KDMethod, MethodParams, Outputs, Step, register_method
 from relaxkd.methods.features import FeatureTap
+from relaxkd.names import TX
 
 
 class DMAEParams(MethodParams):
@@ -74,7 +75,7 @@ class DMAE(KDMethod):
 
     @classmethod
     def check_teachers(cls, names: list[str]) -> None:
-        if len(names) != 1 or names[0] == "tx":
+        if len(names) != 1 or names[0] == TX:
             raise UserError(
                 f"KD method 'dmae' aligns the features of one image teacher; set e.g. distill.teachers=[strong] "
                 f"(got [{', '.join(names)}])"

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from relaxkd.errors import UserError
 from relaxkd.methods.base import KDMethod, LogitParams, MethodContext, Outputs, Step, register_method
+from relaxkd.names import TX
 
 
 class FFKDParams(LogitParams):
@@ -90,7 +91,7 @@ class FFKD(KDMethod):
 
     @classmethod
     def check_teachers(cls, names: list[str]) -> None:
-        if "tx" in names:
+        if TX in names:
             raise UserError("KD method 'ffkd' refines image teachers online; remove tx from distill.teachers")
 
     def __init__(self, params: FFKDParams, context: MethodContext):

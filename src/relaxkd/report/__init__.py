@@ -27,6 +27,7 @@ from relaxkd.report.collect import (
     teachers_label,
 )
 from relaxkd.artifacts import ArtifactStore, atomic_output
+from relaxkd.names import TX
 
 #: student top-1 (%) published in the paper (Table 1, "ours"), for real CLIP weights and data.
 PAPER_STUDENT_TOP1 = {
@@ -199,7 +200,7 @@ def _keys(models: dict[int, Model]) -> str:
 
 
 def _tx_of(view: RunView, student: Model) -> Model | None:
-    key = student.teacher_keys().get("tx")
+    key = student.teacher_keys().get(TX)
     return view.by_key.get(key) if key else None
 
 
@@ -304,7 +305,7 @@ def _teacher_line(view: RunView, trials: list[Trial]) -> str | None:
             for name, key in student.teacher_keys().items():
                 teacher = view.by_key.get(key)
                 if teacher is not None and teacher.top1 is not None:
-                    seen.setdefault("T_x" if name == "tx" else member_alias(name), {})[key] = teacher.top1
+                    seen.setdefault("T_x" if name == TX else member_alias(name), {})[key] = teacher.top1
     parts = [f"{label} {fmt_mean_std(list(v.values()))}" for label, v in seen.items()]
     return ("Teachers' own top-1 on the same validation set: " + ", ".join(parts) + ".") if parts else None
 
@@ -325,7 +326,7 @@ def _table2(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]
         for gt, row in sorted(points, key=lambda p: -p[0]):
             mix = mix_label({"gt": gt, other: round(1 - gt, 6)})
             seeds = sorted({s for v in row.values() if isinstance(v, dict) for s in v})
-            t.add(mix, fmt_mean_std(list(row.get("tx", {}).values())), fmt_mean_std(list(row.get("T_x S_s", {}).values())),
+            t.add(mix, fmt_mean_std(list(row.get(TX, {}).values())), fmt_mean_std(list(row.get("T_x S_s", {}).values())),
                   fmt_mean_std(list(row.get("T_m T_x S_s", {}).values())),
                   fmt_mean_std(list(row.get("share", {}).values()), 2), ", ".join(map(str, seeds)) or "–")
             rows.append((mix, row))
@@ -338,7 +339,7 @@ def _table2(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]
 
 
 def _leakage_summary(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    teachers = [(mean_std(list(row["tx"].values()))[0], mix, row) for mix, row in rows if row.get("tx")]
+    teachers = [(mean_std(list(row[TX].values()))[0], mix, row) for mix, row in rows if row.get(TX)]
     if not teachers:
         return []
     best_value, best_mix, best_row = max(teachers, key=lambda x: x[0])
@@ -362,9 +363,9 @@ def _table3(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]
     t = Table("Table 3 (in small): fixed (n_pretrained) vs learnable relaxed bank",
               ["bank", "T_x top-1 %", "student top-1 % (T_m T_x S_s)", "T_x image share", "artifacts"], "table3_bank.csv")
     for trial in trials:
-        t.add(trial.labels.get("bank", trial.name), fmt_mean_std(list(trial.values(view, "tx").values())),
+        t.add(trial.labels.get("bank", trial.name), fmt_mean_std(list(trial.values(view, TX).values())),
               fmt_mean_std(list(trial.values(view, "distill").values())), fmt_mean_std(list(trial.shares(view).values()), 2),
-              _keys(trial.models(view, "tx")))
+              _keys(trial.models(view, TX)))
     return t, []
 
 
@@ -375,8 +376,8 @@ def _figure2_table(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, li
     t = Table("Figure 2 (in small): text-only T_x and its student T_x S_s by wn share (the rest gt)",
               ["wn %", "text-only T_x top-1 %", "student top-1 % (T_x S_s)", "artifacts"], "figure2_text_only.csv")
     for trial in sorted(trials, key=lambda tr: float(tr.labels.get("wn", 0))):
-        t.add(f"{100 * float(trial.labels.get('wn', 0)):g}", fmt_mean_std(list(trial.values(view, "tx").values())),
-              fmt_mean_std(list(trial.values(view, "distill").values())), _keys(trial.models(view, "tx")))
+        t.add(f"{100 * float(trial.labels.get('wn', 0)):g}", fmt_mean_std(list(trial.values(view, TX).values())),
+              fmt_mean_std(list(trial.values(view, "distill").values())), _keys(trial.models(view, TX)))
     return t, []
 
 
@@ -396,7 +397,7 @@ def _models_table(view: RunView, ctx: dict[str, Any]) -> Table:
     main_tx = None
     main = view.model_at(view.main.get("distill"))
     if main is not None:
-        main_tx = main.teacher_keys().get("tx")
+        main_tx = main.teacher_keys().get(TX)
     models = sorted(view.models, key=lambda m: (_ORDER.get(m.stage, 9), m.role, m.seed if isinstance(m.seed, int) else 0))
     for m in models:
         taught = ""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relaxkd.names import TX
+
 #: stages whose artifacts are trained models with a validation history
 TRAINED = ("teacher-unimodal", "teacher-multimodal", "distill")
 #: the paper's names for the default T_m members (T1s T2w T3s: ResNet50, strong/weak/strong augmentation)
@@ -116,11 +118,11 @@ def teachers_label(teachers: list[str], loss: str | None) -> str:
     """``[strong, weak, tx]`` + kd -> ``T_m (T1s T2w) + T_x, KD``; no teacher -> ``no teacher (CE only)``."""
     if loss == "none" or not teachers:
         return "no teacher (CE only)"
-    image = [member_alias(t) for t in teachers if t != "tx"]
+    image = [member_alias(t) for t in teachers if t != TX]
     parts = []
     if image:
         parts.append(f"T_m ({' '.join(image)})" if len(image) > 1 else image[0])
-    if "tx" in teachers:
+    if TX in teachers:
         parts.append("T_x")
     return " + ".join(parts) + f", {LOSS_NAMES.get(loss or 'kd', loss)}"
 

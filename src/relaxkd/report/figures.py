@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from relaxkd.names import TX
 from relaxkd.report.collect import Model, RunView, mean_std, mix_label, teachers_label
 
 
@@ -46,8 +47,8 @@ def mix_series(view: RunView) -> dict[str, list[tuple[float, dict[str, Any]]]]:
         if "gt" not in labels:
             continue
         row = series.setdefault(labels.get("other", "wn"), {}).setdefault(float(labels["gt"]), {})
-        if trial.values(view, "tx"):
-            row["tx"] = trial.values(view, "tx")
+        if trial.values(view, TX):
+            row[TX] = trial.values(view, TX)
             row["share"] = trial.shares(view)
         students = trial.values(view, "distill")
         if students:
@@ -63,7 +64,7 @@ def figure2(view: RunView, out: Path, chance: float | None) -> list[str]:
         if "wn" not in trial.labels:
             continue
         gt_share = 100 * (1 - float(trial.labels["wn"]))
-        values, students = trial.values(view, "tx"), trial.values(view, "distill")
+        values, students = trial.values(view, TX), trial.values(view, "distill")
         if values:
             text_only.append((gt_share, values))
         if students:
@@ -72,7 +73,7 @@ def figure2(view: RunView, out: Path, chance: float | None) -> list[str]:
         return []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    lines = [("tx", "T_x (teacher)", "o"), ("T_x S_s", "student of T_x alone (T_x S_s)", "s"), ("T_m T_x S_s", "student of T_m + T_x (T_m T_x S_s)", "^")]
+    lines = [(TX, "T_x (teacher)", "o"), ("T_x S_s", "student of T_x alone (T_x S_s)", "s"), ("T_m T_x S_s", "student of T_m + T_x (T_m T_x S_s)", "^")]
     colours = dict(zip([k for k, _, _ in lines], _styles(3)))
     for other, points in sorted(series.items(), key=lambda kv: kv[0] != "wn"):
         linestyle = "-" if other == "wn" else "--"
@@ -110,7 +111,7 @@ def figure3(view: RunView, out: Path) -> list[str]:
     for family, trials in view.trials.items():
         for trial in trials:
             shares = trial.shares(view)
-            tx = trial.models(view, "tx")
+            tx = trial.models(view, TX)
             if shares and tx:
                 model = next(iter(tx.values()))
                 label = mix_label(model.prov.get("proportions"), model.prov.get("text_only", False))

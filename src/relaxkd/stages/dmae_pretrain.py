@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.errors import UserError
+from relaxkd.names import TX
 from relaxkd.stages.context import Context
 from relaxkd.stages.specs import provenance, train_spec, views_spec
 from relaxkd.stages.specs import check_teacher
@@ -24,7 +25,7 @@ def dmae_pretrain(ctx: Context) -> Artifact:
     artifacts = teacher_artifacts(ctx)
     if not artifacts:
         raise UserError("KD method 'dmae' distils features from a teacher; list one in distill.teachers")
-    if "tx" in artifacts:
+    if TX in artifacts:
         raise UserError("KD method 'dmae' aligns image features; distill.teachers must name an image teacher, not tx")
     teacher_name = next(iter(artifacts))
     spec = {
