@@ -14,15 +14,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from relaxkd.config_io import apply_overrides, default_run_name, format_validation_error, load_yaml
 from relaxkd.engine.settings import OptimConfig, TrainerConfig
 from relaxkd.errors import UserError
-from relaxkd.names import TEXT_MODES, TX
+from relaxkd.names import EXPERT_TEACHERS, TEXT_MODES, TX
 from relaxkd.presets import DISTILL_PRESETS, MULTIMODAL_PRESETS, RETRIEVAL_TEMPERATURE
 from relaxkd.schema import Strict
 from relaxkd.trials import SWEEPS
 
 SWEEP_FAMILIES = tuple(SWEEPS)  # defined with the trials themselves
 
-#: teachers the LFME method distils from: experts on the many/medium/few-shot class subsets
-EXPERT_TEACHERS = ("expert_many", "expert_medium", "expert_few")
 
 
 #: seeds feed numpy's and Lightning's generators, which take 0 <= seed < 2**32

@@ -36,10 +36,11 @@ from torch import Tensor
 
 from relaxkd.errors import UserError
 from relaxkd.methods.base import KDMethod, LogitParams, MethodContext, Step, register_method
+from relaxkd.names import EXPERT_TEACHERS, SHOT_GROUPS
 
 #: subset name -> (teacher name, validation metric of the student)
-SUBSETS = {"many": ("expert_many", "many_shot"), "medium": ("expert_medium", "medium_shot"), "few": ("expert_few", "few_shot")}
-EXPERT_TEACHERS = tuple(t for t, _ in SUBSETS.values())
+#: shot group -> (its expert teacher's name, its accuracy's metric name)
+SUBSETS = {group: (expert, f"{group}_shot") for group, expert in zip(SHOT_GROUPS, EXPERT_TEACHERS)}
 
 
 class LFMEParams(LogitParams):

@@ -6,9 +6,8 @@ from typing import Any
 from safetensors.torch import load_file
 
 from relaxkd.artifacts import Artifact
-from relaxkd.config import EXPERT_TEACHERS
 from relaxkd.errors import UserError
-from relaxkd.names import TX
+from relaxkd.names import EXPERT_TEACHERS, TX
 from relaxkd.stages.context import Context
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.expert import expert_teacher
