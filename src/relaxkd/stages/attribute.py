@@ -1,5 +1,5 @@
 """Stage ``attribute``: Integrated Gradients on T_x's fused input -> the image and text attribution shares
-(docs/method.md, "Attribution")."""
+(docs/method.md §9)."""
 from __future__ import annotations
 
 from pathlib import Path

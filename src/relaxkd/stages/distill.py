@@ -1,4 +1,4 @@
-"""Stage ``distill``: the student trained from its teachers (docs/method.md, "The student"), online or
+"""Stage ``distill``: the student trained from its teachers (docs/method.md §8), online or
 from the cached teacher targets."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Stage ``teacher-multimodal``: T_x, a classifier over (CLIP image embedding, text embedding) trained
-with eq. 6 (docs/method.md, "The multimodal teacher T_x")."""
+with eq. 6 (docs/method.md §6)."""
 from __future__ import annotations
 
 from pathlib import Path

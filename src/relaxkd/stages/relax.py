@@ -1,4 +1,4 @@
-"""Stage ``relax``: Algorithm 1 (docs/method.md, "Relaxation") on the image and noun embeddings -> the relaxed bank."""
+"""Stage ``relax``: Algorithm 1 (docs/method.md §4) on the image and noun embeddings -> the relaxed bank."""
 from __future__ import annotations
 
 from pathlib import Path
