@@ -107,6 +107,12 @@ def builtin_override_datasets() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def _user_overrides(overrides: Overrides, wn: WordNetCorpusReader) -> dict[str, Synset]:
+    """The user's ``class: synset`` overrides, each checked against WordNet."""
+    where = f"synset override file {overrides}" if isinstance(overrides, (str, Path)) else "synset overrides"
+    return {key: synset_by_name(value, wn, f"{where}, class {key!r}") for key, value in load_overrides(overrides).items()}
+
+
 def resolve_class_synsets(
     class_names: Sequence[str],
     wnids: Sequence[str] | None = None,
@@ -126,13 +132,7 @@ def resolve_class_synsets(
     if wnids is not None and len(wnids) != len(class_names):
         raise UserError(f"got {len(wnids)} wnids for {len(class_names)} classes")
 
-    user_source = f"synset override file {overrides}" if isinstance(overrides, (str, Path)) else (
-        "synset overrides"
-    )
-    user = {
-        key: synset_by_name(value, wn, f"{user_source}, class {key!r}")
-        for key, value in load_overrides(overrides).items()
-    }
+    user = _user_overrides(overrides, wn)
     builtin_path = builtin_override_path(dataset)
     builtin = load_overrides(builtin_path)
 
