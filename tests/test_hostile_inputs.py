@@ -359,3 +359,46 @@ def test_export_refuses_a_damaged_student(capsys, monkeypatch, tmp_path):
     refused(result, f"error: distill artifact {art.path} is damaged (student.safetensors does not match its manifest "
                     "(changed after it was written)); rerun `relaxkd distill` to rebuild it")
     assert not (tmp_path / "out").exists()
+
+
+# -- checkpoints: written atomically, verified on resume ---------------------------------------------
+def test_checkpoint_write_that_fails_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from relaxkd.engine.trainer import AtomicCheckpointIO, digest_path
+
+    io = AtomicCheckpointIO()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 0, "w": torch.ones(3)}, last)
+    good = last.read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, fh, *args, **kwargs):
+        real_save(obj, fh, *args, **kwargs)
+        fh.truncate(100)  # half a file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"epoch": 1, "w": torch.zeros(3)}, last)
+    assert last.read_bytes() == good  # the previous checkpoint, whole
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]  # no temporary left
+    monkeypatch.undo()
+    io.save_checkpoint({"epoch": 1, "w": torch.zeros(3)}, last)
+    assert len(digest_path(last).read_text().split()) == 2  # the new one and the one it replaced
+
+
+def test_resume_checkpoint_changed_after_it_was_written_is_refused(tmp_path):
+    import torch
+
+    from relaxkd.engine.trainer import AtomicCheckpointIO, check_resumable
+    from relaxkd.errors import UserError
+
+    last = tmp_path / "work" / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, last)
+    torch.save({"state_dict": {"w": torch.full((3,), 7.0)}}, last)  # a valid checkpoint, but not the one written
+    with pytest.raises(UserError, match=r"resume checkpoint .*last.ckpt is not the file relaxkd wrote \(its SHA-256 is not in "
+                                        r"last.ckpt.sha256: changed or damaged since\); delete .*work to train this stage"):
+        check_resumable(last, torch.nn.Module(), tmp_path / "work")
