@@ -402,3 +402,14 @@ def test_resume_checkpoint_changed_after_it_was_written_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"resume checkpoint .*last.ckpt is not the file relaxkd wrote \(its SHA-256 is not in "
                                         r"last.ckpt.sha256: changed or damaged since\); delete .*work to train this stage"):
         check_resumable(last, torch.nn.Module(), tmp_path / "work")
+
+
+def test_csv_path_out_of_the_dataset_root(tmp_path):
+    from relaxkd.data import build_dataset
+    from relaxkd.errors import UserError
+
+    root = write_csv_dataset(tmp_path / "csvdata", {"train": [("a.png", "cat"), ("b.png", "dog")], "val": [("a.png", "cat")]})
+    write_image(tmp_path / "secret.png")
+    (root / "train.csv").write_text("path,label\na.png,cat\n../secret.png,dog\n")
+    with pytest.raises(UserError, match=r"train.csv lists .*secret.png, which is outside the dataset root"):
+        build_dataset("csv", root, "train")

@@ -204,6 +204,9 @@ class CSVDataset(ImageListDataset):
         samples = [(str(root_path / row["path"]), index_of[row["label"]]) for row in rows]
         if not Path(samples[0][0]).is_file():
             raise UserError(f"image {samples[0][0]} listed in {csv_path} not found: paths are relative to data.root")
+        from relaxkd.data.files import check_inside
+
+        check_inside((path for path, _ in samples), root_path, str(csv_path))  # no ../ or links out of data.root
         params = {"csv_file": dict(csv_file) if isinstance(csv_file, Mapping) else csv_file}
         super().__init__(root_path, split, samples, classes, transform=transform, params=params)
 
