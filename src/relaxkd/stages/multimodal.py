@@ -126,8 +126,10 @@ def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor |
     from relaxkd.teachers import MultimodalTeacher, assign_noise_classes, assign_text_modes
 
     m = ctx.cfg.multimodal
-    num_train, num_val = len(emb["train"]), len(emb["val"])
-    module = MultimodalTeacher(
+    num_train, num_val, seed = len(emb["train"]), len(emb["val"]), ctx.cfg.seed
+    texts = {split: (assign_text_modes(n, m.proportions, seed + offset), assign_noise_classes(n, ctx.num_classes, seed + offset))
+             for split, n, offset in (("train", num_train, 0), ("val", num_val, 1))}
+    return MultimodalTeacher(
         head=m.head,
         embed_dim=emb["train"].shape[1],
         num_classes=ctx.num_classes,
@@ -143,15 +145,10 @@ def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor |
         num_train=num_train,
         num_val=num_val,
         class_counts=ctx.class_counts,
+        bank=bank,
+        class_text=emb["class_text"],
+        text_assignment=texts,
     )
-    module.init_bank(bank)
-    module.class_text.copy_(emb["class_text"].float())
-    seed = ctx.cfg.seed
-    module.train_modes.copy_(assign_text_modes(num_train, m.proportions, seed))
-    module.val_modes.copy_(assign_text_modes(num_val, m.proportions, seed + 1))
-    module.train_noise.copy_(assign_noise_classes(num_train, ctx.num_classes, seed))
-    module.val_noise.copy_(assign_noise_classes(num_val, ctx.num_classes, seed + 1))
-    return module
 
 
 class _EmbeddingSet(torch.utils.data.Dataset):

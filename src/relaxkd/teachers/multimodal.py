@@ -42,17 +42,24 @@ class MultimodalTeacher(ClassifierModule):
         num_train: int = 0,
         num_val: int = 0,
         class_counts: list[int] | None = None,
+        bank: torch.Tensor | None = None,
+        class_text: torch.Tensor | None = None,
+        text_assignment: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
+        """``bank`` (the relaxed bank), ``class_text`` (class-name embeddings) and ``text_assignment``
+        (per split: every sample's text mode and noise class) are what a new teacher trains from; a
+        reloaded one gets them from its state dict instead."""
         super().__init__(class_counts)
-        self.save_hyperparameters(ignore=["class_counts"])
+        self.save_hyperparameters(ignore=["class_counts", "bank", "class_text", "text_assignment"])
         self.optim_cfg = optim.OptimConfig.model_validate(optim_cfg)
         self.head = build_fusion_head(head, 2 * embed_dim, num_classes, **(head_kwargs or {}))
         self.bank = TextBank(torch.zeros(bank_size, embed_dim), learnable=bank_learnable) if bank_size else None
-        # set by the stage (or restored from the state dict): class-name embeddings and per-sample modes
-        self.register_buffer("class_text", torch.zeros(num_classes, embed_dim))
+        self.init_bank(bank)
+        self.register_buffer("class_text", torch.zeros(num_classes, embed_dim) if class_text is None else class_text.float())
         for split, n in (("train", num_train), ("val", num_val)):
-            self.register_buffer(f"{split}_modes", torch.zeros(n, dtype=torch.long))
-            self.register_buffer(f"{split}_noise", torch.zeros(n, dtype=torch.long))
+            modes, noise = (text_assignment or {}).get(split, (None, None))
+            self.register_buffer(f"{split}_modes", torch.zeros(n, dtype=torch.long) if modes is None else modes.long())
+            self.register_buffer(f"{split}_noise", torch.zeros(n, dtype=torch.long) if noise is None else noise.long())
         #: maps an image batch to CLIP image embeddings in online mode; None = batches are embeddings
         self.image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
 
