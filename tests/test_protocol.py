@@ -304,3 +304,27 @@ def test_cached_views_replay_the_online_embeddings_exactly(tiny_cfg):
             views = Context(cfg).store.root
             assert any(p.name.startswith("tx-views-") for p in views.iterdir())
     assert history["cached_views"] == pytest.approx(history["online"], abs=1e-6), history
+
+
+# -- item 8: k-means as the authors and TAC run it, by default -----------------------------------
+def test_kmeans_defaults_are_300_iterations_10_restarts_every_image(tiny_cfg, monkeypatch):
+    import relaxkd.relax as relax_pkg
+    from relaxkd.config import RelaxConfig
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.relax import relax
+
+    r = RelaxConfig()
+    assert (r.iterations, r.restarts, r.sample_size) == (300, 10, None)
+    seen = {}
+    real = relax_pkg.relax_nouns
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(relax_pkg, "relax_nouns", spy)
+    relax(Context(tiny_cfg))
+    assert (seen["iterations"], seen["restarts"], seen["sample_size"]) == (300, 10, None)
+    for path in CONFIGS:
+        cfg = load_config(path).relax
+        assert (cfg.iterations, cfg.restarts, cfg.sample_size) == (300, 10, None), path.stem
