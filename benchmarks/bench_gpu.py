@@ -146,16 +146,23 @@ def steps(bench: Bench, size_name: str, rounds: int, root: Path, compile_student
 
     variants = {"cached": False, **({"cached_compiled": True} if compile_student else {})}
     for name, compiled in variants.items():
-        with footprint(bench, peaks, name):
-            module = cached_student(bench, size, root, 1, compile_student=compiled).to(bench.device).to(memory_format=layout)
-            module.train()
-            started = time.perf_counter()
-            cases[name] = module_step(module, module.configure_optimizers()["optimizer"])
-            for _ in range(2):
-                cases[name]()
-            if compiled:
-                bench.sync()
-                note(f"{size_name}: compiling the student took {time.perf_counter() - started:.1f} s (once per run)")
+        try:
+            with footprint(bench, peaks, name):
+                module = cached_student(bench, size, root, 1, compile_student=compiled).to(bench.device).to(memory_format=layout)
+                module.train()
+                started = time.perf_counter()
+                cases[name] = module_step(module, module.configure_optimizers()["optimizer"])
+                for _ in range(2):
+                    cases[name]()
+                if compiled:
+                    bench.sync()
+                    note(f"{size_name}: compiling the student took {time.perf_counter() - started:.1f} s (once per run)")
+        except Exception as err:  # noqa: BLE001 - a compile failure must not cost the other figures
+            if not compiled:
+                raise
+            note(f"{size_name}: compiled student failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); skipped")
+            cases.pop(name, None)
+            peaks.pop(name, None)
 
     with footprint(bench, peaks, "online"):
         s = setup(bench, size_name)  # real teachers: 3 x ResNet50 fused + T_x on online CLIP
@@ -292,6 +299,18 @@ def batch_stage(bench: Bench, size_name: str, rounds: int) -> None:
     emit(f"batch_stage_ms_{size_name}", t["batch_stage"] * 1e3)
 
 
+@contextlib.contextmanager
+def section(name: str):
+    """Runs a block; a failure is printed (``# FAILED`` and the traceback) and the run goes on."""
+    try:
+        yield
+    except Exception:  # noqa: BLE001
+        import traceback
+
+        note(f"FAILED: {name}")
+        print(traceback.format_exc(), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -327,13 +346,17 @@ def main() -> None:
         for size_name in args.sizes:
             size = _size(size_name)
             per_s = None
-            if "steps" in args.only or "epoch" in args.only:
-                per_s = steps(bench, size_name, rounds, cached_targets_dir(root / f"step-{size_name}", size.num_train,
-                                                                          size.num_classes, epochs=1), args.compile)
-            if "epoch" in args.only:
-                epoch(bench, size_name, per_s["cached"], root, args.workers, epoch_images)
-            if "batch_stage" in args.only:
-                batch_stage(bench, size_name, rounds)
+            # one section failing (a kernel missing on this device) must not cost the others: one run only
+            with section(f"{size_name} steps"):
+                if "steps" in args.only or "epoch" in args.only:
+                    per_s = steps(bench, size_name, rounds, cached_targets_dir(root / f"step-{size_name}", size.num_train,
+                                                                              size.num_classes, epochs=1), args.compile)
+            with section(f"{size_name} epoch"):
+                if "epoch" in args.only and per_s is not None:
+                    epoch(bench, size_name, per_s["cached"], root, args.workers, epoch_images)
+            with section(f"{size_name} batch stage"):
+                if "batch_stage" in args.only:
+                    batch_stage(bench, size_name, rounds)
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
