@@ -123,3 +123,48 @@ def test_lfme_trains_with_two_gloo_ddp_processes(tmp_path):
     assert all(h["num_samples"] == 360 for h in metrics["history"])  # validation gathered from both ranks
     assert {"expert_weight_many", "expert_weight_medium", "expert_weight_few"} <= set(metrics["history"][-1])
     assert len(list((root / "demo").glob("teacher-expert-*/manifest.json"))) == 3
+
+
+@pytest.mark.slow  # ~1-2 min: three CLI runs
+def test_sigkilled_ffkd_distillation_resumes_to_the_same_metrics(tmp_path):
+    """A real SIGKILL of `relaxkd distill` with FFKD (its refined teacher lives in the checkpoint)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    def command(root: Path) -> list[str]:
+        return [sys.executable, "-m", "relaxkd", "distill", str(REPO / "configs" / "demo.yaml"), *tiny_overrides(root),
+                *FFKD, "distill.optim={epochs: 4, batch_size: 128, lr: 0.05, warmup_epochs: 1, milestones: [2]}"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for root in (straight, killed):  # the teacher first, so the kill lands in the student's training
+        torch.set_num_threads(1)
+        unimodal_teacher(Context(load_config(REPO / "configs" / "demo.yaml", [*tiny_overrides(root), *FFKD])), "strong")
+    reference = subprocess.Popen(command(straight), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(command(killed), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, checkpoints = time.monotonic() + 240, []
+        while not checkpoints and first.poll() is None and time.monotonic() < deadline:
+            checkpoints = list((killed / "demo" / ".work").glob("distill-*/checkpoints/last.ckpt"))
+            time.sleep(0.05)
+        assert checkpoints and first.poll() is None, "the run must be killed while training"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert not list((killed / "demo").glob("distill-*/manifest.json"))
+        resumed = subprocess.run(command(killed), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming from checkpoint" in resumed.stderr
+        _, err = reference.communicate(timeout=300)
+        assert reference.returncode == 0, err[-3000:]
+    finally:
+        for proc in (reference, first):
+            if proc.poll() is None:
+                proc.kill()
+    [got] = list((killed / "demo").glob("distill-*/metrics.json"))
+    [want] = list((straight / "demo").glob("distill-*/metrics.json"))
+    assert len(json.loads(want.read_text())["history"]) == 4
+    assert json.loads(got.read_text()) == json.loads(want.read_text())

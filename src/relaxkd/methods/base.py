@@ -39,11 +39,12 @@ class MethodParams(BaseModel):
 
 
 class LogitParams(MethodParams):
-    """CE + KD weighting shared by logit methods: ``ce_weight·CE + kd_weight·KD(τ)``."""
+    """CE + KD weighting shared by logit methods: ``ce_weight·CE + kd_weight·KD(τ)``. The defaults
+    (τ 4, 1, 1) are a plug-in's starting point; every built-in method sets its own recipe."""
 
-    temperature: float = Field(gt=0)
-    ce_weight: float = Field(ge=0)
-    kd_weight: float = Field(ge=0)
+    temperature: float = Field(4.0, gt=0)
+    ce_weight: float = Field(1.0, ge=0)
+    kd_weight: float = Field(1.0, ge=0)
 
 
 @dataclass
