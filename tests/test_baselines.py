@@ -240,3 +240,15 @@ def test_cached_teacher_targets_serve_logit_methods_bit_for_bit(root, extra):
     cached = metrics(distill(pipeline(root, *extra, "distill.targets=cached")))
     assert cached["provenance"]["targets"] == "cached" and online["provenance"]["targets"] == "online"
     assert cached["history"] == online["history"]
+
+
+def test_table1_trials_run_under_a_cached_targets_config(root):
+    """A sweep with distill.targets=cached (to save teacher passes) still runs FFKD and DMAE online."""
+    from relaxkd.config import apply_overrides, build_config
+    from relaxkd.stages.context import Context as Ctx
+    from relaxkd.trials import resolve_overrides, table1_trials
+
+    base = pipeline(root, "distill.targets=cached")
+    for trial in (t for t in table1_trials() if t.name in ("ffkd", "dmae")):
+        overrides = resolve_overrides(trial.overrides, base.cfg.to_dict())
+        Ctx(build_config(apply_overrides(base.cfg.to_dict(), overrides)))  # validated: no refusal
