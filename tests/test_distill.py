@@ -397,3 +397,15 @@ def test_killed_distillation_resumes_to_the_same_metrics(teachers_root, tmp_path
     assert got.read_json("metrics.json") == want.read_json("metrics.json")
     got_weights, want_weights = load_file(str(got.file("student.safetensors"))), load_file(str(want.file("student.safetensors")))
     assert all(torch.equal(got_weights[k], want_weights[k]) for k in want_weights)
+
+
+def test_top_k_cache_temperature_is_the_students_method_temperature():
+    """distill.temperature is optional (null: the method's recipe); a top-k cache's fill value needs a
+    number: the one the student's method will use (a None here crashed teacher-targets)."""
+    from relaxkd.stages.targets import cache_temperature
+
+    demo = REPO / "configs" / "demo.yaml"
+    assert cache_temperature(load_config(demo, []).distill) is None  # exact cache: no temperature
+    assert cache_temperature(load_config(demo, ["distill.cache_top_k=3", "distill.temperature=2.5"]).distill) == 2.5
+    recipe = cache_temperature(load_config(demo, ["distill.cache_top_k=3", "distill.temperature=null"]).distill)
+    assert isinstance(recipe, float) and recipe > 0

@@ -13,6 +13,17 @@ from relaxkd.stages.teacher_loading import load_teachers, teacher_artifacts, tea
 STAGE = "teacher-targets"
 
 
+def cache_temperature(d) -> float | None:
+    """τ at which a top-k cache keeps the softened mass: the student's method's (distill.temperature
+    when set, else the method's recipe); None for an exact cache."""
+    if not d.cache_top_k:
+        return None
+    from relaxkd.methods import method_params
+
+    resolved = method_params(d.loss, d.params, {"temperature": d.temperature})
+    return float(getattr(resolved, "temperature", None) or d.temperature or 4.0)
+
+
 def teacher_targets(ctx: Context) -> Artifact:
     d = ctx.cfg.distill
     artifacts = teacher_artifacts(ctx)
@@ -25,7 +36,7 @@ def teacher_targets(ctx: Context) -> Artifact:
         "batch_size": d.optim.batch_size,  # same batches as the student: bit-identical logits
         "top_k": d.cache_top_k,
         # the fill value of a top-k cache preserves the softened mass at this temperature
-        "temperature": d.temperature if d.cache_top_k else None,
+        "temperature": cache_temperature(d),
     }
 
     def build(out: Path) -> None:
@@ -52,7 +63,7 @@ def teacher_targets(ctx: Context) -> Artifact:
             batch_size=d.optim.batch_size,
             num_workers=ctx.cfg.data.num_workers,
             top_k=d.cache_top_k,
-            temperature=d.temperature,
+            temperature=cache_temperature(d) or 1.0,  # unused by an exact cache
             device=dev,
             log=log,
         )
