@@ -355,6 +355,7 @@ def check_dataset_params(dataset: str, params: dict[str, Any]) -> None:
 
     from pydantic import TypeAdapter
 
+    from relaxkd.config_io import _short
     from relaxkd.data import DATASETS
     from relaxkd.data.catalog import unknown_params
 
