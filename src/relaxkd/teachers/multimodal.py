@@ -144,8 +144,7 @@ class MultimodalTeacher(ClassifierModule):
             lambda_hier=self.hparams.lambda_hier,
             lambda_cos=self.hparams.lambda_cos,
         )
-        self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"})
-        self.log("train/loss", terms["loss"], prog_bar=True)
+        self.log_train({f"train/{k}": v for k, v in terms.items()})  # epoch means on an accelerator
         return terms["loss"]
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

@@ -29,7 +29,7 @@ class UnimodalTeacher(ClassifierModule):
     def training_step(self, batch, batch_idx):
         images, targets, _ = batch
         loss = F.cross_entropy(self(images), targets)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_train({"train/loss": loss})  # no host sync per step on an accelerator
         return loss
 
     def validation_step(self, batch, batch_idx):
