@@ -306,7 +306,8 @@ def _teacher_line(view: RunView, trials: list[Trial]) -> str | None:
                 teacher = view.by_key.get(key)
                 if teacher is not None and teacher.top1 is not None:
                     seen.setdefault("T_x" if name == TX else member_alias(name), {})[key] = teacher.top1
-    parts = [f"{label} {fmt_mean_std(list(v.values()))}" for label, v in seen.items()]
+    parts = [f"{label} {fmt_mean_std(list(v.values()))}" if len(v) > 1 else f"{label} {next(iter(v.values())):.1f}"
+             for label, v in seen.items()]
     return ("Teachers' own top-1 on the same validation set: " + ", ".join(parts) + ".") if parts else None
 
 

@@ -194,9 +194,9 @@ class RunView:
         for record_path in sorted(run_dir.glob("sweep-*.json")):
             family = record_path.stem.removeprefix("sweep-")
             record = read_json(record_path)
-            self.trials[family] = [
-                Trial(family, name, t.get("labels", {}), t.get("overrides", []), trial_runs(t)) for name, t in record.items()
-            ]
+            trials = [Trial(family, name, t.get("labels", {}), t.get("overrides", []), trial_runs(t)) for name, t in record.items()]
+            order = _definition_order(family)
+            self.trials[family] = sorted(trials, key=lambda t: order.get(t.name, len(order)))
         self.main = read_json(run_dir, "run.json").get("artifacts", {})
         self._mark_uses()
 
@@ -280,3 +280,13 @@ def dataset_sizes(run_dir: Path, artifacts) -> dict[str, Any]:
             pass
         break
     return sizes
+
+
+def _definition_order(family: str) -> dict[str, int]:
+    """Trial name -> its place in the family's definition (ours first in Table 1), for row order."""
+    try:
+        from relaxkd.trials import select_trials
+
+        return {t.name: i for i, t in enumerate(select_trials(family, None))}
+    except Exception:  # noqa: BLE001 - an unknown family keeps the record's order
+        return {}

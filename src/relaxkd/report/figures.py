@@ -153,7 +153,8 @@ FAMILIES = (
 
 def _curve_label(model: Model) -> str:
     """A student's or T_x's curve label: its trial (seeds merged) or its role."""
-    trials = sorted({u.split(" (seed")[0] for u in model.uses})
+    # a sweep trial names the curve (its seeds are averaged); "main run" only when no trial uses the model
+    trials = sorted({u.split(" (seed")[0] for u in model.uses}, key=lambda u: (u == "main run", u))
     if model.stage == "distill":
         who = teachers_label(model.prov.get("teachers", []), model.prov.get("loss"))
         return f"{trials[0]}: {who}" if trials else who
