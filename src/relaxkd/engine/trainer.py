@@ -161,6 +161,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
     # small datasets have fewer batches per epoch than the logging interval: per-epoch metrics are logged anyway
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval Trainer\(log_every_n_steps.*")
+    # resuming an interrupted stage reuses its checkpoint folder on purpose
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -149,9 +149,10 @@ class Trial:
         return {s: m.top1 for s, m in self.models(run, what).items() if m.top1 is not None}
 
     def shares(self, run: "RunView") -> dict[int, float]:
+        """Image share of this trial's T_x attribution per seed."""
         out = {}
         for seed, arts in sorted(self.runs.items()):
-            share = read_json(arts.get("attribute"), "attribution.json").get("image_share")
+            share = read_json(run.locate(arts.get("attribute")), "attribution.json").get("image_share")
             if share is not None:
                 out[seed] = float(share)
         return out
@@ -199,6 +200,14 @@ class RunView:
             self.trials[family] = sorted(trials, key=lambda t: order.get(t.name, len(order)))
         self.main = read_json(run_dir, "run.json").get("artifacts", {})
         self._mark_uses()
+
+    def locate(self, path: str | Path | None) -> Path | None:
+        """An artifact path from a record: as written (relative to the run's working directory), or
+        the directory of that name in this run directory (a report written from elsewhere)."""
+        if not path:
+            return None
+        path = Path(path)
+        return path if path.exists() else self.run_dir / path.name
 
     def model_at(self, path: str | Path | None) -> Model | None:
         if not path:
