@@ -355,7 +355,7 @@ def check_dataset_params(dataset: str, params: dict[str, Any]) -> None:
 
     from pydantic import TypeAdapter
 
-    from relaxkd.config_io import _short
+    from relaxkd.config_io import shorten
     from relaxkd.data import DATASETS
     from relaxkd.data.catalog import unknown_params
 
@@ -370,6 +370,6 @@ def check_dataset_params(dataset: str, params: dict[str, Any]) -> None:
                 TypeAdapter(hint).validate_python(value)
         except ValidationError as err:
             msg = err.errors()[0]["msg"]
-            raise UserError(f"config: data.params.{name}: {msg} for dataset {dataset!r} (got {_short(repr(value))})") from None
+            raise UserError(f"config: data.params.{name}: {msg} for dataset {dataset!r} (got {shorten(repr(value))})") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"config: data.params.{name}: Input should be a finite number (got {value!r})")

@@ -28,11 +28,11 @@ def format_validation_error(err: ValidationError, root: type[BaseModel]) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     where = f"{loc}: " if loc else ""
     got = first.get("input")
-    shown = "" if isinstance(got, dict) or got is None else f" (got {_short(repr(got))})"
+    shown = "" if isinstance(got, dict) or got is None else f" (got {shorten(repr(got))})"
     return f"config: {where}{msg}{shown}"
 
 
-def _short(text: str, limit: int = 80) -> str:
+def shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
 
 
