@@ -1,10 +1,10 @@
 """Third-party packages whose private parts relaxkd uses, and the one version of each it was tested with.
 
-``data/augment.py`` and ``data/pil_ops.py`` build on torchvision's private tensor and PIL ops
-(``_functional_tensor``, ``autoaugment._apply_op``, ...); ``cli.py`` catches the exceptions of the
-click copy typer vendors (``typer._click``). A private API may move in any release, so
-``pyproject.toml`` pins these versions and importing those modules with another version fails
-with one line. ``RELAXKD_ALLOW_UNTESTED=1`` skips the check (at your own risk).
+``data/augment.py``, ``data/draws.py`` and ``data/pil_ops.py`` build on torchvision's private tensor
+and PIL ops (``_functional_tensor``, ``autoaugment._apply_op``, ...); ``cli.py`` catches the
+exceptions of the click copy typer vendors (``typer._click``). A private API may move in any
+release, so ``pyproject.toml`` pins these versions and importing those modules with another version
+fails with one line. ``RELAXKD_ALLOW_UNTESTED=1`` skips the check (at your own risk).
 """
 from __future__ import annotations
 

@@ -24,7 +24,9 @@ from relaxkd.engine.settings import OptimConfig
 from relaxkd.errors import UserError
 from relaxkd.losses import adaptive_teacher_weights, kd_loss
 from relaxkd.losses.distill import AGGREGATORS
-from relaxkd.methods import METHODS, FeatureTap, KDMethod, MethodContext, Outputs, Step, check_method_inputs, method_params
+from relaxkd.methods import (
+    METHODS, FeatureTap, KDMethod, MethodContext, MethodParams, Outputs, Step, check_method_inputs, method_params,
+)
 from relaxkd.models import build_backbone
 
 
@@ -52,6 +54,25 @@ class _Frozen(nn.Module):
         return super().train(False)
 
 
+def _resolve_method(
+    loss: str, params: dict[str, Any] | None, aggregate: str, teachers: TeacherSet | None,
+    class_counts: list[int] | None, shared: dict[str, Any],
+) -> tuple[type[KDMethod], MethodParams, TeacherSet]:
+    """The KD method's class, its resolved parameters (``params`` over ``shared``: the flat ``temperature``,
+    ``ce_weight``, ... arguments) and the teachers it sees (none for a method that needs none).
+    Bad names and inputs a method cannot use fail here, not at the first training step."""
+    method_cls = METHODS.get(loss)
+    AGGREGATORS.get(aggregate)
+    resolved = method_params(loss, params, shared)
+    teacher_set = teachers or TeacherSet(names=[])
+    if not method_cls.needs_teachers:
+        teacher_set = TeacherSet(names=[])
+    check_method_inputs(
+        method_cls, teachers=teacher_set.names, cached=teacher_set.cached is not None, class_counts=class_counts,
+    )
+    return method_cls, resolved, teacher_set
+
+
 class StudentDistiller(ClassifierModule):
     def __init__(
         self,
@@ -75,18 +96,9 @@ class StudentDistiller(ClassifierModule):
         compile_student: bool = False,
     ):
         super().__init__(class_counts)
-        # bad names and inputs a method cannot use fail here, not at the first training step
-        method_cls = METHODS.get(loss)
-        AGGREGATORS.get(aggregate)
-        resolved = method_params(
-            loss, params,
+        method_cls, resolved, teacher_set = _resolve_method(
+            loss, params, aggregate, teachers, class_counts,
             {"temperature": temperature, "ce_weight": ce_weight, "kd_weight": kd_weight, "alpha": dkd_alpha, "beta": dkd_beta},
-        )
-        teacher_set = teachers or TeacherSet(names=[])
-        if not method_cls.needs_teachers:
-            teacher_set = TeacherSet(names=[])
-        check_method_inputs(
-            method_cls, teachers=teacher_set.names, cached=teacher_set.cached is not None, class_counts=class_counts,
         )
         self.save_hyperparameters(ignore=["class_counts", "teachers", "input_stats", "method_state", "student_init"])
         self.optim_cfg = OptimConfig.model_validate(optim_cfg)
