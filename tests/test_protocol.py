@@ -328,3 +328,18 @@ def test_kmeans_defaults_are_300_iterations_10_restarts_every_image(tiny_cfg, mo
     for path in CONFIGS:
         cfg = load_config(path).relax
         assert (cfg.iterations, cfg.restarts, cfg.sample_size) == (300, 10, None), path.stem
+
+
+def test_optimizer_adamw_builds_torch_adamw_with_the_given_lr_and_weight_decay():
+    from relaxkd.engine.optim import build_optimizer
+    from relaxkd.engine.settings import OptimConfig
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    cfg = OptimConfig(optimizer="adamw", lr=2.5e-4, weight_decay=0.05, schedule="cosine", warmup_epochs=5, min_lr=1e-6)
+    opt = build_optimizer([{"params": params}], cfg)
+    assert type(opt) is torch.optim.AdamW
+    assert opt.param_groups[0]["lr"] == 2.5e-4 and opt.param_groups[0]["weight_decay"] == 0.05
+    assert type(build_optimizer([{"params": params}], OptimConfig())) is torch.optim.SGD
+    # the default is left out of dumps, so stable-hashed keys of existing configs do not change
+    assert "optimizer" not in OptimConfig().model_dump() and cfg.model_dump()["optimizer"] == "adamw"
+    assert OptimConfig.model_validate(cfg.model_dump()) == cfg

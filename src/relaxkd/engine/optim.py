@@ -1,4 +1,7 @@
-"""SGD and the authors' learning-rate schedules, stepped once per epoch.
+"""SGD (or AdamW, ``optim.optimizer``) and the authors' learning-rate schedules, stepped once per epoch.
+
+``optim.optimizer=adamw`` builds ``torch.optim.AdamW`` with ``lr`` and ``weight_decay`` (torch's
+betas 0.9/0.999, ``momentum`` unused): the fine-tuning optimiser of DMAE's ``main_finetune.py``.
 
 Two schedules (``optim.schedule``), both a function of the 0-based epoch ``e`` alone:
 
@@ -44,6 +47,8 @@ def learning_rate(epoch: int, cfg: OptimConfig) -> float:
 
 
 def build_optimizer(param_groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(list(param_groups), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(list(param_groups), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

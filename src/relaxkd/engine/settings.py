@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from relaxkd.schema import Strict
 
 
 class OptimConfig(Strict):
-    """SGD and its per-epoch schedule (engine/optim.py). Defaults: the authors' CIFAR-100 teachers
+    """The optimiser (SGD by default, or AdamW) and its per-epoch schedule (engine/optim.py). Defaults: the authors' CIFAR-100 teachers
     (``script/script_cifar100_regularizerV2.sh``: 61 epochs, ``--lr_steps 25 40 60``, batch 128;
     ``mainCLIPKD_regularizerV2.py``: lr 0.1, momentum 0.9, no weight decay, warm-up 8, γ 0.1)."""
 
+    #: "sgd": SGD with momentum (the authors'); "adamw": torch.optim.AdamW (betas 0.9/0.999, momentum
+    #: unused), the recipe of DMAE's main_finetune.py. Left out of the dump while "sgd", so existing
+    #: stable-hashed artifact keys do not change.
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     epochs: int = Field(61, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.1, gt=0)
@@ -58,6 +62,13 @@ class OptimConfig(Strict):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr:g} is larger than lr {self.lr:g}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_optimizer(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("optimizer") == "sgd":
+            data.pop("optimizer")
+        return data
 
 
 class TrainerConfig(Strict):

@@ -22,8 +22,8 @@ and read at the visible positions, with the global average standing for the cls 
 teacher's tokens are read directly); the student keeps timm's learnable positional embedding
 (MAE fixes a sin-cos one; the decoder's is sin-cos here too); pre-training uses AdamW (β 0.9/0.95,
 lr = blr·batch/256, weight decay 0.05, linear warm-up then half-cycle cosine, per epoch rather than
-per step); fine-tuning uses the harness's SGD schedule (distill.optim) without mixup, cutmix,
-random erasing, drop-path or layer-wise decay.
+per step); fine-tuning uses distill.optim (the ``dmae`` trial sets the reference's AdamW recipe,
+relaxkd.trials.DMAE_FINETUNE) without mixup, cutmix, random erasing, drop-path or layer-wise decay.
 """
 from __future__ import annotations
 
