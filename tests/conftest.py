@@ -86,3 +86,15 @@ def committed_run(tmp_path_factory) -> CommittedRun:
     unimodal_teacher(ctx, "strong")
     assert len(run.snapshot().files) > 6
     return run
+
+
+@pytest.fixture
+def run(committed_run) -> CommittedRun:
+    """The session's committed run (for tests of bad input against existing artifacts)."""
+    return committed_run
+
+
+@pytest.fixture
+def intact(committed_run):
+    """The committed run's artifacts before the test's bad command; `assert_user_error` checks them after."""
+    return committed_run.snapshot()

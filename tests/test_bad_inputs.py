@@ -23,16 +23,6 @@ from data_fixtures import write_image
 DEMO = str(REPO / "configs" / "demo.yaml")
 
 
-@pytest.fixture
-def run(committed_run):
-    return committed_run
-
-
-@pytest.fixture
-def intact(committed_run):
-    return committed_run.snapshot()
-
-
 def teacher(capsys, monkeypatch, run, *extra: str):
     """`relaxkd teacher --kind unimodal` on the committed run: a new artifact key whenever ``extra`` changes the spec."""
     return relaxkd(capsys, monkeypatch, "teacher", DEMO, *run.args, "--kind", "unimodal", *extra)

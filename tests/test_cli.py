@@ -33,12 +33,6 @@ def tiny(committed_run) -> list[str]:
     return committed_run.args
 
 
-@pytest.fixture
-def intact(committed_run):
-    """The committed run's artifacts before the test's bad command; `assert_user_error` checks them after."""
-    return committed_run.snapshot()
-
-
 def image_folder_args(tiny: list[str], root: Path) -> list[str]:
     return [*tiny, "data.dataset=imagefolder", f"data.root={root}"]
 

@@ -24,16 +24,6 @@ from data_fixtures import write_csv_dataset, write_image, write_image_folder
 DEMO = str(REPO / "configs" / "demo.yaml")
 
 
-@pytest.fixture
-def run(committed_run):
-    return committed_run
-
-
-@pytest.fixture
-def intact(committed_run):
-    return committed_run.snapshot()
-
-
 def refused(result, *fragments: str, intact: RunSnapshot | None = None, after_progress: bool = False) -> str:
     message = assert_user_error(result, *fragments, intact=intact, after_progress=after_progress)
     if intact is not None:
