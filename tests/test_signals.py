@@ -174,9 +174,50 @@ def test_signal_at_start_up_writes_nothing(tmp_path, signum):
     assert not root.exists()
 
 
+#: modules imported after cli.py installs its start-up handler: a traceback through one of them means
+#: Ctrl-C met Python's default handler where relaxkd's should have answered
+AFTER_HANDLER = ("click", "typer", "relaxkd/errors.py", "relaxkd/versions.py", "relaxkd/commands.py", "torch")
+
+#: A script named ``relaxkd`` (the name cli.py looks for) that stops just before cli.py imports its
+#: commands, i.e. after the start-up handler is installed and while the heavy imports run.
+IMPORT_HOOK = r'''
+import sys, time
+
+class PauseAtCommands:
+    def find_spec(self, name, path=None, target=None):
+        if name == "relaxkd.commands":
+            print("[test-hook] paused at import relaxkd.commands", file=sys.stderr, flush=True)
+            while True:
+                time.sleep(60)
+
+sys.meta_path.insert(0, PauseAtCommands())
+from relaxkd.cli import main
+main()
+'''
+
+
+def test_ctrl_c_during_imports_is_the_documented_line(tmp_path):
+    """Ctrl-C while relaxkd imports its commands (typer, ...): deterministic, whatever the machine's load."""
+    script = tmp_path / "relaxkd"
+    script.write_text(IMPORT_HOOK)
+    proc = subprocess.Popen([sys.executable, str(script), "validate", str(CONFIG)], env=env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert first.startswith(PAUSED), first
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_stopped(proc.returncode, first + err, signal.SIGINT)
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
-def test_ctrl_c_during_imports_is_the_documented_line(tmp_path, delay):
-    """The console script, interrupted while Python imports relaxkd and its dependencies."""
+def test_ctrl_c_at_any_moment_of_the_console_script(delay):
+    """The real console script, interrupted after ``delay`` s. How far a loaded machine got by then is
+    not the test's business: every moment has an accepted outcome."""
     entry = Path(sys.executable).with_name("relaxkd")
     proc = subprocess.Popen([str(entry), "validate", str(CONFIG)], env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -185,8 +226,10 @@ def test_ctrl_c_during_imports_is_the_documented_line(tmp_path, delay):
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:  # finished before the signal came
         return
-    if delay == 0.0 and proc.returncode in (-signal.SIGINT, 1) and "relaxkd" not in err:
-        return  # before the interpreter ran a line of relaxkd: Python's own behaviour
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err, err
-    assert err.rstrip("\n").splitlines()[-1] == LINES[signal.SIGINT]
+    if proc.returncode in (-signal.SIGINT, 1):
+        # before cli.py installed its handler: Python's own behaviour (killed by SIGINT, or a
+        # KeyboardInterrupt traceback through the interpreter's start-up and relaxkd's first lines)
+        assert not [m for m in AFTER_HANDLER if m in err], err
+        assert "Traceback" not in err or err.rstrip("\n").splitlines()[-1] == "KeyboardInterrupt", err
+        return
+    assert_stopped(proc.returncode, err, signal.SIGINT)
