@@ -310,3 +310,16 @@ def test_cluster_count_never_below_the_number_of_classes():
     # enough clusters already (CIFAR-100: 167 for 100 classes): a no-op
     kept = relax_nouns(images, nouns, num_clusters=8, top_k=2, min_clusters=6)
     assert kept.info["num_clusters"] == 8 and kept.info["clusters_raised_from"] is None
+
+
+def test_cluster_floor_off_keeps_the_rule_and_faiss_cap_limits_the_points():
+    """Issue 25 item 1: without the floor round(N / 300) stands (CIFAR-100-LT: 36 < 100 classes);
+    item 6: a max_points_per_centroid cap trains on at most M × cap points (the authors' faiss default 256)."""
+    images = F.normalize(torch.randn(900, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    nouns = F.normalize(torch.randn(50, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    rule = relax_nouns(images, nouns, top_k=2, min_clusters=None)
+    assert rule.info["num_clusters"] == 3 and rule.info["clusters_raised_from"] is None
+    capped = relax_nouns(images, nouns, num_clusters=3, top_k=2, max_points_per_centroid=100)
+    assert capped.info["sample_size"] == 300
+    every = relax_nouns(images, nouns, num_clusters=3, top_k=2)
+    assert every.info["sample_size"] == 900 and not torch.equal(capped.centers, every.centers)

@@ -19,7 +19,7 @@ ROW = re.compile(r"^\| `([\w.]+)` \| `(.*)` \| (.+) \|\s*$")
 STAGE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "warmup_epochs")
 REQUIRED = (
     "data.image_size", "data.policy", "data.cutout",
-    "relax.num_clusters", "relax.top_k", "relax.iterations", "relax.restarts", "relax.sample_size",
+    "relax.num_clusters", "relax.class_floor", "relax.top_k", "relax.iterations", "relax.restarts", "relax.sample_size",
     "unimodal.arch", "unimodal.weights",
     "multimodal.head", "multimodal.weights", "multimodal.proportions", "multimodal.input", "multimodal.augment",
     "multimodal.lambda_hier", "multimodal.lambda_cos", "multimodal.bank_weight_decay",
@@ -153,3 +153,14 @@ def test_baselines_keep_their_documented_recipes():
     for loss, recipe in rows.items():
         cfg = load_config(ROOT / "configs" / "cifar100.yaml", [f"distill.loss={loss}"])
         assert cfg.distill.method_params() == yaml.safe_load(recipe), loss
+
+
+@pytest.mark.parametrize("dataset, num_train, clusters", [("cifar100_lt", 10_847, 36), ("imagenet_lt", 115_846, 386),
+                                                          ("cifar100", 50_000, 167), ("imagenet", 1_281_167, 4_271)])
+def test_paper_configs_cluster_by_the_rule_alone(dataset, num_train, clusters):
+    """Issue 25 item 1: the long-tailed configs relax into round(N / 300) clusters, below the class count."""
+    from relaxkd.relax.kmeans import default_num_clusters
+
+    cfg = load_config(ROOT / "configs" / f"{dataset}.yaml")
+    assert cfg.relax.num_clusters is None and cfg.relax.class_floor is False
+    assert default_num_clusters(num_train) == clusters

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from relaxkd.config_io import apply_overrides, default_run_name, format_validation_error, load_yaml
 from relaxkd.engine.settings import OptimConfig, TrainerConfig
 from relaxkd.errors import UserError
 from relaxkd.names import EXPERT_TEACHERS, TEXT_MODES, TX
 from relaxkd.presets import DISTILL_PRESETS, MULTIMODAL_PRESETS, RETRIEVAL_TEMPERATURE
-from relaxkd.schema import Strict
+from relaxkd.schema import Strict, omit_defaults
 from relaxkd.trials import SWEEPS
 
 SWEEP_FAMILIES = tuple(SWEEPS)  # defined with the trials themselves
@@ -73,6 +73,17 @@ class RelaxConfig(Strict):
     iterations: int = Field(300, gt=0)
     restarts: int = Field(10, gt=0)
     sample_size: int | None = Field(None, gt=0)
+    #: never fewer clusters than classes (for small own datasets: too few clusters keep only generic
+    #: nouns such as entity, abstraction; a warning says when it applies). The paper's configs set
+    #: false: TAC's round(N / 300) alone, e.g. 36 clusters for CIFAR-100-LT's 10,847 images.
+    class_floor: bool = True
+    #: faiss's cap on the points k-means trains on per centre (it subsamples above it); null = every
+    #: point. The authors' code keeps faiss's default 256 (38,400 of CIFAR-100's 50,000 at M = 150).
+    max_points_per_centroid: int | None = Field(None, gt=0)
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler: Any) -> Any:
+        return omit_defaults(handler(self), {"class_floor": True, "max_points_per_centroid": None})
 
     @model_validator(mode="before")
     @classmethod

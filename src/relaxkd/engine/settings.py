@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
-from relaxkd.schema import Strict
+from relaxkd.schema import Strict, omit_defaults
 
 
 class OptimConfig(Strict):
@@ -65,10 +65,7 @@ class OptimConfig(Strict):
 
     @model_serializer(mode="wrap")
     def _omit_default_optimizer(self, handler: Any) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and data.get("optimizer") == "sgd":
-            data.pop("optimizer")
-        return data
+        return omit_defaults(handler(self), {"optimizer": "sgd"})
 
 
 class TrainerConfig(Strict):

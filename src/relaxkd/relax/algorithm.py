@@ -48,6 +48,7 @@ def relax_nouns(
     threads: int | None = None,
     backend: str = "auto",
     min_clusters: int | None = None,
+    max_points_per_centroid: int | None = None,
 ) -> RelaxResult:
     """Runs Algorithm 1 (docs/method.md §4).
 
@@ -57,11 +58,13 @@ def relax_nouns(
     ``iterations``, ``restarts``, ``seed``, ``sample_size``, ``threads``, ``backend`` and
     :func:`select_nouns_with_clusters` for ``chunk_size``. Same inputs and seed -> same bank.
 
-    ``min_clusters`` (the number of classes, from the stage) is a floor on the cluster count: with
-    fewer clusters than classes the bank degenerates to the most generic nouns (one cluster of 360
-    images keeps ``entity, physical_entity, abstraction, ...``). ``info["clusters_raised_from"]``
-    records the count it replaced, so the caller can warn. A no-op on the paper's datasets
-    (CIFAR-100: 167 clusters for 100 classes).
+    ``min_clusters`` (the number of classes, from the stage, unless ``relax.class_floor`` is off)
+    is a floor on the cluster count for small own datasets: with fewer clusters than classes the
+    bank degenerates to the most generic nouns (one cluster of 360 images keeps ``entity,
+    physical_entity, abstraction, ...``). ``info["clusters_raised_from"]`` records the count it
+    replaced, so the caller can warn. The paper's configs switch it off: their rule round(N / 300)
+    gives fewer clusters than classes on the long-tailed sets (CIFAR-100-LT 36 for 100 classes,
+    ImageNet-LT 386 for 1,000), and the floor would change the protocol there.
     """
     started = time.perf_counter()
     images = as_matrix(image_embeddings, "image embeddings")
@@ -69,7 +72,8 @@ def relax_nouns(
     require_rows(nouns, "noun embeddings", "the candidate noun list has no nouns; check the wordnet settings")
     require_rows(images, "image embeddings", "the training set has no images")
     require_same_dim(images, "image embeddings", nouns, "noun embeddings")
-    kmeans = dict(iterations=iterations, restarts=restarts, seed=seed, sample_size=sample_size, threads=threads, backend=backend)
+    kmeans = dict(iterations=iterations, restarts=restarts, seed=seed, sample_size=sample_size, threads=threads, backend=backend,
+                  max_points_per_centroid=max_points_per_centroid)
     centers, info = _cluster(unit_rows(images), num_clusters, min_clusters, kmeans)
     select_started = time.perf_counter()
     nouns = unit_rows(nouns)

@@ -65,6 +65,7 @@ def spherical_kmeans_with_info(
     sample_size: int | None = None,
     threads: int | None = None,
     backend: str = "auto",
+    max_points_per_centroid: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Like :func:`spherical_kmeans`, also returning what was run.
 
@@ -72,6 +73,8 @@ def spherical_kmeans_with_info(
     centres on this many points drawn at random (seeded by ``seed``) instead of all N; Algorithm 1
     needs only the centres, so a sample of a few dozen points per centre is enough at ImageNet
     scale. ``threads``: faiss's OpenMP thread count for this call (restored afterwards).
+    ``max_points_per_centroid``: faiss's own cap (it trains on a random ``num_clusters × cap`` of
+    the points when there are more; its default 256 is what the authors' code ran); None = every point.
 
     The info dict holds ``backend``, ``num_points``, ``num_clusters``, ``sample_size`` (points
     actually used), ``iterations``, ``restarts``, ``seed``, ``threads``, ``objective`` (sum of
@@ -83,15 +86,8 @@ def spherical_kmeans_with_info(
     _check_settings(num_points, num_clusters, iterations, restarts, sample_size, threads, backend)
 
     started = time.perf_counter()
-    points = x.detach().to("cpu", torch.float32).contiguous().numpy()
-    used = num_points
-    if sample_size is not None and sample_size < num_points:
-        chosen = np.random.default_rng(seed).choice(num_points, size=sample_size, replace=False)
-        # Sorted indices read memory in order: a faster gather from a large matrix.
-        points = np.ascontiguousarray(points[np.sort(chosen)])
-        used = sample_size
-
     chosen_backend = _resolve_backend(backend)
+    points, used = _training_points(x, num_clusters, sample_size, max_points_per_centroid, seed, chosen_backend)
     info: dict[str, Any] = {
         "backend": chosen_backend,
         "num_points": num_points,
@@ -102,7 +98,8 @@ def spherical_kmeans_with_info(
         "seed": seed,
     }
     if chosen_backend == "faiss":
-        centers, objective, used_threads = _faiss_kmeans(points, num_clusters, iterations, restarts, seed, threads)
+        centers, objective, used_threads = _faiss_kmeans(points, num_clusters, iterations, restarts, seed, threads,
+                                                         max_points_per_centroid)
         info["threads"] = used_threads
         info["objective"] = objective
     else:
@@ -113,6 +110,25 @@ def spherical_kmeans_with_info(
     result = F.normalize(torch.from_numpy(np.asarray(centers, dtype=np.float32)), dim=1)
     info["seconds"] = time.perf_counter() - started
     return result.to(x.device), info
+
+
+def _training_points(x: torch.Tensor, num_clusters, sample_size, max_points_per_centroid, seed, backend):
+    """The float32 points k-means trains on, and how many faiss will use (after its own cap)."""
+    points = x.detach().to("cpu", torch.float32).contiguous().numpy()
+    used = points.shape[0]
+    if sample_size is not None and sample_size < used:
+        chosen = np.random.default_rng(seed).choice(used, size=sample_size, replace=False)
+        # Sorted indices read memory in order: a faster gather from a large matrix.
+        points = np.ascontiguousarray(points[np.sort(chosen)])
+        used = sample_size
+    cap = None if max_points_per_centroid is None else num_clusters * max_points_per_centroid
+    if cap is not None and cap < used:
+        if backend != "faiss":
+            # scikit-learn has no such cap: draw the same number of points faiss would train on
+            chosen = np.random.default_rng(seed).choice(used, size=cap, replace=False)
+            points = np.ascontiguousarray(points[np.sort(chosen)])
+        used = cap
+    return points, used
 
 
 def _check_settings(num_points, num_clusters, iterations, restarts, sample_size, threads, backend) -> None:
@@ -150,7 +166,7 @@ def _resolve_backend(backend: str) -> str:
     return "faiss"
 
 
-def _faiss_kmeans(points: np.ndarray, num_clusters, iterations, restarts, seed, threads):
+def _faiss_kmeans(points: np.ndarray, num_clusters, iterations, restarts, seed, threads, max_points_per_centroid=None):
     import faiss
 
     num_points, dim = points.shape
@@ -165,9 +181,10 @@ def _faiss_kmeans(points: np.ndarray, num_clusters, iterations, restarts, seed, 
             nredo=restarts,
             spherical=True,
             seed=seed,
-            # Subsampling is ours (sample_size), explicit and recorded: stop faiss from silently
-            # subsampling to 256 points per centre, and from warning about few points per centre.
-            max_points_per_centroid=math.ceil(num_points / num_clusters) + 1,
+            # Subsampling is ours (sample_size), explicit and recorded: unless a cap is asked for,
+            # stop faiss from silently subsampling to 256 points per centre, and from warning
+            # about few points per centre.
+            max_points_per_centroid=max_points_per_centroid or math.ceil(num_points / num_clusters) + 1,
             min_points_per_centroid=1,
             verbose=False,
         )

@@ -16,9 +16,10 @@ STAGE = "relax"
 def relax(ctx: Context) -> Artifact:
     images, nouns = embed_images(ctx), embed_nouns(ctx)
     r = ctx.cfg.relax
+    # unless relax.class_floor is off, k-means never uses fewer clusters than classes (relax_nouns' min_clusters)
+    min_clusters = ctx.num_classes if r.class_floor else None
     spec = {"images": images.key, "nouns": nouns.key, "relax": r.model_dump(), "seed": ctx.cfg.seed,
-            # k-means never uses fewer clusters than classes (relax_nouns' min_clusters)
-            "min_clusters": ctx.num_classes}
+            "min_clusters": min_clusters}
 
     def build(out: Path) -> None:
         from relaxkd.relax import format_listing, relax_nouns
@@ -35,14 +36,15 @@ def relax(ctx: Context) -> Artifact:
             restarts=r.restarts,
             seed=ctx.cfg.seed,
             sample_size=r.sample_size,
-            min_clusters=ctx.num_classes,
+            min_clusters=min_clusters,
+            max_points_per_centroid=r.max_points_per_centroid,
         )
         raised = result.info.get("clusters_raised_from")
         if raised is not None:
             how = "relax.num_clusters" if r.num_clusters is not None else f"round({len(train)} images / 300)"
             log(f"warning: {how} gives {raised} cluster(s), fewer than the {ctx.num_classes} classes (too few clusters give a "
                 f"bank of generic nouns such as entity, abstraction); using {result.info['num_clusters']} clusters (set relax.num_clusters "
-                f"to at least {ctx.num_classes} to choose)")
+                f"to at least {ctx.num_classes} to choose, or relax.class_floor=false for round(N / 300) alone)")
         tensors = {
             "bank": result.bank.float(),
             "indices": result.indices.long(),
