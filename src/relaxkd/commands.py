@@ -21,7 +21,22 @@ app = typer.Typer(
 embed_app = typer.Typer(no_args_is_help=True, help="CLIP embeddings of images or WordNet nouns.")
 app.add_typer(embed_app, name="embed")
 
-ConfigArg = typer.Argument(..., help="experiment YAML, e.g. configs/demo.yaml")
+
+def _home(value):
+    """Paths given as options or arguments follow the config's rule (schema.UserPath): ``~`` expanded."""
+    from relaxkd.schema import expand_home
+
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_home(v) for v in value]
+    try:
+        return Path(expand_home(str(value)))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+ConfigArg = typer.Argument(..., help="experiment YAML, e.g. configs/demo.yaml", callback=_home)
 OverridesArg = typer.Argument(None, help="key=value overrides, e.g. distill.temperature=3")
 
 
@@ -194,7 +209,7 @@ def sweep(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a run directory, e.g. runs/demo")) -> None:
+def report(run_dir: Path = typer.Argument(..., help="a run directory, e.g. runs/demo", callback=_home)) -> None:
     """Tables (Markdown, CSV) and figures (PNG) from the artifacts of a run directory."""
     from relaxkd.report import write_report
 
@@ -205,9 +220,9 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory, e.g. runs/
 def export(
     config: Path = ConfigArg,
     overrides: Optional[list[str]] = OverridesArg,
-    out: Path = typer.Option(Path("export"), help="output directory"),
+    out: Path = typer.Option(Path("export"), help="output directory", callback=_home),
     format: str = typer.Option("torchscript", help="torchscript or onnx (safetensors is always written)"),
-    artifact: Optional[Path] = typer.Option(None, help="a distill-* artifact directory (default: the newest)"),
+    artifact: Optional[Path] = typer.Option(None, help="a distill-* artifact directory (default: the newest)", callback=_home),
 ) -> None:
     """Export the trained student: safetensors + TorchScript or ONNX."""
     from relaxkd.stages.export import export_student
@@ -219,8 +234,8 @@ def export(
 
 @app.command()
 def predict(
-    images: list[Path] = typer.Argument(..., help="image files"),
-    model: Path = typer.Option(..., help="directory written by `relaxkd export`"),
+    images: list[Path] = typer.Argument(..., help="image files", callback=_home),
+    model: Path = typer.Option(..., help="directory written by `relaxkd export`", callback=_home),
     top: int = typer.Option(1, min=1, help="how many classes to print per image (at least 1)"),
 ) -> None:
     """Classify image files with an exported student."""

@@ -16,7 +16,7 @@ from relaxkd.engine.settings import OptimConfig, TrainerConfig
 from relaxkd.errors import UserError
 from relaxkd.names import EXPERT_TEACHERS, TEXT_MODES, TX
 from relaxkd.presets import DISTILL_PRESETS, MULTIMODAL_PRESETS, RETRIEVAL_TEMPERATURE
-from relaxkd.schema import Strict, omit_defaults
+from relaxkd.schema import Strict, UserPath, omit_defaults
 from relaxkd.trials import SWEEPS
 
 SWEEP_FAMILIES = tuple(SWEEPS)  # defined with the trials themselves
@@ -30,7 +30,7 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 class DataConfig(Strict):
     dataset: str = "digits"
-    root: str | None = None
+    root: UserPath | None = None
     download: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
     image_size: int = Field(224, gt=0)
@@ -39,7 +39,7 @@ class DataConfig(Strict):
     #: Cutout's hole length in pixels in the "cifar" strong policy (0 = no Cutout). The reference
     #: policy (the authors' DataLoaderCIFAR.py: Cutout(n_holes=1, length=16)) keeps 16 px at 224 px.
     cutout: int = Field(16, ge=0)
-    synset_overrides: str | None = None
+    synset_overrides: UserPath | None = None
     #: how artifact keys identify the image files: "stat" (relative path, size, mtime: one stat per
     #: file), "content" (SHA-256 of every file: reads all bytes) or "none" (config only: trust the root)
     fingerprint: Literal["stat", "content", "none"] = "stat"
@@ -52,7 +52,7 @@ class DataConfig(Strict):
 
 class ClipConfig(Strict):
     model: str = "ViT-B-32"
-    weights: str = "openai"
+    weights: UserPath = "openai"
     batch_size: int = Field(256, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     #: seed of a random-weight CLIP (weights: none); not the run's seed, so a sweep over seeds shares one CLIP and its embeddings
@@ -101,7 +101,7 @@ class UnimodalMember(Strict):
 
 class UnimodalConfig(Strict):
     arch: str = "resnet50"
-    weights: str = "imagenet"
+    weights: UserPath = "imagenet"
     members: list[UnimodalMember] = Field(
         default_factory=lambda: [
             UnimodalMember(name="strong", aug="strong", seed=0),
@@ -150,7 +150,7 @@ class MultimodalConfig(Strict):
     #: start of the resnet50-1x1 head: "imagenet" (torchvision's ImageNet ResNet50, all but conv1
     #: and fc, as the authors), "none" (random init) or a ResNet50 state-dict file. Without
     #: reachable ImageNet weights the head starts from random weights and the report says so.
-    weights: str = "imagenet"
+    weights: UserPath = "imagenet"
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
     @model_validator(mode="before")
@@ -254,9 +254,9 @@ class ExperimentConfig(Strict):
     seed: Seed = 0
     #: seeds of sweep trials: each trial runs once per seed and the report gives mean ± std (empty: `seed` alone)
     seeds: list[Seed] = Field(default_factory=list)
-    run_root: str = "runs"
+    run_root: UserPath = "runs"
     #: where artifacts shared across datasets live (the WordNet noun-embedding table).
-    cache_root: str = "runs/_shared"
+    cache_root: UserPath = "runs/_shared"
     #: sweep families (table1, table2, table3, figure2) that `relaxkd run` also runs
     sweeps: list[str] = Field(default_factory=list)
     #: train the students of sweep trials: true, false (teachers and attribution only) or a list of
@@ -325,7 +325,7 @@ def build_config(data: dict[str, Any]) -> ExperimentConfig:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a YAML config (or the defaults), apply ``key=value`` overrides and validate."""
     data = load_yaml(path) if path is not None else {}
-    if "name" not in data and path is not None:
+    if "name" not in data and path is not None and Path(path).is_file():  # a pipe's name (/dev/fd/63) names no run
         data["name"] = Path(path).stem
     data = apply_overrides(data, list(overrides or []))
     name = default_run_name(data, list(overrides or []))

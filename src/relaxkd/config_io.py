@@ -25,6 +25,11 @@ def format_validation_error(err: ValidationError, root: type[BaseModel]) -> str:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             hint += f"; valid keys here: {', '.join(parent_fields)}"
         return f"config: unknown key {loc!r}{hint}"
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        # pydantic's wording names internal classes ("instance of DataConfig"): say what a user types
+        if first.get("input") is None:
+            return f"config: {loc} is null; remove the override (or the empty key in the config file) to use the defaults"
+        return f"config: {loc} must be a section of keys (e.g. {loc}: {{key: value}}), not {type(first['input']).__name__}"
     msg = first["msg"].removeprefix("Value error, ")
     where = f"{loc}: " if loc else ""
     got = first.get("input")
@@ -95,12 +100,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"config file {str(path)!r} is a directory; pass a YAML file such as configs/demo.yaml")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/demo.yaml")
+    if not (path.is_file() or path.is_fifo() or path.is_char_device()):
+        raise UserError(f"config file {str(path)!r} is not a regular file (a socket or block device); pass a YAML file such as configs/demo.yaml")
     try:
-        if path.stat().st_size > safe_yaml.MAX_BYTES:
+        # a pipe (`relaxkd validate <(cat C)`, /dev/stdin) or device is read once, at most the limit and a byte
+        with path.open("rb") as stream:
+            raw = stream.read(safe_yaml.MAX_BYTES + 1)
+        if len(raw) > safe_yaml.MAX_BYTES:
             raise UserError(f"config file {str(path)!r} is larger than {safe_yaml.MAX_BYTES // 1024} KiB; a config is a few KiB")
-        data = safe_yaml.load(path.read_text(encoding="utf-8"), f"config file {str(path)!r}") or {}
+        data = safe_yaml.load(raw.decode("utf-8"), f"config file {str(path)!r}") or {}
     except OSError as exc:  # e.g. no read permission
         raise UserError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}; check its permissions") from None
     except UnicodeDecodeError:

@@ -119,9 +119,22 @@ def _list_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def field_type(field: Any) -> str:
+    """A field's type for the table; path settings (schema.UserPath: ``~`` expanded) say so."""
+    from relaxkd.schema import expand_home
+
+    if any(getattr(m, "func", None) is expand_home for m in field.metadata):  # pydantic unwraps a bare UserPath
+        return "path"
+    return type_name(field.annotation)
+
+
 def type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # UserPath | None keeps its Annotated inside the union
+        from relaxkd.schema import UserPath
+
+        return "path" if annotation == UserPath else type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(json.dumps(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -211,12 +224,12 @@ def rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, s
             yield from rows(sub, path + ".")
             continue
         item = _list_model(field.annotation)
-        kind = f"list of {{{', '.join(item.model_fields)}}}" if item else type_name(field.annotation)
+        kind = f"list of {{{', '.join(item.model_fields)}}}" if item else field_type(field)
         yield path, kind, default_text(_default(field)), meaning(model, name, path), False
         if item is not None:
             for sub_name, sub_field in item.model_fields.items():
                 sub_path = f"{path}[].{sub_name}"
-                yield (sub_path, type_name(sub_field.annotation), default_text(_default(sub_field)),
+                yield (sub_path, field_type(sub_field), default_text(_default(sub_field)),
                        meaning(item, sub_name, f"{path}.{sub_name}"), False)
 
 
@@ -234,7 +247,9 @@ def generate() -> str:
         "(`relaxkd run configs/demo.yaml distill.temperature=3 'multimodal.proportions={gt: 0.2, wn: 0.8}'`).",
         "Unknown keys and invalid values are rejected before any work starts. Defaults below are the",
         "schema's (the paper's protocol where it states one); each config file overrides some of them:",
-        "`relaxkd validate CONFIG` prints the resolved values.",
+        "`relaxkd validate CONFIG` prints the resolved values. A `path` key (weights keys also take",
+        "the tags their meaning lists) has a leading `~` expanded to the home folder, as have the paths",
+        "given to commands (`--out`, `--model`, ...); a section set to null is refused (leave it out).",
         "",
     ]
     top = [r for r in rows(ExperimentConfig) if "." not in r[0]]

@@ -1,7 +1,9 @@
-"""The base of every settings model: unknown keys, NaN and infinity are refused."""
-from typing import Any
+"""The base of every settings model: unknown keys, NaN and infinity are refused; and the one rule
+for every path a user types (config settings and command-line options alike)."""
+import os
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class Strict(BaseModel):
@@ -17,3 +19,19 @@ def omit_defaults(data: Any, defaults: dict[str, Any]) -> Any:
             if key in data and data[key] == default:
                 data.pop(key)
     return data
+
+
+def expand_home(path: str) -> str:
+    """``~`` and ``~user`` expanded as a shell would, so no setting ever makes a folder named ``~``
+    (which ``rm -rf ~`` would then "clean up"). Paths without a leading ``~`` are unchanged."""
+    if not path.startswith("~"):
+        return path
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        raise ValueError(f"cannot expand {path!r}: no home folder is known for it (HOME unset or no such user); "
+                         "give the full path")
+    return expanded
+
+
+#: a path setting of the config (run_root, cache_root, data.root, weights files, ...)
+UserPath = Annotated[str, AfterValidator(expand_home)]
