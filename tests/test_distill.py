@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -96,6 +97,30 @@ def test_student_from_tm_and_wn_tx_trains_offline_and_report_names_random_clip(t
     assert metrics["num_samples"] == 360  # the whole digits validation split
     assert metrics["top1"] > 25.0, metrics["top1"]  # chance is 10 %; measured 44 after 2 tiny epochs
     assert "random-weight CLIP" in report
+
+
+class _Recorded(StudentDistiller):
+    built: list[StudentDistiller] = []
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        _Recorded.built.append(self)
+
+
+@pytest.mark.parametrize("params, beta", [(None, 4.0), ("{beta: 6.0}", 6.0)])
+def test_per_method_settings_reach_the_trained_student_and_its_record(teachers_root, tmp_path, monkeypatch, params, beta):
+    """Issue 21: distill.methods[<loss>] was validated and hashed but the student trained with the recipe."""
+    import relaxkd.distill
+
+    monkeypatch.setattr(relaxkd.distill, "StudentDistiller", _Recorded)
+    _Recorded.built.clear()
+    extra = ["distill.loss=dkd", "distill.teachers=[strong]", "distill.methods={dkd: {beta: 4.0, warmup_epochs: 5}}"]
+    art = distill(pipeline(copy_root(teachers_root, tmp_path / "runs"), *extra, *([f"distill.params={params}"] if params else [])))
+    (module,) = _Recorded.built
+    assert (module.method.params.beta, module.method.params.warmup_epochs) == (beta, 5)
+    assert module.method.kd_factor(SimpleNamespace(epoch=0)) == pytest.approx(1 / 5)  # warm-up of 5 epochs, not DKD's 20
+    recorded = art.read_json("metrics.json")["provenance"]["params"]
+    assert recorded == {"temperature": 4.0, "ce_weight": 1.0, "kd_weight": 1.0, "alpha": 1.0, "beta": beta, "warmup_epochs": 5}
 
 
 def test_tx_from_cached_embeddings_names_them_among_the_distillation_inputs(teachers_root):
@@ -273,9 +298,11 @@ def one_line(err) -> str:
 
 
 def test_kd_without_teachers_is_refused():
+    from relaxkd.config import check_names
+
     with pytest.raises(UserError) as err:
-        load_config(REPO / "configs" / "demo.yaml", ["distill.teachers=[]"])
-    assert "loss 'kd' needs teachers" in one_line(err) and "distill.loss=none" in str(err.value)
+        check_names(load_config(REPO / "configs" / "demo.yaml", ["distill.teachers=[]"]))
+    assert "KD method 'kd' needs teachers" in one_line(err) and "distill.loss=none" in str(err.value)
     with pytest.raises(UserError) as err:
         StudentDistiller(arch="tiny_cnn", num_classes=10, optim_cfg={}, loss="dkd", teachers=TeacherSet(names=[]))
     assert "'dkd' needs teachers" in one_line(err)
@@ -408,4 +435,8 @@ def test_top_k_cache_temperature_is_the_students_method_temperature():
     assert cache_temperature(load_config(demo, []).distill) is None  # exact cache: no temperature
     assert cache_temperature(load_config(demo, ["distill.cache_top_k=3", "distill.temperature=2.5"]).distill) == 2.5
     recipe = cache_temperature(load_config(demo, ["distill.cache_top_k=3", "distill.temperature=null"]).distill)
-    assert isinstance(recipe, float) and recipe > 0
+    assert recipe == 3.0  # kd's recipe (the authors' τ 3)
+    dkd = ["distill.cache_top_k=3", "distill.temperature=null", "distill.loss=dkd"]
+    assert cache_temperature(load_config(demo, dkd).distill) == 4.0  # DKD's recipe
+    # the method's own settings reach the cache too (they were dropped here before issue 21)
+    assert cache_temperature(load_config(demo, [*dkd, "distill.methods={dkd: {temperature: 5.0}}"]).distill) == 5.0

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from relaxkd.errors import UserError
-from relaxkd.methods import METHODS, MethodContext, Outputs, Step, build_method
+from relaxkd.methods import METHODS, MethodContext, Outputs, Step, build_method, method_params
 from relaxkd.config import DISTILL_PRESETS, MULTIMODAL_PRESETS
 from relaxkd.losses import (
     AGGREGATORS,
@@ -28,7 +28,7 @@ def distillation_loss(student, teachers, targets, *, method="kd", aggregate="mea
     """CE + KD through the method layer, as the student's training step computes it."""
     names = [f"t{i}" for i in range(len(teachers))]
     context = MethodContext(num_classes=student.shape[1], teacher_names=names, multimodal_index=multimodal_index, aggregate=aggregate)
-    m = build_method(method, context, params, **shared)
+    m = build_method(method, context, method_params(method, params, shared))
     step = Step(epoch=0, step=0, images=student, targets=targets, indices=torch.arange(len(targets)),
                 student=Outputs(student), teachers={n: Outputs(t) for n, t in zip(names, teachers)},
                 teacher_weights=teacher_weights)

@@ -70,7 +70,7 @@ def test_zscore_kd_keeps_its_reference_recipe_unless_overridden(batch):
     out = method(make_step(s, {"t": t}, y))
     assert out["loss"].item() == pytest.approx(ref_zscore_kd(s.numpy(), t.numpy(), y.numpy()), rel=1e-9)
     cfg = load_config(REPO / "configs" / "demo.yaml", ["distill.loss=zscore", "distill.temperature=4"])
-    assert cfg.distill.method_params() == {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 9.0}
+    assert cfg.distill.method_params().model_dump() == {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 9.0}
 
 
 # ---- DKD -------------------------------------------------------------------------------------

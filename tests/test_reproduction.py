@@ -152,7 +152,7 @@ def test_baselines_keep_their_documented_recipes():
     assert {"kd", "zscore", "dkd", "none"} <= set(rows)
     for loss, recipe in rows.items():
         cfg = load_config(ROOT / "configs" / "cifar100.yaml", [f"distill.loss={loss}"])
-        assert cfg.distill.method_params() == yaml.safe_load(recipe), loss
+        assert cfg.distill.method_params().model_dump() == yaml.safe_load(recipe), loss
 
 
 @pytest.mark.parametrize("dataset, num_train, clusters", [("cifar100_lt", 10_847, 36), ("imagenet_lt", 115_846, 386),

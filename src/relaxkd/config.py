@@ -225,18 +225,19 @@ class DistillConfig(Strict):
             values = {**preset, **{k: v for k, v in values.items() if v is not None}}
         return values
 
-    def method_params(self) -> dict[str, Any]:
-        """The method's parameters as configured (validated against the method by check_names)."""
-        from relaxkd.methods import method_params
+    def method_params(self):
+        """The method's parameters resolved once, as its typed ``Params`` object: ``distill.params``
+        over ``distill.methods[<loss>]`` over the shared fields (``distill.temperature``, ...,
+        ``relaxkd.methods.SHARED_FIELDS``) over the method's recipe. The student, the teacher-targets
+        and pre-training stages and the student's record all read this one object."""
+        from relaxkd.methods import SHARED_FIELDS, method_params
 
-        shared = {"temperature": self.temperature, "ce_weight": self.ce_weight, "kd_weight": self.kd_weight,
-                  "alpha": self.dkd_alpha, "beta": self.dkd_beta}
-        return method_params(self.loss, {**self.methods.get(self.loss, {}), **self.params}, shared).model_dump()
+        shared = {param: getattr(self, field) for param, field in SHARED_FIELDS.items()}
+        return method_params(self.loss, {**self.methods.get(self.loss, {}), **self.params}, shared)
 
     @model_validator(mode="after")
-    def _teachers_for_loss(self) -> "DistillConfig":
-        if self.loss != "none" and not self.teachers:
-            raise ValueError(f"loss {self.loss!r} needs teachers; list them in distill.teachers or set distill.loss=none")
+    def _unique_teachers(self) -> "DistillConfig":
+        # whether the method needs teachers is the method's to say (config.check_names asks it)
         if len(set(self.teachers)) != len(self.teachers):
             raise ValueError(f"distill.teachers lists a teacher twice: {self.teachers}")
         return self

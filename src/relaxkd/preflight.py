@@ -36,7 +36,8 @@ def check_names(cfg) -> None:
         (cfg.multimodal.head, FUSION_HEADS),
         *((name, METHODS) for name in cfg.distill.methods),
     )
-    plain_method = cfg.distill.loss in PLAIN_METHODS and not getattr(cfg.distill, "params", None)
+    # no teachers: only the method can say whether it needs some (config.check_names asks it)
+    plain_method = cfg.distill.loss in PLAIN_METHODS and not getattr(cfg.distill, "params", None) and bool(cfg.distill.teachers)
     # data.params are typed by the dataset's own signature (config.check_dataset_params imports it)
     if all(name in names for name, names in known) and plain_method and not cfg.data.params:
         return

@@ -55,15 +55,17 @@ class _Frozen(nn.Module):
 
 
 def _resolve_method(
-    loss: str, params: dict[str, Any] | None, aggregate: str, teachers: TeacherSet | None,
-    class_counts: list[int] | None, shared: dict[str, Any],
+    loss: str, params: MethodParams | dict[str, Any] | None, aggregate: str, teachers: TeacherSet | None,
+    class_counts: list[int] | None,
 ) -> tuple[type[KDMethod], MethodParams, TeacherSet]:
-    """The KD method's class, its resolved parameters (``params`` over ``shared``: the flat ``temperature``,
-    ``ce_weight``, ... arguments) and the teachers it sees (none for a method that needs none).
-    Bad names and inputs a method cannot use fail here, not at the first training step."""
+    """The KD method's class, its parameters (the resolved object, or a mapping validated against the
+    method's ``Params``) and the teachers it sees (none for a method that needs none). Bad names and
+    inputs a method cannot use fail here, not at the first training step."""
     method_cls = METHODS.get(loss)
     AGGREGATORS.get(aggregate)
-    resolved = method_params(loss, params, shared)
+    resolved = params if isinstance(params, MethodParams) else method_params(loss, params)
+    if not isinstance(resolved, method_cls.Params):
+        raise TypeError(f"KD method {loss!r} takes {method_cls.Params.__name__}, got {type(resolved).__name__}")
     teacher_set = teachers or TeacherSet(names=[])
     if not method_cls.needs_teachers:
         teacher_set = TeacherSet(names=[])
@@ -74,6 +76,9 @@ def _resolve_method(
 
 
 class StudentDistiller(ClassifierModule):
+    """The student and its KD method. ``params``: the method's resolved parameters
+    (``DistillConfig.method_params()``; a mapping is validated against the method's recipe)."""
+
     def __init__(
         self,
         *,
@@ -81,13 +86,8 @@ class StudentDistiller(ClassifierModule):
         num_classes: int,
         optim_cfg: dict,
         loss: str = "kd",
-        params: dict[str, Any] | None = None,
+        params: MethodParams | dict[str, Any] | None = None,
         aggregate: str = "mean_logits",
-        temperature: float | None = None,
-        ce_weight: float | None = None,
-        kd_weight: float | None = None,
-        dkd_alpha: float | None = None,
-        dkd_beta: float | None = None,
         input_stats: Stats | None = None,
         class_counts: list[int] | None = None,
         teachers: TeacherSet | None = None,
@@ -96,11 +96,9 @@ class StudentDistiller(ClassifierModule):
         compile_student: bool = False,
     ):
         super().__init__(class_counts)
-        method_cls, resolved, teacher_set = _resolve_method(
-            loss, params, aggregate, teachers, class_counts,
-            {"temperature": temperature, "ce_weight": ce_weight, "kd_weight": kd_weight, "alpha": dkd_alpha, "beta": dkd_beta},
-        )
-        self.save_hyperparameters(ignore=["class_counts", "teachers", "input_stats", "method_state", "student_init"])
+        method_cls, resolved, teacher_set = _resolve_method(loss, params, aggregate, teachers, class_counts)
+        self.save_hyperparameters(ignore=["class_counts", "teachers", "input_stats", "method_state", "student_init", "params"])
+        self.hparams["params"] = resolved.model_dump()  # plain values: checkpoints load with weights_only
         self.optim_cfg = OptimConfig.model_validate(optim_cfg)
         self.student = build_backbone(arch, num_classes, "none")
         if student_init is not None:

@@ -98,6 +98,13 @@ class KDMethod(nn.Module):
     updates_teachers: ClassVar[bool] = False
     students: ClassVar[tuple[str, ...] | None] = None
     long_tailed_only: ClassVar[bool] = False
+    #: stages the distillation needs besides the teachers, by stage name (DMAE: its pre-training,
+    #: whose weights the student starts from)
+    stages: ClassVar[tuple[str, ...]] = ()
+    #: False: no teacher runs while the student trains (DMAE fine-tunes its pre-trained student)
+    runs_teachers: ClassVar[bool] = True
+    #: the stage whose artifacts (the teachers) yield the state the method is built with (LFME: its experts')
+    state_from: ClassVar[str | None] = None
 
     def __init__(self, params: MethodParams, context: MethodContext):
         super().__init__()
@@ -173,8 +180,10 @@ def register_method(name: str) -> Callable[[type[KDMethod]], type[KDMethod]]:
     return decorator
 
 
-#: distill.* fields that fill a method's parameters of the same name when set
-SHARED_FIELDS = ("temperature", "ce_weight", "kd_weight")
+#: the distill.* fields shared by methods: method parameter -> distill field; a set field fills the
+#: parameter of every method that has it (distill.dkd_beta -> DKD's beta)
+SHARED_FIELDS = {"temperature": "temperature", "ce_weight": "ce_weight", "kd_weight": "kd_weight",
+                 "alpha": "dkd_alpha", "beta": "dkd_beta"}
 
 
 def method_params(
@@ -201,10 +210,10 @@ def method_params(
         raise UserError(f"distill.params.{key} of KD method {name!r}: {msg} (got {first.get('input')!r})") from None
 
 
-def build_method(name: str, context: MethodContext, params: dict[str, Any] | None = None, **shared: Any) -> KDMethod:
-    """The method ``name`` with validated parameters, ready to compute losses."""
+def build_method(name: str, context: MethodContext, params: MethodParams | dict[str, Any] | None = None) -> KDMethod:
+    """The method ``name`` with its parameters (resolved, or a mapping validated here), ready to compute losses."""
     cls = METHODS.get(name)
-    return cls(method_params(name, params, shared), context)
+    return cls(params if isinstance(params, MethodParams) else method_params(name, params), context)
 
 
 def check_method_inputs(method: type[KDMethod], *, teachers: list[str], cached: bool, class_counts: list[int] | None,

@@ -86,10 +86,15 @@ def scale_instance_weights(hardness: Tensor, labels: Tensor, subset_of_class: li
     return out.float()
 
 
+#: the experts' stage's name (stages/expert.py's record)
+EXPERT_STAGE = "teacher-expert"
+
+
 @register_method("lfme")
 class LFME(KDMethod):
     Params = LFMEParams
     long_tailed_only = True
+    state_from = EXPERT_STAGE  # the experts' classes, accuracies and curriculum weights
 
     @classmethod
     def check_teachers(cls, names: list[str]) -> None:

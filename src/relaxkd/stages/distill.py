@@ -11,13 +11,17 @@ from safetensors.torch import save_file
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.names import TX
 from relaxkd.stages.context import Context
-from relaxkd.stages.dmae_pretrain import dmae_pretrain, pretrained_student
-from relaxkd.stages.expert import lfme_state
+from relaxkd.stages import dmae_pretrain as pretraining
+from relaxkd.stages import expert
 from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec
 from relaxkd.stages.targets import student_data, teacher_targets
 from relaxkd.stages.teacher_loading import load_teachers, teacher_artifacts, teachers_spec
 
 STAGE = "distill"
+#: a method's own stage whose artifact the student starts from: stage name -> (its stage, the weights it holds)
+STUDENT_INIT = {pretraining.STAGE: (pretraining.dmae_pretrain, pretraining.pretrained_student)}
+#: the state a method computes from its teachers' stage (KDMethod.state_from): stage name -> reader
+_STATE = {expert.STAGE: expert.lfme_state}
 
 
 @dataclass
@@ -32,13 +36,20 @@ class MethodInputs:
 
 
 def method_inputs(ctx: Context, artifacts: dict[str, Artifact]) -> MethodInputs:
-    d = ctx.cfg.distill
-    if d.loss == "dmae":
-        pre = dmae_pretrain(ctx)
-        return MethodInputs(spec={"dmae_pretrain": pre.key}, run_teachers=False, student_init=lambda: pretrained_student(pre))
-    if d.loss == "lfme":
-        return MethodInputs(state=lambda: lfme_state(ctx, artifacts))
-    return MethodInputs()
+    """What the method declares it needs besides its teachers: its own stages, their weights the
+    student starts from, the state its teachers' stage computes for it."""
+    from relaxkd.methods import METHODS
+
+    method = METHODS.get(ctx.cfg.distill.loss)
+    extras = MethodInputs(run_teachers=method.runs_teachers)
+    for name in method.stages:
+        make, read = STUDENT_INIT[name]
+        found = make(ctx)
+        extras.spec[name.replace("-", "_")] = found.key
+        extras.student_init = lambda found=found, read=read: read(found)
+    if method.state_from is not None:
+        extras.state = lambda: _STATE[method.state_from](ctx, artifacts)
+    return extras
 
 
 def distill_settings(d) -> dict[str, Any]:
@@ -53,6 +64,7 @@ def distill_settings(d) -> dict[str, Any]:
 
 def distill(ctx: Context) -> Artifact:
     d = ctx.cfg.distill
+    params = d.method_params()  # resolved once: the student, its record (and the targets' temperature) read it
     artifacts = teacher_artifacts(ctx)
     extras = method_inputs(ctx, artifacts)
     cached = teacher_targets(ctx) if d.targets == "cached" and artifacts else None
@@ -80,13 +92,8 @@ def distill(ctx: Context) -> Artifact:
             num_classes=ctx.num_classes,
             optim_cfg=d.optim.model_dump(),
             loss=d.loss,
-            params=d.params,
+            params=params,
             aggregate=d.aggregate,
-            temperature=d.temperature,
-            ce_weight=d.ce_weight,
-            kd_weight=d.kd_weight,
-            dkd_alpha=d.dkd_alpha,
-            dkd_beta=d.dkd_beta,
             input_stats=IMAGENET_STATS,
             class_counts=ctx.class_counts,
             teachers=teacher_set,
@@ -101,7 +108,7 @@ def distill(ctx: Context) -> Artifact:
         write_json(out / "student.json", {**info, "input_stats": "imagenet", "image_size": ctx.cfg.data.image_size})
         tx_input = d.tx_input if TX in artifacts else None
         record = metrics(ctx.cfg, module, epochs=d.optim.epochs, teachers=list(artifacts), loss=d.loss,
-                         aggregate=d.aggregate, tx_input=tx_input, targets=d.targets if artifacts else None)
+                         params=params.model_dump(), aggregate=d.aggregate, tx_input=tx_input, targets=d.targets if artifacts else None)
         write_json(out / "metrics.json", record)
 
     return ctx.resolve(ctx.store, STAGE, spec, build)

@@ -8,13 +8,14 @@ from safetensors.torch import load_file, save_file
 
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.errors import UserError
+from relaxkd.methods.dmae import PRETRAIN_STAGE
 from relaxkd.names import TX
 from relaxkd.stages.context import Context
 from relaxkd.stages.specs import provenance, train_spec, views_spec
 from relaxkd.stages.specs import check_teacher
 from relaxkd.stages.teacher_loading import teacher_artifacts
 
-STAGE = "dmae-pretrain"
+STAGE = PRETRAIN_STAGE
 #: the fine-tuning parameters, which do not change the pre-training
 FINE_TUNING = ("ce_weight", "label_smoothing")
 
@@ -32,7 +33,7 @@ def dmae_pretrain(ctx: Context) -> Artifact:
         **views_spec(ctx),
         "student": d.student,
         "teacher": artifacts[teacher_name].key,
-        "params": {k: v for k, v in params.items() if k not in FINE_TUNING},
+        "params": params.model_dump(exclude=set(FINE_TUNING)),
         "seed": ctx.cfg.seed,
         "train": train_spec(ctx.cfg),
     }
@@ -40,7 +41,7 @@ def dmae_pretrain(ctx: Context) -> Artifact:
     def build(out: Path) -> None:
         from relaxkd.data.transforms import IMAGENET_STATS
         from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything
-        from relaxkd.methods.dmae import DMAEParams, DMAEPretrainer
+        from relaxkd.methods.dmae import DMAEPretrainer
         from relaxkd.models import build_backbone
 
         info = check_teacher(ctx, artifacts[teacher_name], teacher_name)
@@ -48,13 +49,13 @@ def dmae_pretrain(ctx: Context) -> Artifact:
         teacher.load_state_dict(load_file(str(artifacts[teacher_name].file("model.safetensors"))))
         seed_everything(ctx.cfg.seed)
         student = build_backbone(d.student, ctx.num_classes, "none")
-        module = DMAEPretrainer(student, teacher, DMAEParams.model_validate(params))
+        module = DMAEPretrainer(student, teacher, params)
         data = SeededDataModule(
-            ctx.augmented(ctx.raw_train, "weak", IMAGENET_STATS), None, params["pretrain_batch_size"],
+            ctx.augmented(ctx.raw_train, "weak", IMAGENET_STATS), None, params.pretrain_batch_size,
             ctx.cfg.data.num_workers, ctx.cfg.seed,
         )
         work = ctx.work_dir(STAGE, spec)
-        fit(build_trainer(ctx.cfg.trainer, work, params["pretrain_epochs"]), module, data, work)
+        fit(build_trainer(ctx.cfg.trainer, work, params.pretrain_epochs), module, data, work)
         save_file(module.encoder_state(), str(out / "student.safetensors"))
         final = dict(module.history[-1]) if module.history else {}
         final.pop("epoch", None)

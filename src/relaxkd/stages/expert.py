@@ -10,11 +10,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from relaxkd.artifacts import Artifact, write_json
+from relaxkd.methods.lfme import EXPERT_STAGE
 from relaxkd.errors import UserError
 from relaxkd.stages.context import Context, device
 from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec, weights_file_hash
 
-STAGE = "teacher-expert"
+STAGE = EXPERT_STAGE
 
 
 def expert_subsets(ctx: Context) -> dict[str, list[int]]:

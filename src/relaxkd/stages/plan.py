@@ -20,13 +20,13 @@ from relaxkd.errors import UserError
 from relaxkd.names import TX
 from relaxkd.stages.attribute import attribute
 from relaxkd.stages.context import Context, log
-from relaxkd.stages.distill import distill
-from relaxkd.stages.dmae_pretrain import dmae_pretrain
+from relaxkd.methods import METHODS
+from relaxkd.stages.distill import STUDENT_INIT, distill
 from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.embed_nouns import embed_nouns
 from relaxkd.stages.multimodal import multimodal_teacher, needs_bank
 from relaxkd.stages.relax import relax
-from relaxkd.stages.teacher_loading import teacher_artifact
+from relaxkd.stages.teacher_loading import teacher_artifact, used_teachers
 from relaxkd.trials import Trial, resolve_overrides, select_trials
 
 Step = tuple[str, Callable[[Context], Artifact]]
@@ -36,7 +36,7 @@ TRIAL_STAGES: dict[str, Callable[[Context], Artifact]] = {TX: multimodal_teacher
 
 
 def uses_tx(cfg: ExperimentConfig) -> bool:
-    return TX in cfg.distill.teachers and cfg.distill.loss != "none"
+    return TX in used_teachers(cfg)
 
 
 def pipeline_stages(cfg: ExperimentConfig) -> list[Step]:
@@ -44,13 +44,13 @@ def pipeline_stages(cfg: ExperimentConfig) -> list[Step]:
     stages: list[Step] = [("embed images", embed_images)]
     if uses_tx(cfg) and needs_bank(cfg):
         stages += [("embed nouns", embed_nouns), ("relax", relax)]
-    for name in cfg.distill.teachers if cfg.distill.loss != "none" else []:
+    for name in used_teachers(cfg):
         if name != TX:
             stages.append((f"teacher {name}", partial(teacher_artifact, name=name)))
     if uses_tx(cfg):
         stages += [(f"teacher {TX}", multimodal_teacher), ("attribute", attribute)]
-    if cfg.distill.loss == "dmae":
-        stages.append(("dmae pre-training", dmae_pretrain))
+    for name in METHODS.get(cfg.distill.loss).stages:  # the method's own stages (DMAE's pre-training)
+        stages.append((name, STUDENT_INIT[name][0]))
     stages.append(("distill", distill))
     return stages
 
@@ -62,7 +62,7 @@ _STEP_BUILDS = {
     "relax": ("relax",),
     f"teacher {TX}": ("teacher-multimodal",),
     "attribute": ("attribute",),
-    "dmae pre-training": ("dmae-pretrain",),
+    **{name: (name,) for name in STUDENT_INIT},
     "distill": ("distill",),
 }
 #: a trial's stages (``Trial.stages``) -> the artifact stages they build
@@ -134,7 +134,7 @@ def experiment_steps(ctx: Context) -> list[ProgressStep]:
 
 
 def uses_any_teacher(cfg: ExperimentConfig) -> bool:
-    return cfg.distill.loss != "none" and bool(cfg.distill.teachers)
+    return bool(used_teachers(cfg))
 
 
 def _main_stage(ctx: Context, name: str, fn: Callable[[Context], Artifact], main: dict) -> Artifact:

@@ -14,14 +14,11 @@ STAGE = "teacher-targets"
 
 
 def cache_temperature(d) -> float | None:
-    """τ at which a top-k cache keeps the softened mass: the student's method's (distill.temperature
-    when set, else the method's recipe); None for an exact cache."""
+    """τ at which a top-k cache keeps the softened mass: the student's method's resolved temperature
+    (``DistillConfig.method_params``); None for an exact cache."""
     if not d.cache_top_k:
         return None
-    from relaxkd.methods import method_params
-
-    resolved = method_params(d.loss, d.params, {"temperature": d.temperature})
-    return float(getattr(resolved, "temperature", None) or d.temperature or 4.0)
+    return float(getattr(d.method_params(), "temperature", None) or d.temperature or 4.0)
 
 
 def teacher_targets(ctx: Context) -> Artifact:

@@ -50,14 +50,17 @@ def teacher_artifact(ctx: Context, name: str) -> Artifact:
     return unimodal_teacher(ctx, name)
 
 
-def teacher_artifacts(ctx: Context) -> dict[str, Artifact]:
-    """The distillation's teacher artifacts by name (built when missing); none for a method without teachers."""
+def used_teachers(cfg) -> list[str]:
+    """The teachers the distillation uses: ``distill.teachers``, none when the method needs none."""
     from relaxkd.methods import METHODS
 
+    return list(cfg.distill.teachers) if METHODS.get(cfg.distill.loss).needs_teachers else []
+
+
+def teacher_artifacts(ctx: Context) -> dict[str, Artifact]:
+    """The distillation's teacher artifacts by name (built when missing); none for a method without teachers."""
     check_method(ctx)
-    d = ctx.cfg.distill
-    names = list(d.teachers) if METHODS.get(d.loss).needs_teachers else []
-    return {n: teacher_artifact(ctx, n) for n in names}
+    return {n: teacher_artifact(ctx, n) for n in used_teachers(ctx.cfg)}
 
 
 def teachers_spec(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
