@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from relaxkd.buildlock import BuildLock
 from relaxkd.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -144,6 +145,11 @@ class ArtifactStore:
         path = self.root / ".work" / f"{stage}-{key}"
         make_dir(path, self.setting)
         return path
+
+    def build_lock(self, stage: str, key: str, on_wait: Any = None) -> BuildLock:
+        """The lock one builder of ``<stage>-<key>`` holds, across processes and hosts sharing this store."""
+        make_dir(self.root, self.setting)
+        return BuildLock(self.root / ".locks" / f"{stage}-{key}.lock", on_wait)
 
     def lookup(self, stage: str, spec: dict[str, Any], verify: bool = True) -> Artifact | None:
         key = self.key(stage, spec)

@@ -26,8 +26,10 @@ _EXTERNAL_FITS = 0
 
 
 def is_main_process() -> bool:
-    """False in the worker processes Lightning's DDP launcher starts (they re-run the command)."""
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    """False in the worker processes Lightning's DDP launcher starts (they re-run the command) and in
+    the tasks of an ``srun`` other than the first."""
+    ranks = ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(name, 0) or 0) == 0 for name in ranks)
 
 
 def resolve_precision(precision: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -59,11 +60,27 @@ class Context:
         if memo_key in self.verified:  # verified once per process; later stages ask again
             return self.verified[memo_key]
         found = store.lookup(stage, spec)
-        if found is not None:
-            log(f"{stage}: reusing {found.path}")
-            self.verified[memo_key] = found
-            return found
-        log(f"{stage}: computing -> {store.path(stage, store.key(stage, spec))}")
+        if found is None:
+            # one builder per artifact, also across jobs and hosts sharing the store: the others wait, then reuse
+            with self._build_lock(store, stage, memo_key[1]):
+                found = store.lookup(stage, spec)
+                if found is None:
+                    return self._build(store, stage, spec, build)
+        log(f"{stage}: reusing {found.path}")
+        self.verified[memo_key] = found
+        return found
+
+    def _build_lock(self, store: ArtifactStore, stage: str, key: str):
+        """The artifact's build lock; DDP workers (which re-run the command) build beside their rank 0."""
+        from relaxkd.engine.trainer import is_main_process
+
+        if not is_main_process():
+            return nullcontext()
+        return store.build_lock(stage, key, on_wait=lambda line: log(f"{stage}: {line}"))
+
+    def _build(self, store: ArtifactStore, stage: str, spec: dict, build: Callable[[Path], None]) -> Artifact:
+        memo_key = (str(store.root), store.key(stage, spec))
+        log(f"{stage}: computing -> {store.path(stage, memo_key[1])}")
         started = time.time()
         extra = {"seed": self.cfg.seed, "config_hash": self.config_hash, "inputs": self._inputs(spec)}
         with store.create(stage, spec, extra=extra) as tmp:
