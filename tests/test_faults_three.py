@@ -6,6 +6,7 @@ test_hostile_inputs.py.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
-from cli_helpers import ENTRY_POINT, assert_user_error, relaxkd
+from cli_helpers import ENTRY_POINT, RunSnapshot, assert_user_error, relaxkd
 from conftest import REPO
 
 DEMO = str(REPO / "configs" / "demo.yaml")
@@ -135,3 +137,103 @@ def test_tilde_of_an_unknown_user_is_refused(capsys, monkeypatch, home):
     message = assert_user_error(relaxkd(capsys, monkeypatch, "validate", DEMO, "run_root=~nosuchuser-x/runs"))
     assert message == ("error: config: run_root: cannot expand '~nosuchuser-x/runs': no home folder is known for it "
                        "(HOME unset or no such user); give the full path (got '~nosuchuser-x/runs')")
+
+
+# -- export: never into an artifact, one export per folder --------------------------------------
+class DistilledRun:
+    """A copy of the committed run with a trained student (module-scoped: the session's run stays as it is)."""
+
+    def __init__(self, root: Path, args: list[str]):
+        self.root, self.args = root, args
+
+    @property
+    def student(self) -> Path:
+        return next((self.root / "demo").glob("distill-*"))
+
+
+@pytest.fixture(scope="module")
+def distilled(committed_run, tmp_path_factory) -> DistilledRun:
+    import shutil
+
+    from relaxkd.config import load_config
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.distill import distill
+
+    root = tmp_path_factory.mktemp("distilled") / "runs"
+    shutil.copytree(committed_run.root, root)
+    args = [a for a in committed_run.args if not a.startswith(("run_root=", "cache_root="))]
+    args += [f"run_root={root}", f"cache_root={root / '_shared'}"]
+    distill(Context(load_config(DEMO, args)))  # reuses the copied teacher
+    return DistilledRun(root, args)
+
+
+def _intact_artifact(path: Path) -> None:
+    from relaxkd.artifacts import ArtifactStore
+
+    manifest, reason = ArtifactStore(path.parent).check(path, verify=True)
+    assert manifest is not None, reason
+
+
+@pytest.mark.parametrize("where", ["distill", "distill/sub", "teacher", "work", "cache"])
+def test_export_into_an_artifact_is_refused_and_the_artifact_still_verifies(capsys, monkeypatch, distilled, where):
+    from relaxkd.artifacts import ArtifactStore
+
+    shared = ArtifactStore(distilled.root / "_shared", setting="cache_root")
+    with shared.create("embed-nouns", {"probe": where}) as tmp:
+        (tmp / "embeddings.safetensors").write_bytes(b"x")
+    cached = shared.lookup("embed-nouns", {"probe": where})
+    run_dir = distilled.root / "demo"
+    teacher = next(run_dir.glob("teacher-unimodal-*"))
+    out = {"distill": distilled.student, "distill/sub": distilled.student / "sub", "teacher": teacher,
+           "work": run_dir / ".work" / "x", "cache": cached.path}[where]
+    owner = {"work": run_dir / ".work"}.get(where, out if where != "distill/sub" else distilled.student)
+    before = RunSnapshot.of(distilled.root)
+    result = relaxkd(capsys, monkeypatch, "export", DEMO, *distilled.args, "--out", out)
+    message = assert_user_error(result, intact=before)
+    assert message.startswith(f"error: export --out {out} is inside ") and str(owner) in message
+    assert message.endswith("pass a folder outside the run's artifacts, e.g. --out export")
+    for artifact in (distilled.student, teacher, cached.path):
+        _intact_artifact(artifact)
+    assert not (distilled.student / "sub").exists()
+    # the next run reuses the student: nothing was moved aside or retrained
+    again = relaxkd(capsys, monkeypatch, "distill", DEMO, *distilled.args)
+    assert again.code == 0, again.err
+    assert "computing" not in again.err and f"artifact: {distilled.student}" in again.out
+    assert not list(run_dir.glob(".corrupt-*"))
+
+
+def test_export_replaces_the_previous_export_and_keeps_other_files(capsys, monkeypatch, distilled, tmp_path):
+    out = tmp_path / "export"
+    first = relaxkd(capsys, monkeypatch, "export", DEMO, *distilled.args, "--out", out, "--format", "torchscript")
+    assert first.code == 0, first.err
+    assert "replaced" not in first.err
+    (out / "notes.txt").write_text("mine")
+    second = relaxkd(capsys, monkeypatch, "export", DEMO, *distilled.args, "--out", out, "--format", "onnx")
+    assert second.code == 0, second.err
+    assert (f"[relaxkd] export: replaced the previous export in {out} (student.json, student.safetensors, "
+            "student.torchscript.pt); removed student.torchscript.pt, which this export does not have") in second.err
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt", "student.json", "student.onnx",
+                                                     "student.safetensors"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == ["student.json", "student.onnx", "student.safetensors"]
+    assert manifest["source"] == str(distilled.student)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(image)
+    predicted = relaxkd(capsys, monkeypatch, "predict", image, "--model", out)
+    assert predicted.code == 0, predicted.err
+
+
+def test_export_refuses_a_folder_whose_manifest_it_did_not_write(capsys, monkeypatch, distilled, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"name": "my web app"}')
+    result = relaxkd(capsys, monkeypatch, "export", DEMO, *distilled.args, "--out", out)
+    assert_user_error(result, f"error: --out {out} holds a manifest.json that `relaxkd export` did not write; "
+                              "pass another folder, or move that file away")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+
+
+def test_export_out_with_tilde_writes_under_home(capsys, monkeypatch, distilled, home):
+    result = relaxkd(capsys, monkeypatch, "export", DEMO, *distilled.args, "--out", "~/exp")
+    assert result.code == 0, result.err
+    assert (home / "exp" / "student.safetensors").is_file() and not Path("~").exists()

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -37,10 +39,14 @@ def _find_student(ctx, artifact: Path | None = None):
 
 
 def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | None = None) -> list[Path]:
+    """Write the student into ``out``, which then holds exactly this export: the files of a previous
+    export there (its manifest lists them) are replaced or removed, the user's other files kept."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     if out.exists() and not out.is_dir():
         raise UserError(f"export --out {out} is a file; pass a folder")
+    _refuse_artifact_folder(out, (ctx.store.root, ctx.shared.root))
+    previous = _previous_export(out)
     art = _find_student(ctx, artifact)
     model, info = _load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
     from relaxkd.artifacts import atomic_output, make_dir
@@ -60,18 +66,77 @@ def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | No
             torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     written.append(path)
-    _write_export_manifest(out, written)
+    _write_export_manifest(out, written, source=str(art.path))
+    _drop_previous(out, previous, written)
     return written
 
 
+#: artifact directories are named ``<stage>-<16 hex digits>``; stores also hold .work, .tmp-*, .corrupt-*
+_ARTIFACT_NAME = re.compile(r"[a-z][a-z0-9-]*-[0-9a-f]{16}")
+
+
+def _refuse_artifact_folder(out: Path, store_roots: tuple[Path, ...]) -> None:
+    """``--out`` may not be an artifact directory or lie inside one (of any run, or the shared cache):
+    export's manifest.json would replace the artifact's, and the next run would rebuild it as corrupt."""
+    target = out.resolve()
+    for folder in (target, *target.parents):
+        manifest = _read_manifest(folder)
+        if manifest is not None and manifest.get("stage") and manifest.get("key"):  # an artifact's manifest
+            raise UserError(f"export --out {out} is inside the artifact {folder}, whose files export would "
+                            f"overwrite; pass a folder outside the run's artifacts, e.g. --out export")
+    for root in store_roots:
+        root = root.resolve()
+        if target.is_relative_to(root) and target != root:
+            first = target.relative_to(root).parts[0]
+            if first.startswith(".") or _ARTIFACT_NAME.fullmatch(first):
+                raise UserError(f"export --out {out} is inside {root / first}, which the artifact store owns; "
+                                f"pass a folder outside the run's artifacts, e.g. --out export")
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    try:
+        manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _previous_export(out: Path) -> list[str]:
+    """The files of the export already in ``out`` (those its manifest lists); a manifest.json there that
+    no export wrote is the user's, and export would overwrite it: refused."""
+    if not (out / EXPORT_MANIFEST).exists():
+        return []
+    manifest = _read_manifest(out)
+    files = manifest.get("files") if manifest else None
+    if manifest is None or manifest.get("kind") != EXPORT_KIND or not isinstance(files, dict):
+        raise UserError(f"--out {out} holds a {EXPORT_MANIFEST} that `relaxkd export` did not write; "
+                        f"pass another folder, or move that file away")
+    return [name for name in files if isinstance(name, str) and Path(name).name == name]
+
+
+def _drop_previous(out: Path, previous: list[str], written: list[Path]) -> None:
+    """Remove the previous export's files this export did not rewrite, and say what was replaced."""
+    if not previous:
+        return
+    new = {p.name for p in written}
+    stale = [name for name in previous if name not in new and (out / name).is_file()]
+    for name in stale:
+        (out / name).unlink()
+    removed = f"; removed {', '.join(stale)}, which this export does not have" if stale else ""
+    print(f"[relaxkd] export: replaced the previous export in {out} ({', '.join(previous)}){removed}",
+          file=sys.stderr, flush=True)
+
+
 #: what `relaxkd export` wrote, with each file's SHA-256: predict reads nothing else
-EXPORT_MANIFEST = "manifest.json"
+EXPORT_MANIFEST, EXPORT_KIND = "manifest.json", "relaxkd-export"
 
 
-def _write_export_manifest(out: Path, files: list[Path]) -> None:
+def _write_export_manifest(out: Path, files: list[Path], source: str | None = None) -> None:
     from relaxkd.artifacts import MANIFEST_DIGEST, file_sha256, manifest_digest, write_json
 
-    manifest = {"kind": "relaxkd-export", "files": {p.name: file_sha256(p) for p in files}}
+    manifest = {"kind": EXPORT_KIND, "files": {p.name: file_sha256(p) for p in files}}
+    if source is not None:
+        manifest["source"] = source  # the distill artifact exported
     manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
     write_json(out / EXPORT_MANIFEST, manifest)
 
