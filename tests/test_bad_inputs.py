@@ -224,8 +224,8 @@ def test_bad_trainer_setting(capsys, monkeypatch, run, intact, setting, expected
 
 
 def test_nan_loss_names_the_step_and_the_last_good_checkpoint(capsys, monkeypatch, run, intact):
-    # lr 0.05 for epoch 0, then 0.05 * 1e38: the weights overflow early in epoch 1
-    exploding = "unimodal.optim={epochs: 2, batch_size: 8, lr: 0.05, warmup_epochs: 0, milestones: [1], gamma: 1.0e38}"
+    # lr 0.05 for epoch 0, then 0.05 * 1e38 (the milestone at 2: epoch 1 trains at λ(2)): overflow early in epoch 1
+    exploding = "unimodal.optim={epochs: 2, batch_size: 8, lr: 0.05, warmup_epochs: 0, milestones: [2], gamma: 1.0e38}"
     message = assert_user_error(
         teacher(capsys, monkeypatch, run, exploding),
         "error: training stopped: non-finite loss at epoch 1, step ",

@@ -30,12 +30,39 @@ def authors_lambda(epoch: int, milestones: list[int], gamma: float = 0.1, warmup
     return factor
 
 
-def expected_lr(epoch: int, cfg: OptimConfig) -> float:
+def authors_rates(cfg: OptimConfig) -> list[float]:
+    """The rate each epoch trains at in the authors' loop (mainCLIPKD_regularizerV2.py): torch's
+    LambdaLR with their lambda (or CosineAnnealingLR), and ``scheduler.step()`` called at the start
+    of every epoch, before its batches."""
+    weight = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([weight], lr=cfg.lr)
     if cfg.schedule == "cosine":
-        t_max = cfg.cosine_t_max or cfg.epochs
-        lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * epoch / t_max)) / 2
-        return lr * ((1 + epoch) / cfg.warmup_epochs if epoch < cfg.warmup_epochs else 1.0)
-    return cfg.lr * authors_lambda(epoch, cfg.milestones, cfg.gamma, cfg.warmup_epochs)
+        assert cfg.warmup_epochs == 0  # the authors' cosine runs have none
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.cosine_t_max or cfg.epochs, eta_min=cfg.min_lr)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: authors_lambda(e, cfg.milestones, cfg.gamma, cfg.warmup_epochs))
+    rates = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stepping the scheduler before the optimiser, as they do
+        for _ in range(cfg.epochs):
+            scheduler.step()
+            rates.append(opt.param_groups[0]["lr"])
+            opt.step()
+    return rates
+
+
+def dmae_rate(epoch: float, cfg: OptimConfig) -> float:
+    """DMAE's util/lr_sched.py adjust_learning_rate at the fractional epoch, written out."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * epoch / cfg.warmup_epochs
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (
+        1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / (cfg.epochs - cfg.warmup_epochs)))
+
+
+def expected_rates(cfg: OptimConfig) -> list[float]:
+    if cfg.schedule == "warmup_cosine":
+        return [dmae_rate(e + 0.5, cfg) for e in range(cfg.epochs)]
+    return authors_rates(cfg)
 
 
 class _LrProbe(L.LightningModule):
@@ -85,31 +112,50 @@ def _schedules() -> dict[str, tuple[OptimConfig, list[str]]]:
 
 
 # -- item 1: absolute milestones, the authors' warm-up, cosine ----------------------------------
-def test_default_teacher_schedule_decays_at_25_40_60_not_shifted_by_warmup():
+def test_default_teacher_schedule_formula_decays_at_25_40_60_not_shifted_by_warmup():
+    cfg = OptimConfig()
+    formula = [cfg.lr * optim.lr_factor(e, cfg) for e in range(cfg.epochs)]
+    assert formula[0] == pytest.approx(0.1 / 8) and formula[7] == pytest.approx(0.1)  # (1 + epoch) / 8
+    assert formula[24] == pytest.approx(0.1) and formula[25] == pytest.approx(0.01)
+    assert formula[39] == pytest.approx(0.01) and formula[40] == pytest.approx(0.001)
+    assert formula[59] == pytest.approx(0.001) and formula[60] == pytest.approx(0.0001)  # the third decay happens
+
+
+def test_each_epoch_trains_at_the_authors_effective_rate():
+    """Issue 25 item 2: their scheduler steps before each epoch: epoch 0 at 2/8, decays at 24, 39, 59."""
     cfg = OptimConfig()
     lrs = [optim.learning_rate(e, cfg) for e in range(cfg.epochs)]
-    assert lrs[0] == pytest.approx(0.1 / 8) and lrs[7] == pytest.approx(0.1)  # (1 + epoch) / 8
-    assert lrs[24] == pytest.approx(0.1) and lrs[25] == pytest.approx(0.01)
-    assert lrs[39] == pytest.approx(0.01) and lrs[40] == pytest.approx(0.001)
-    assert lrs[59] == pytest.approx(0.001) and lrs[60] == pytest.approx(0.0001)  # the third decay happens
+    assert lrs[0] == pytest.approx(0.1 * 2 / 8) and lrs[6] == pytest.approx(0.1) and lrs[7] == pytest.approx(0.1)
+    assert lrs[23] == pytest.approx(0.1) and lrs[24] == pytest.approx(0.01)
+    assert lrs[38] == pytest.approx(0.01) and lrs[39] == pytest.approx(0.001)
+    assert lrs[58] == pytest.approx(0.001) and lrs[59] == pytest.approx(0.0001)
+    assert lrs == pytest.approx(authors_rates(cfg), rel=1e-12)
 
 
 def test_warmup_and_milestone_overlap_multiply():
     cfg = OptimConfig(epochs=12, milestones=[3, 5], warmup_epochs=8)
-    assert optim.learning_rate(4, cfg) == pytest.approx(0.1 * 0.1 * 5 / 8)
-    assert optim.learning_rate(6, cfg) == pytest.approx(0.1 * 0.01 * 7 / 8)
+    assert optim.lr_factor(4, cfg) == pytest.approx(0.1 * 5 / 8)
+    assert optim.learning_rate(5, cfg) == pytest.approx(0.1 * 0.01 * 7 / 8)  # trains at λ(6)
 
 
-def test_cosine_schedule_matches_torch_cosine_annealing():
+def test_cosine_schedule_matches_torch_cosine_annealing_stepped_before_each_epoch():
     cfg = OptimConfig(schedule="cosine", epochs=35, cosine_t_max=30, warmup_epochs=0)
     assert cfg.milestones == []
     weight = nn.Parameter(torch.zeros(1))
     reference_opt = torch.optim.SGD([weight], lr=cfg.lr)
     reference = torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, T_max=30, eta_min=0)
     for epoch in range(cfg.epochs):
-        assert optim.learning_rate(epoch, cfg) == pytest.approx(reference_opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
+        assert cfg.lr * optim.lr_factor(epoch, cfg) == pytest.approx(reference_opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
         reference_opt.step()
         reference.step()
+        assert optim.learning_rate(epoch, cfg) == pytest.approx(reference_opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
+
+
+def test_warmup_cosine_is_dmae_adjust_learning_rate_at_each_epochs_middle():
+    cfg = OptimConfig(schedule="warmup_cosine", epochs=100, lr=1e-3, warmup_epochs=5, min_lr=1e-6)
+    assert optim.learning_rate(0, cfg) == pytest.approx(1e-3 * 0.5 / 5)
+    assert optim.learning_rate(5, cfg) == pytest.approx(dmae_rate(5.5, cfg)) and optim.learning_rate(99, cfg) > 1e-6
+    assert [optim.learning_rate(e, cfg) for e in range(100)] == pytest.approx(expected_rates(cfg), rel=1e-12)
 
 
 def test_cosine_rejects_milestones_and_step_rejects_unsorted():
@@ -124,8 +170,8 @@ def test_build_scheduler_is_the_public_entry_and_drives_every_param_group():
     a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
     opt = optim.build_optimizer([{"params": [a]}, {"params": [b], "weight_decay": 1e-4}], cfg)
     scheduler = optim.build_scheduler(opt, cfg)
-    for epoch in range(cfg.epochs):
-        assert [g["lr"] for g in opt.param_groups] == pytest.approx([expected_lr(epoch, cfg)] * 2)
+    for expected in expected_rates(cfg):
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([expected] * 2)
         opt.step()
         scheduler.step()
 
@@ -135,12 +181,13 @@ SCHEDULES = _schedules()
 
 @pytest.mark.parametrize("key", list(SCHEDULES), ids=lambda k: "+".join(SCHEDULES[k][1])[:80])
 def test_every_shipped_schedule_in_a_real_lightning_run(key):
-    """Issue 13 item 1: for every config and training stage, Lightning's lr at every epoch equals the formula."""
+    """Issues 13 item 1, 25 item 2: for every config and training stage, Lightning's lr at every epoch
+    equals the rate the authors' loop trains that epoch at (their scheduler stepped before it)."""
     cfg, users = SCHEDULES[key]
     seen = lightning_lrs(cfg)
     assert len(seen) == cfg.epochs, users
-    for epoch, lr in enumerate(seen):
-        assert lr == pytest.approx(expected_lr(epoch, cfg), rel=1e-9, abs=1e-15), (users, epoch)
+    for epoch, (lr, expected) in enumerate(zip(seen, expected_rates(cfg), strict=True)):
+        assert lr == pytest.approx(expected, rel=1e-9, abs=1e-15), (users, epoch)
 
 
 # -- item 7: no weight decay by default, the bank keeps 1e-4 ------------------------------------

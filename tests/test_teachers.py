@@ -27,7 +27,7 @@ from data_fixtures import write_scene
 
 #: cheapest T_x schedule measured to keep the leakage ordering: gt 100, wn 87.2, noise 79.2
 #: (configs/demo.yaml's 30 epochs give gt 100, wn 90.6, noise 84.2; the tiny fixture's 3 give chance)
-LEAKAGE_OPTIM = "multimodal.optim={epochs: 10, batch_size: 128, lr: 0.05, warmup_epochs: 1, milestones: [7]}"
+LEAKAGE_OPTIM = "multimodal.optim={epochs: 10, batch_size: 128, lr: 0.05, warmup_epochs: 1, milestones: [8]}"
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,26 @@
 ``optim.optimizer=adamw`` builds ``torch.optim.AdamW`` with ``lr`` and ``weight_decay`` (torch's
 betas 0.9/0.999, ``momentum`` unused): the fine-tuning optimiser of DMAE's ``main_finetune.py``.
 
-Two schedules (``optim.schedule``), both a function of the 0-based epoch ``e`` alone:
+Three schedules (``optim.schedule``), each a formula of the epoch ``e``:
 
 - ``step`` (the authors' ``LambdaLR``, ``mainCLIPKD_regularizerV2.py --lr_steps``):
-  ``lr(e) = lr · γ^(number of milestones ≤ e) · w(e)`` with the warm-up factor
+  ``λ(e) = γ^(number of milestones ≤ e) · w(e)`` with the warm-up factor
   ``w(e) = (1 + e) / W`` while ``e < W`` (``W = warmup_epochs``, 8 in the authors' code) and 1
   after. Milestones are absolute epochs counted from 0: the warm-up does not shift them.
 - ``cosine`` (the authors' ``CosineAnnealingLR``, ``--lr_CosineAnnealing T_max eta_min``):
-  ``lr(e) = min_lr + (lr − min_lr) · (1 + cos(π · e / T_max)) / 2`` with ``T_max = cosine_t_max``
+  ``min_lr + (lr − min_lr) · (1 + cos(π · e / T_max)) / 2`` with ``T_max = cosine_t_max``
   (default: the number of epochs); past ``T_max`` the curve rises again, as torch's does.
   The authors' cosine runs have no warm-up; ``warmup_epochs`` multiplies by ``w(e)`` if set.
+- ``warmup_cosine`` (MAE's and DMAE's ``util/lr_sched.py``, ``adjust_learning_rate``): linear
+  warm-up ``lr · e / W`` for ``e < W``, then a half cosine from ``lr`` to ``min_lr`` over the
+  remaining ``epochs − W`` epochs.
 
-The authors call ``scheduler.step()`` at the start of every epoch, so their epoch ``e`` actually
-trains at ``lr(e + 1)``; relaxkd trains epoch ``e`` at ``lr(e)``, the formula the paper's
-protocol describes (docs/reproduction.md).
+**The rate each epoch trains at.** The authors call ``scheduler.step()`` at the *start* of every
+epoch, so their 0-based epoch ``e`` trains at ``λ(e + 1)`` (the first epoch at 2/8 of the rate,
+every decay one epoch before its milestone): for ``step`` and ``cosine`` relaxkd trains epoch
+``e`` at exactly that (:func:`trained_factor`). DMAE sets the rate every step at the fractional
+epoch ``e + step / steps_per_epoch``; stepped per epoch here, ``warmup_cosine`` trains epoch ``e``
+at its formula at the epoch's middle, ``e + 1/2`` (the epoch's mean rate during the warm-up).
 """
 from __future__ import annotations
 
@@ -28,8 +34,19 @@ import torch
 from relaxkd.engine.settings import OptimConfig
 
 
-def lr_factor(epoch: int, cfg: OptimConfig) -> float:
-    """The multiplier of ``cfg.lr`` for 0-based ``epoch`` (see the module docstring)."""
+#: bumped when the rate an epoch trains at changes for the same settings (2: the authors' effective
+#: rate, their formula at e + 1); training stages hash it, so older trained artifacts are not reused
+SCHEDULE_VERSION = 2
+
+
+def lr_factor(epoch: float, cfg: OptimConfig) -> float:
+    """The schedule's formula: the multiplier of ``cfg.lr`` at (0-based) ``epoch`` (module docstring)."""
+    if cfg.schedule == "warmup_cosine":
+        if epoch < cfg.warmup_epochs:
+            return epoch / cfg.warmup_epochs
+        floor = cfg.min_lr / cfg.lr
+        progress = (epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1)
+        return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * progress)) / 2.0
     if cfg.schedule == "cosine":
         t_max = cfg.cosine_t_max or cfg.epochs
         floor = cfg.min_lr / cfg.lr
@@ -41,9 +58,15 @@ def lr_factor(epoch: int, cfg: OptimConfig) -> float:
     return factor
 
 
+def trained_factor(epoch: int, cfg: OptimConfig) -> float:
+    """The multiplier 0-based ``epoch`` actually trains at: the authors' λ(epoch + 1) (they step
+    their scheduler before each epoch), DMAE's formula at the epoch's middle."""
+    return lr_factor(epoch + (0.5 if cfg.schedule == "warmup_cosine" else 1), cfg)
+
+
 def learning_rate(epoch: int, cfg: OptimConfig) -> float:
-    """The learning rate of 0-based ``epoch``."""
-    return cfg.lr * lr_factor(epoch, cfg)
+    """The learning rate 0-based ``epoch`` trains at."""
+    return cfg.lr * trained_factor(epoch, cfg)
 
 
 def build_optimizer(param_groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -53,9 +76,9 @@ def build_optimizer(param_groups: Iterable[dict], cfg: OptimConfig) -> torch.opt
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """``LambdaLR`` with :func:`lr_factor`; every parameter group (e.g. the bank's) follows it."""
+    """``LambdaLR`` with :func:`trained_factor`; every parameter group (e.g. the bank's) follows it."""
     frozen = cfg.model_copy(deep=True)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, frozen))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: trained_factor(epoch, frozen))
 
 
 def configure(param_groups: Iterable[dict], cfg: OptimConfig) -> dict:

@@ -29,8 +29,10 @@ class OptimConfig(Strict):
     #: the authors' SGD has none (only the relaxed bank has its own, multimodal.bank_weight_decay)
     weight_decay: float = Field(0.0, ge=0)
     #: "step": the authors' LambdaLR (absolute milestones, γ per milestone passed);
-    #: "cosine": CosineAnnealingLR over cosine_t_max epochs down to min_lr.
-    schedule: Literal["step", "cosine"] = "step"
+    #: "cosine": CosineAnnealingLR over cosine_t_max epochs down to min_lr; both train epoch e at the
+    #: formula's e + 1, as the authors' scheduler stepped before each epoch. "warmup_cosine": MAE's
+    #: and DMAE's linear warm-up over warmup_epochs, then a half cosine to min_lr (engine/optim.py).
+    schedule: Literal["step", "cosine", "warmup_cosine"] = "step"
     #: linear warm-up: factor (1 + epoch) / warmup_epochs while epoch < warmup_epochs
     warmup_epochs: int = Field(8, ge=0)
     #: step schedule: epochs (counted from 0) at which the rate is multiplied by gamma
@@ -44,7 +46,7 @@ class OptimConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _cosine_has_no_milestones(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("schedule") == "cosine" and "milestones" not in values:
+        if isinstance(values, dict) and values.get("schedule") in ("cosine", "warmup_cosine") and "milestones" not in values:
             values = {**values, "milestones": []}
         return values
 
@@ -57,8 +59,8 @@ class OptimConfig(Strict):
 
     @model_validator(mode="after")
     def _schedule_settings(self) -> "OptimConfig":
-        if self.schedule == "cosine" and self.milestones:
-            raise ValueError(f"milestones {self.milestones} apply to schedule 'step' only; drop them for schedule 'cosine'")
+        if self.schedule != "step" and self.milestones:
+            raise ValueError(f"milestones {self.milestones} apply to schedule 'step' only; drop them for schedule {self.schedule!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr:g} is larger than lr {self.lr:g}")
         return self

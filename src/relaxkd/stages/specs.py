@@ -72,8 +72,10 @@ def clip_spec(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def train_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    from relaxkd.engine.optim import SCHEDULE_VERSION
+
     t = cfg.trainer
-    return {"precision": t.precision, "accumulate_grad_batches": t.accumulate_grad_batches}
+    return {"precision": t.precision, "accumulate_grad_batches": t.accumulate_grad_batches, "schedule": SCHEDULE_VERSION}
 
 
 def weights_file_hash(weights: str) -> dict[str, str]:
