@@ -122,7 +122,7 @@ def test_mlp_head():
 
 def test_resnet50_1x1_head_runs_on_vectors():
     head = build_fusion_head("resnet50-1x1", 16, 6)
-    assert head.resnet.conv1.in_channels == 16 and head.resnet.conv1.kernel_size == (1, 1)
+    assert head.resnet.conv1.in_channels == 16 and head.resnet.conv1.kernel_size == (7, 7)  # the authors' stem on a 1×1 input
     assert head(torch.randn(4, 16)).shape == (4, 6)  # train mode (BatchNorm over the batch)
     with torch.no_grad():
         assert head.eval()(torch.randn(2, 16)).shape == (2, 6)

@@ -282,6 +282,30 @@ def test_resnet_head_loads_everything_but_conv1_and_fc(tmp_path):
     assert after["conv1.weight"].shape[1] == 128 and after["fc.weight"].shape[0] == 7
 
 
+def test_resnet_head_is_the_authors_7x7_conv1_and_keeps_imagenet_fc_for_1000_classes(tmp_path):
+    """Issue 25 item 5: mainCLIPKD_regularizerV2.py's conv1 = nn.Conv2d(inCh, 64, kernel_size=7,
+    stride=2, padding=3, bias=False) on the 1×1 input, and fc replaced only when class_num != 1000."""
+    import torchvision
+
+    from relaxkd.models import build_fusion_head, init_head_from_imagenet
+
+    torch.manual_seed(0)
+    head = build_fusion_head("resnet50-1x1", 1024, 1000)
+    conv = head.resnet.conv1
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.bias) == ((7, 7), (2, 2), (3, 3), None)
+    # torch's default init over 49 · 1024 inputs: std 1 / sqrt(3 · 49 · 1024) = 0.0026 (a 1×1 conv: 0.018)
+    assert float(conv.weight.std()) == pytest.approx(1 / math.sqrt(3 * 49 * 1024), rel=0.02)
+    # on a 1×1 input only the centre tap counts: the same output as a 1×1 conv with those weights
+    x = torch.randn(4, 1024, 1, 1)
+    centre = torch.nn.functional.conv2d(x, conv.weight[:, :, 3:4, 3:4])
+    assert torch.allclose(conv(x), centre, atol=1e-6)
+    reference = torchvision.models.resnet50(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet50.pt")
+    init = init_head_from_imagenet(head, str(tmp_path / "resnet50.pt"))
+    assert init["note"].endswith("all but conv1")
+    assert torch.equal(head.resnet.fc.weight, reference.fc.weight) and torch.equal(head.resnet.fc.bias, reference.fc.bias)
+
+
 def test_resnet_head_without_imagenet_weights_says_so(monkeypatch):
     from relaxkd.models import backbones, build_fusion_head, init_head_from_imagenet
 

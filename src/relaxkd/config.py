@@ -148,7 +148,7 @@ class MultimodalConfig(Strict):
     #: augmentation of T_x's training images when input is online (the authors' --train_add_strong)
     augment: Literal["strong", "weak"] = "strong"
     #: start of the resnet50-1x1 head: "imagenet" (torchvision's ImageNet ResNet50, all but conv1
-    #: and fc, as the authors), "none" (random init) or a ResNet50 state-dict file. Without
+    #: and, unless C = 1000, fc, as the authors), "none" (random init) or a ResNet50 state-dict file. Without
     #: reachable ImageNet weights the head starts from random weights and the report says so.
     weights: UserPath = "imagenet"
     optim: OptimConfig = Field(default_factory=OptimConfig)

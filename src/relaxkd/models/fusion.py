@@ -45,28 +45,39 @@ class MLPHead(nn.Module):
 class ResNet50OneByOneHead(nn.Module):
     """The authors' head: torchvision ResNet50 on the 2d-vector seen as a 1×1 image with 2d channels.
 
-    conv1 becomes a 1×1 convolution from ``in_dim`` channels; the rest is unchanged (on a 1×1
-    map the stem's max-pool and the strided convolutions all keep size 1×1).
+    conv1 becomes the authors' new convolution from ``in_dim`` channels, 7×7 / stride 2 / padding 3
+    as in ``mainCLIPKD_regularizerV2.py``: on a 1×1 input only its centre tap meets the input (the
+    output equals a 1×1 convolution's), but torch's default init over 49 · in_dim inputs starts its
+    weights 7× smaller (std 0.0026 for in_dim 1,024). The rest is unchanged (on a 1×1 map the
+    stem's max-pool and the strided convolutions all keep size 1×1).
     """
 
     def __init__(self, in_dim: int, num_classes: int):
         super().__init__()
         self.resnet = torchvision.models.resnet50(weights=None, num_classes=num_classes)
-        self.resnet.conv1 = nn.Conv2d(in_dim, 64, kernel_size=1, bias=False)
+        self.resnet.conv1 = nn.Conv2d(in_dim, 64, kernel_size=7, stride=2, padding=3, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.resnet(x[:, :, None, None])
 
 
-#: parameters of the resnet50-1x1 head that never come from ImageNet weights (new shapes)
-FRESH_PREFIXES = ("conv1.", "fc.")
+#: the authors' ImageNet classifier: kept when the task has its 1,000 classes, new otherwise
+IMAGENET_CLASSES = 1000
+
+
+def fresh_prefixes(resnet: nn.Module) -> tuple[str, ...]:
+    """Parameters of the resnet50-1x1 head that never come from ImageNet weights: conv1 (new
+    input channels), and fc unless the head predicts ImageNet's 1,000 classes (the authors replace
+    ``fc`` only when ``class_num != 1000``)."""
+    return ("conv1.",) if resnet.fc.out_features == IMAGENET_CLASSES else ("conv1.", "fc.")
 
 
 def init_head_from_imagenet(head: nn.Module, weights: str = "imagenet") -> dict[str, object]:
     """Start a ``resnet50-1x1`` head from ResNet50 weights, all but ``conv1`` and ``fc``.
 
     The authors load ImageNet ResNet50 weights and then replace ``conv1`` by a conv over the 2d
-    channels of the 1x1 input (``mainCLIPKD_regularizerV2.py``); ``fc`` is new for C != 1000.
+    channels of the 1x1 input (``mainCLIPKD_regularizerV2.py``); ``fc`` is new for C != 1000 and
+    ImageNet's own for C = 1000.
     ``weights``: ``"imagenet"`` (torchvision's, by name; cached by torch hub), ``"none"``, or a
     ResNet50 state-dict file. Returns what happened: ``{"init": "imagenet" | "file" | "random",
     "loaded": n_tensors, "note": one line for the report}``; when ImageNet weights cannot be had
@@ -95,9 +106,9 @@ def init_head_from_imagenet(head: nn.Module, weights: str = "imagenet") -> dict[
         init, source = "imagenet", name
     else:
         state_dict, init, source = _read_state_dict_file("resnet50-1x1", Path(weights).expanduser()), "file", str(weights)
-    own = resnet.state_dict()
-    keep = {k: v for k, v in state_dict.items() if not k.startswith(FRESH_PREFIXES)}
-    missing = [k for k in own if not k.startswith(FRESH_PREFIXES) and k not in keep]
+    own, fresh = resnet.state_dict(), fresh_prefixes(resnet)
+    keep = {k: v for k, v in state_dict.items() if not k.startswith(fresh)}
+    missing = [k for k in own if not k.startswith(fresh) and k not in keep]
     wrong = [k for k, v in keep.items() if k not in own or own[k].shape != v.shape]
     if missing or wrong:
         raise UserError(
@@ -105,7 +116,8 @@ def init_head_from_imagenet(head: nn.Module, weights: str = "imagenet") -> dict[
             f"misshapen {wrong[:3]}); pass a torchvision ResNet50 state dict"
         )
     resnet.load_state_dict(keep, strict=False)
-    return {"init": init, "loaded": len(keep), "note": f"ResNet50 weights {source}, all but conv1 and fc"}
+    but = "conv1" if "fc." not in fresh else "conv1 and fc"
+    return {"init": init, "loaded": len(keep), "note": f"ResNet50 weights {source}, all but {but}"}
 
 
 def build_fusion_head(name: str, in_dim: int, num_classes: int, **kwargs) -> nn.Module:

@@ -44,7 +44,8 @@ def multimodal_teacher(ctx: Context) -> Artifact:
         "train": train_spec(ctx.cfg),
     }
     if m.head == "resnet50-1x1":
-        spec.update(weights_file_hash(m.weights))
+        # the authors' 7x7/s2/p3 conv1 (its init scale) and ImageNet's fc kept for 1,000 classes
+        spec.update(weights_file_hash(m.weights), head_stem="7x7-s2-p3")
     views = None
     if m.input == "cached_views":
         from relaxkd.stages.tx_views import tx_views
