@@ -196,22 +196,27 @@ def test_corrupt_image_file_is_one_line_even_from_dataloader_workers(capsys, mon
 
 
 def test_class_missing_from_wordnet_says_how_to_override_then_the_override_works(capsys, monkeypatch, tiny, intact, tmp_path):
-    root = write_image_folder(tmp_path / "data", {"train": {"cat": 2, "qwxzzyv": 2}, "val": {"cat": 1, "qwxzzyv": 1}})
+    folders = {"cat": 2, "qwxzzyv": 2, "sea-lyon": 2, "sea-lion": 2}
+    root = write_image_folder(tmp_path / "data", {"train": folders, "val": {name: 1 for name in folders}})
     args = ["embed", "images", DEMO, *image_folder_args(tiny, root)]
-    assert_user_error(
+    message = assert_user_error(
         relaxkd(capsys, monkeypatch, *args),
-        "error: WordNet 3.0 has no noun for class 'qwxzzyv'; write a YAML file of `class_name: synset_name` lines "
-        "(e.g. `qwxzzyv: fish.n.01`) and set data.synset_overrides=<that file>",
+        "error: WordNet 3.0 has no noun for 2 classes 'qwxzzyv', 'sea-lyon'; write a YAML file with one "
+        "`class_name: synset_name` line per class and set data.synset_overrides=<that file>. Closest nouns: ",
+        "'qwxzzyv': no WordNet noun is spelled like it; choose the nearest thing it shows, e.g. `qwxzzyv: object.n.01`",
+        "'sea-lyon': `sea-lyon: sea_lion.n.01` (any of several large eared seals",
         after_progress=True,
         intact=intact,
     )
+    assert "'cat'" not in message and "'sea-lion'" not in message  # names WordNet knows are not listed
     # following the message's advice fixes it
     overrides = tmp_path / "synsets.yaml"
-    overrides.write_text("qwxzzyv: fish.n.01\n")
+    overrides.write_text("qwxzzyv: fish.n.01\nsea-lyon: sea_lion.n.01\n")
     result = relaxkd(capsys, monkeypatch, *args, f"data.synset_overrides={overrides}")
     assert result.code == 0, result.err
     classes = json.loads((Path(result.out.split("image embeddings: ")[1].strip()).parent / "classes.json").read_text())
-    assert classes["synsets"] == ["cat.n.01", "fish.n.01"]
+    assert classes["synsets"] == ["cat.n.01", "fish.n.01", "sea_lion.n.01", "sea_lion.n.01"]
+    assert classes["sense_sources"] == ["default", "override", "default", "override"]
 
 
 # -- other subcommands --------------------------------------------------------------------------

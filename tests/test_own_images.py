@@ -38,7 +38,7 @@ def test_relax_prints_senses_warnings_and_the_cluster_listing(capsys, monkeypatc
     assert result.code == 0, result.err
     err = result.err
     # each class's sense with its gloss, at the embed stage
-    assert "[relaxkd]   star     -> star.n.01 (first of" in err and "celestial body" in err
+    assert "[relaxkd]   star     -> star.n.01 (guess among" in err and "celestial body" in err
     assert "or star.n.05: a plane figure with 5 or more points" in err
     # the warning names the file that fixes it
     assert "warning: class names with several WordNet noun senses:" in err

@@ -6,6 +6,9 @@ import subprocess
 
 from pathlib import Path
 
+import re
+import unicodedata
+
 import nltk
 import pytest
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -231,6 +234,104 @@ def test_unknown_class_names_the_class_and_the_override(wn):
     assert "data.synset_overrides" in message and "YAML" in message
 
 
+def test_names_as_people_write_them_reach_the_lemma(wn):
+    from relaxkd.wordnet.senses import class_lemma
+
+    nfd_cafe = unicodedata.normalize("NFD", "café")
+    written = {"sea-lion": "sea_lion", "Sea Lions": "sea_lion", "  sea   lion ": "sea_lion", "fire.truck": "fire_truck",
+               "FireTruck": "fire_truck", "Tigers": "tiger", "T-Shirt": "t-shirt", nfd_cafe: "cafe", "geese": "goose"}
+    assert {name: class_lemma(name, wn) for name in written} == written
+    assert class_synsets(["sea-lion", "Fire Truck", "Tiger"], wn=wn) == ["sea_lion.n.01", "fire_engine.n.01", "tiger.n.02"]
+    assert class_lemma("zorblax", wn) is None
+
+
+def test_default_sense_is_the_pictured_thing_never_an_instance(wn):
+    picked = dict(zip(["crane", "Tiger", "seal", "bat", "jaguar", "kite", "leopard"],
+                      class_synsets(["crane", "Tiger", "seal", "bat", "jaguar", "kite", "leopard"], wn=wn)))
+    # crane.n.01 is the writer Stephen Crane (an instance), tiger.n.01 a fierce person, seal.n.01 sealing wax
+    assert wn.synset("crane.n.01").instance_hypernyms() and picked["crane"] == "crane.n.05"
+    assert picked == {"crane": "crane.n.05", "Tiger": "tiger.n.02", "seal": "seal.n.09", "bat": "bat.n.01",
+                      "jaguar": "jaguar.n.01", "kite": "kite.n.04", "leopard": "leopard.n.02"}
+    # a name whose every sense is an instance still resolves; a common-noun sense beats the person
+    assert class_synsets(["Eiffel Tower", "Einstein"], wn=wn) == ["eiffel_tower.n.01", "genius.n.01"]
+    # the listing keeps every other sense, the writer included
+    from relaxkd.wordnet import describe_class_senses
+
+    row = describe_class_senses(["crane"], wn=wn)[0]
+    assert row["senses"] == 5 and len(row["alternatives"]) == 4
+    assert "crane.n.01" in [name for name, _ in row["alternatives"]] and row["alternatives"][0][0] == "crane.n.04"
+
+
+def test_every_unknown_name_is_in_one_error_with_pasteable_suggestions(wn, tmp_path):
+    with pytest.raises(UserError) as err:
+        class_synsets(["zorblax", "cat", "sea-lyon", "elephnat"], wn=wn)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("WordNet 3.0 has no noun for 3 classes 'zorblax', 'sea-lyon', 'elephnat';")
+    assert "`sea-lyon: sea_lion.n.01`" in message and "`elephnat: elephant.n.01`" in message
+    assert "'zorblax': no WordNet noun is spelled like it" in message and "'cat'" not in message
+    # the suggested lines, pasted into a file, make the run go on
+    lines = {}
+    for name, synset in re.findall(r"`([^`:]+): ([a-z_.0-9-]+)`", message.split("Closest nouns: ")[1]):
+        lines.setdefault(name, synset)
+    path = tmp_path / "synsets.yaml"
+    path.write_text("".join(f"{name}: {synset}\n" for name, synset in lines.items()))
+    assert class_synsets(["zorblax", "cat", "sea-lyon", "elephnat"], overrides=path, wn=wn) == [
+        "object.n.01", "cat.n.01", "sea_lion.n.01", "elephant.n.01"]
+
+
+def test_class_names_differing_only_by_case_are_refused(wn):
+    with pytest.raises(UserError, match=r"classes 'Cat' and 'cat' differ only in case.*merge the two folders or rename one"):
+        class_synsets(["Cat", "dog", "cat"], wn=wn)
+    with pytest.raises(UserError, match="differ only in case"):
+        class_synsets(["sea lion", "sea-lion"], wn=wn)
+    # with wnids the names are labels only: ImageNet's two 'crane' classes are fine
+    assert class_synsets(["crane", "crane"], wnids=["n02012849", "n03126707"], wn=wn) == ["crane.n.05", "crane.n.04"]
+
+
+def test_names_and_overrides_compare_in_nfc(wn):
+    nfd, nfc = unicodedata.normalize("NFD", "zébrax"), "zébrax"
+    assert nfd != nfc
+    assert class_synsets([nfd, "cat"], overrides={nfc: "zebra.n.01"}, wn=wn) == ["zebra.n.01", "cat.n.01"]
+    with pytest.raises(UserError) as err:
+        class_synsets([nfd, "cat"], wn=wn)
+    assert repr(nfc) in str(err.value) and nfd not in str(err.value)
+    with pytest.raises(UserError, match="differ only in case"):
+        class_synsets([nfd, nfc], wn=wn)
+
+
+def test_senses_rerank_by_class_images(wn):
+    """Embeddings built so that one sense is right: each class's mean image lies on that sense's text."""
+    import torch
+
+    from relaxkd.wordnet import describe_class_senses, format_senses
+    from relaxkd.wordnet.synsets import rerank_by_images
+
+    rows = describe_class_senses(["crane", "seal", "goldfish"], overrides={"goldfish": "goldfish.n.01"}, wn=wn)
+    assert [r["synset"] for r in rows] == ["crane.n.05", "seal.n.09", "goldfish.n.01"]
+    texts: dict[str, torch.Tensor] = {}
+    gen = torch.Generator().manual_seed(0)
+
+    def embed(sense_texts):
+        return torch.stack([texts.setdefault(t, torch.randn(16, generator=gen)) for t in sense_texts])
+
+    from relaxkd.wordnet.senses import sense_text
+
+    right = {"crane": wn.synset("crane.n.04"), "seal": wn.synset("seal.n.09")}  # the machine; the animal
+    embed([sense_text(s) for r in rows[:2] for s in [wn.synset(r["synset"])] + [wn.synset(n) for n, _ in r["alternatives"]]])
+    means = torch.stack([texts[sense_text(right["crane"])] + 0.1 * torch.randn(16, generator=gen),
+                         texts[sense_text(right["seal"])] + 0.1 * torch.randn(16, generator=gen),
+                         torch.randn(16, generator=gen)])
+    rerank_by_images(rows, means, embed, wn)
+    assert [r["synset"] for r in rows] == ["crane.n.04", "seal.n.09", "goldfish.n.01"]
+    assert rows[0]["source"] == "images" and rows[0]["runner_up"] != "crane.n.04" and rows[0]["margin"] > 0
+    assert rows[2]["source"] == "override" and "runner_up" not in rows[2]  # overrides are never re-picked
+    # every alternative is still listed, the previous default among them
+    assert sorted(n for n, _ in rows[0]["alternatives"]) == sorted(
+        s.name() for s in wn.synsets("crane", pos="n") if s.name() != "crane.n.04")
+    line = format_senses(rows)[0]
+    assert "closest of 5 noun senses to the class's images; runner-up" in line and f"by {rows[0]['margin']:.3f} cosine" in line
+
+
 def test_override_file_and_dict(wn, tmp_path):
     path = tmp_path / "overrides.yaml"
     path.write_text("florbnax widget: goldfish.n.01\nray: n01440764\n")
@@ -321,7 +422,7 @@ def test_class_senses_have_glosses_and_guesses_are_flagged(wn, tmp_path):
     assert by_class["star"]["ambiguous"] and by_class["star"]["senses"] > 1
     assert by_class["cross"]["ambiguous"] and not by_class["goldfish"]["ambiguous"]
     lines = format_senses(rows)
-    assert any(line.startswith("star ") and "first of" in line and "celestial" in line for line in lines)
+    assert any(line.startswith("star ") and "guess among" in line and "celestial" in line for line in lines)
     assert any("star.n.05" in line and "plane figure" in line for line in lines)  # the sense a shapes dataset wants
     warning = ambiguity_warning(rows, None, tmp_path / "synsets.yaml")
     assert "'star'" in warning and "'cross'" in warning and "goldfish" not in warning

@@ -1,21 +1,33 @@
 """Class name (or ImageNet wnid) → WordNet 3.0 noun synset name such as ``goldfish.n.01``.
 
 Precedence for each class: the user's overrides, then the dataset's wnid, then the overrides that
-ship for known datasets (``overrides/<dataset>.yaml``), then the first noun sense WordNet lists
-for the class name.
+ship for known datasets (``overrides/<dataset>.yaml``), then the most likely pictured noun sense of
+the lemma the name means (``wordnet/senses.py``; with real CLIP weights the embed stage re-picks it
+by the class's images).
 """
 from __future__ import annotations
 
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import yaml
 from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 
 from relaxkd.errors import UserError
 from relaxkd.wordnet.install import ensure_wordnet
+from relaxkd.wordnet.senses import (
+    class_senses,
+    nfc,
+    rank_senses_by_images,
+    sense_text,
+    unknown_names_message,
+    yaml_key,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 OVERRIDES_CONFIG_KEY = "data.synset_overrides"
 WNID_PATTERN = re.compile(r"^n\d{8}$")
@@ -26,13 +38,8 @@ Overrides = Mapping[str, str] | str | Path | None
 
 
 def normalise_class_name(name: str) -> str:
-    """Key under which class names are compared: lower case, spaces and underscores unified."""
-    return "_".join(str(name).replace("_", " ").split()).lower()
-
-
-def class_name_to_lemma(name: str) -> str:
-    """WordNet spells multi-word lemmas with underscores: ``maple tree`` → ``maple_tree``."""
-    return "_".join(str(name).split())
+    """Key under which class names are compared: Unicode NFC, lower case, spaces, ``_`` and ``-`` unified."""
+    return "_".join(nfc(name).replace("_", " ").replace("-", " ").split()).lower()
 
 
 def wnid_to_synset(wnid: str, wn: WordNetCorpusReader | None = None) -> Synset:
@@ -113,6 +120,20 @@ def _user_overrides(overrides: Overrides, wn: WordNetCorpusReader) -> dict[str, 
     return {key: synset_by_name(value, wn, f"{where}, class {key!r}") for key, value in load_overrides(overrides).items()}
 
 
+def check_distinct_names(class_names: Sequence[str]) -> None:
+    """Refuse class names that differ only in case, spacing, ``_``/``-`` or Unicode form (``Cat``, ``cat``):
+    overrides are keyed by the normalised name, so such classes could never get different senses."""
+    seen: dict[str, str] = {}
+    for name in class_names:
+        key = normalise_class_name(name)
+        if key in seen:
+            raise UserError(
+                f"classes {nfc(seen[key])!r} and {nfc(name)!r} differ only in case, spaces, '_' or '-': "
+                "they would be one WordNet sense; merge the two folders or rename one"
+            )
+        seen[key] = str(name)
+
+
 def resolve_class_synsets(
     class_names: Sequence[str],
     wnids: Sequence[str] | None = None,
@@ -125,12 +146,15 @@ def resolve_class_synsets(
 
     ``sources``, when given, receives one entry per class saying where its sense came from:
     ``override`` (the user's file), ``wnid``, ``built-in`` (the dataset's shipped overrides) or
-    ``first sense`` (WordNet's first noun sense of the name: a guess when the name has several).
+    ``default`` (:func:`relaxkd.wordnet.senses.rank_senses`' best guess among the name's senses).
+    Every name WordNet does not know is listed in one UserError with its closest nouns.
     """
     wn = wn or ensure_wordnet()
     class_names = list(class_names)
     if wnids is not None and len(wnids) != len(class_names):
         raise UserError(f"got {len(wnids)} wnids for {len(class_names)} classes")
+    if wnids is None:
+        check_distinct_names(class_names)
 
     user = _user_overrides(overrides, wn)
     builtin_path = builtin_override_path(dataset)
@@ -153,21 +177,15 @@ def resolve_class_synsets(
             resolved.append(wnid_to_synset(str(name), wn))
             source = "wnid"
         else:
-            senses = wn.synsets(class_name_to_lemma(name), pos="n")
+            senses = class_senses(name, wn)[1]
             resolved.append(senses[0] if senses else None)
-            source = "first sense"
+            source = "default"
             if not senses:
-                unresolved.append(str(name))
+                unresolved.append(nfc(name))
         if sources is not None:
             sources.append(source)
     if unresolved:
-        names = ", ".join(repr(n) for n in unresolved)
-        example = class_name_to_lemma(unresolved[0])
-        raise UserError(
-            f"WordNet 3.0 has no noun for class {names}; write a YAML file of "
-            f"`class_name: synset_name` lines (e.g. `{example}: fish.n.01`) and set "
-            f"{OVERRIDES_CONFIG_KEY}=<that file>"
-        )
+        raise UserError(unknown_names_message(unresolved, wn, OVERRIDES_CONFIG_KEY))
     return resolved  # type: ignore[return-value]
 
 
@@ -196,37 +214,66 @@ def describe_class_senses(
 ) -> list[dict[str, object]]:
     """Per class: its synset, the sense's gloss, how many noun senses the name has, where it came from.
 
-    ``ambiguous`` is true when the sense is WordNet's first of several for the name (nobody chose
-    it): ``star`` -> the celestial body, ``cross`` -> the wooden structure. Callers print these and
-    warn with :func:`ambiguity_warning`.
+    ``ambiguous`` is true when the sense is a guess among several for the name (nobody chose it):
+    ``star`` -> the celestial body, ``cross`` -> the wooden structure. ``alternatives`` lists the
+    name's other senses, most likely first. Callers print these (:func:`format_senses`), may re-rank
+    them by the class's images (:func:`rerank_by_images`) and warn with :func:`ambiguity_warning`.
     """
     wn = wn or ensure_wordnet()
     sources: list[str] = []
     resolved = resolve_class_synsets(class_names, wnids, overrides, dataset, wn, sources=sources)
     rows = []
     for name, synset, source in zip(class_names, resolved, sources):
-        candidates = wn.synsets(class_name_to_lemma(name), pos="n") if source == "first sense" else []
-        senses = len(candidates) if source == "first sense" else None
+        candidates = class_senses(name, wn)[1] if source == "default" else []
+        senses = len(candidates) if source == "default" else None
         rows.append({
-            "class": str(name),
+            "class": nfc(name),
             "synset": synset.name(),
             "gloss": synset.definition(),
             "source": source,
             "senses": senses,
             "ambiguous": bool(senses and senses > 1),
-            "alternatives": [(c.name(), c.definition()) for c in candidates[1:]],
+            "alternatives": [(c.name(), c.definition()) for c in candidates if c != synset],
         })
     return rows
 
 
+def rerank_by_images(
+    rows: list[dict[str, object]],
+    mean_images: "torch.Tensor",
+    embed_texts: Callable[[list[str]], "torch.Tensor"],
+    wn: WordNetCorpusReader | None = None,
+) -> list[dict[str, object]]:
+    """Re-pick each guessed sense by the class's images: the sense whose ``lemma, gloss`` text
+    embedding is closest to the class's mean image embedding (``mean_images[c]``). Overrides, wnids
+    and built-in senses stay; a re-ranked row records the runner-up and the cosine margin."""
+    wn = wn or ensure_wordnet()
+    for index, row in enumerate(rows):
+        if not row["ambiguous"]:
+            continue
+        names = [str(row["synset"])] + [name for name, _ in row["alternatives"]]  # type: ignore[attr-defined]
+        synsets = [wn.synset(name) for name in names]
+        order, scores = rank_senses_by_images(mean_images[index], embed_texts([sense_text(s) for s in synsets]))
+        best, runner_up = synsets[order[0]], synsets[order[1]]
+        row.update(
+            synset=best.name(), gloss=best.definition(), source="images",
+            runner_up=runner_up.name(), margin=round(scores[0] - scores[1], 4),
+            alternatives=[(synsets[i].name(), synsets[i].definition()) for i in order[1:]],
+        )
+    return rows
+
+
 def format_senses(rows: Sequence[dict[str, object]], max_alternatives: int = 4) -> list[str]:
-    """One line per class: ``star -> star.n.01 (first of 8 noun senses): (astronomy) a celestial body ...``."""
+    """One line per class: ``crane -> crane.n.05 (guess among 7 noun senses): large long-necked wading bird ...``."""
     width = max((len(str(r["class"])) for r in rows), default=0)
     lines = []
     for r in rows:
         how = {"override": "your override", "wnid": "wnid", "built-in": "built-in override"}.get(str(r["source"]))
-        if how is None:
-            how = f"first of {r['senses']} noun senses" if r["ambiguous"] else "only noun sense"
+        if r["source"] == "images":
+            how = (f"closest of {r['senses']} noun senses to the class's images; "
+                   f"runner-up {r['runner_up']} by {r['margin']:.3f} cosine")
+        elif how is None:
+            how = f"guess among {r['senses']} noun senses" if r["ambiguous"] else "only noun sense"
         lines.append(f"{str(r['class']):<{width}} -> {r['synset']} ({how}): {r['gloss']}")
         alternatives = list(r.get("alternatives") or [])  # type: ignore[call-overload]
         for name, gloss in alternatives[:max_alternatives]:
@@ -243,14 +290,15 @@ def ambiguity_warning(rows: Sequence[dict[str, object]], overrides_file: str | P
         return None
     names = ", ".join(f"{r['class']!r} ({r['senses']} senses)" for r in ambiguous)
     first = ambiguous[0]
-    lemma = class_name_to_lemma(str(first["class"])).lower()
     alternatives = list(first.get("alternatives") or [])  # type: ignore[call-overload]
-    example = alternatives[0][0] if alternatives else f"{lemma}.n.02"
+    example = alternatives[0][0]
     target = overrides_file or suggested
     how = (f"add lines to your override file {target}" if overrides_file
            else f"write them to a file such as {target} and set {OVERRIDES_CONFIG_KEY}={target}")
+    taken = ("the sense closest to the class's images" if any(r["source"] == "images" for r in ambiguous)
+             else "the most likely pictured sense")
     return (
-        f"class names with several WordNet noun senses: {names}; the first sense was taken (glosses above). "
+        f"class names with several WordNet noun senses: {names}; {taken} was taken (glosses above). "
         f"If a gloss is wrong, pick another sense (listed under it) with a `class_name: synset` line, "
-        f"e.g. `{first['class']}: {example}`: {how}"
+        f"e.g. `{yaml_key(str(first['class']))}: {example}`: {how}"
     )
