@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence
 
@@ -18,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from relaxkd.console import progress_bar
 
 from relaxkd.clip.templates import TEMPLATES, check_templates, word_to_text
+from relaxkd.clip.text_length import TextForward
 from relaxkd.errors import UserError
 
 
@@ -84,6 +87,8 @@ class ClipEncoder:
         self.std: tuple[float, ...] = tuple(float(s) for s in preprocess_cfg["std"])
         self.context_length: int | None = getattr(tokenizer, "context_length", None)
         self.embed_dim: int = self._find_embed_dim()
+        #: the text tower at each batch's own token length (clip/text_length.py)
+        self.text_forward = TextForward(self.model, tokenizer, model_name)
 
     # -- description ---------------------------------------------------------------------------
 
@@ -127,7 +132,7 @@ class ClipEncoder:
         if isinstance(output_dim, int):
             return output_dim
         with torch.inference_mode():
-            return int(self._encode_tokens(self.tokenizer(["a"])).shape[1])
+            return int(self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[1])
 
     # -- images --------------------------------------------------------------------------------
 
@@ -186,24 +191,40 @@ class ClipEncoder:
 
     # -- texts ---------------------------------------------------------------------------------
 
-    def _encode_tokens(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Token ids -> float32 text embeddings on the CPU (unit-norm unless ``normalize=False``)."""
-        with self._autocast():
-            features = self.model.encode_text(tokens.to(self.device, non_blocking=True)).float()
-        return (F.normalize(features, dim=-1) if normalize else features).cpu()
+    def _encode_rows(self, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Token rows ``[N, context]`` -> raw float32 text features ``[N, d]`` on the CPU.
+
+        Rows are sorted by the length they need and batched with their neighbours, each batch cut
+        to its longest row (``TextForward``), then put back in their order.
+        """
+        lengths = self.text_forward.lengths(tokens)
+        order = torch.argsort(lengths, stable=True)
+        out = torch.empty(len(tokens), self.embed_dim)
+        for start in range(0, len(tokens), batch_size):
+            rows = order[start : start + batch_size]
+            batch = tokens[rows, : int(lengths[rows].max())].to(self.device, non_blocking=True)
+            with self._autocast():
+                out[rows] = self.text_forward(batch).float().cpu()
+        return out
 
     def encode_texts(
         self, texts: Sequence[str], batch_size: int = 1024, progress: bool = False
     ) -> torch.Tensor:
-        """Texts -> ``[N,d]`` unit-norm float32 embeddings on the CPU."""
+        """Texts -> ``[N,d]`` unit-norm float32 embeddings on the CPU.
+
+        ``batch_size`` counts texts per forward pass; texts are sorted by length within windows of
+        ``_WINDOW_BATCHES`` batches.
+        """
         texts = list(texts)
         # Allocated outside inference mode so callers get an ordinary tensor (e.g. to build an
         # nn.Parameter from it); filling it in place under inference mode is allowed.
         out = torch.empty(len(texts), self.embed_dim)
+        window = batch_size * _WINDOW_BATCHES
         with torch.inference_mode(), progress_bar(len(texts), "CLIP text embeddings", "text", enabled=progress) as bar:
-            for start in range(0, len(texts), batch_size):
-                chunk = texts[start : start + batch_size]
-                out[start : start + len(chunk)] = self._encode_tokens(self.tokenizer(chunk))
+            for start in range(0, len(texts), window):
+                chunk = texts[start : start + window]
+                features = self._encode_rows(self.tokenizer(chunk), batch_size)
+                out[start : start + len(chunk)] = F.normalize(features, dim=-1)
                 bar.update(len(chunk))
         return out
 
@@ -220,26 +241,59 @@ class ClipEncoder:
         then normalise once; the per-template features are not normalised first.
 
         Underscores become spaces. ``batch_size`` counts prompts per forward pass; memory stays
-        bounded by it whatever the number of words.
+        bounded by it whatever the number of words. With ``progress``, a table of more than
+        ``_ESTIMATE_ABOVE`` prompts first says how long it will take here (timed on a sample).
         """
         templates = check_templates(templates)
         texts = [word_to_text(str(word)) for word in words]
-        words_per_batch = max(1, batch_size // len(templates))
+        n_templates = len(templates)
+        window_words = max(1, batch_size * _WINDOW_BATCHES // n_templates)
         tokenize = PromptTokenizer(self.tokenizer, templates)
         out = torch.empty(len(texts), self.embed_dim)
-        with torch.inference_mode(), progress_bar(len(texts), "CLIP word embeddings", "word", enabled=progress) as bar:
-            start = 0
-            # On an accelerator, tokenising the next batch in a thread hides the GPU time; on the
-            # CPU that thread would fight torch's own threads for the cores, so stay sequential.
-            for tokens in _tokenized_batches(
-                tokenize, texts, words_per_batch, background=self.device.type != "cpu"
-            ):
-                n_words = len(tokens) // len(templates)
-                features = self._encode_tokens(tokens, normalize=False).view(n_words, len(templates), -1).mean(dim=1)
-                out[start : start + n_words] = F.normalize(features, dim=-1)
-                start += n_words
-                bar.update(n_words)
+        with torch.inference_mode():
+            if progress and len(texts) * n_templates > _ESTIMATE_ABOVE:
+                _say(self._table_estimate(texts, tokenize, batch_size))
+            with progress_bar(len(texts), "CLIP word embeddings", "word", enabled=progress) as bar:
+                start = 0
+                # On an accelerator, tokenising the next window in a thread hides the GPU time; on
+                # the CPU that thread would fight torch's own threads for the cores, so stay sequential.
+                for tokens in _tokenized_batches(tokenize, texts, window_words, background=self.device.type != "cpu"):
+                    n_words = len(tokens) // n_templates
+                    features = self._encode_rows(tokens, batch_size).view(n_words, n_templates, -1).mean(dim=1)
+                    out[start : start + n_words] = F.normalize(features, dim=-1)
+                    start += n_words
+                    bar.update(n_words)
         return out
+
+    def _table_estimate(self, texts: Sequence[str], tokenize: "PromptTokenizer", batch_size: int) -> str:
+        """How long embedding ``texts`` with every template takes on this device, from a timed sample
+        of words spread over the table (tokenising included), batched as the table is."""
+        n_templates = len(tokenize.templates)
+        sample_words = max(1, _ESTIMATE_SAMPLE // n_templates)
+        sample = list(texts[:: max(1, len(texts) // sample_words)][:sample_words])
+        started = time.perf_counter()
+        self._encode_rows(tokenize(sample), max(1, min(batch_size, _ESTIMATE_SAMPLE // 4)))
+        rate = len(sample) * n_templates / max(time.perf_counter() - started, 1e-9)
+        n_prompts = len(texts) * n_templates
+        return (f"CLIP word embeddings: {len(texts):,} words x {n_templates} templates = {n_prompts:,} prompts "
+                f"with {self.describe()} on {self.device}: about {_duration(n_prompts / rate)} "
+                f"({rate:,.0f} prompts/s on a sample of {len(sample) * n_templates})")
+
+
+#: batches tokenised together and sorted by length, so that each batch holds prompts of one length
+_WINDOW_BATCHES = 16
+#: word tables above this many prompts (the noun table) print their estimated time first
+_ESTIMATE_ABOVE, _ESTIMATE_SAMPLE = 50_000, 512
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _say(message: str) -> None:
+    print(f"[relaxkd] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------

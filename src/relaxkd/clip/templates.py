@@ -15,10 +15,12 @@ TEMPLATES: tuple[str, ...] = (
 )
 
 
-#: how a word's template embeddings become one (paper Alg. 1 line 10): averaged, then normalised.
-#: Part of every artifact key holding word embeddings, so embeddings made the other way (each
-#: template normalised first, relaxkd before issue 13) are never reused.
-WORD_EMBEDDING = "mean-then-normalise"
+#: how a word's template embeddings become one (paper Alg. 1 line 10): averaged, then normalised;
+#: and since issue 22, each prompt through the text tower at its batch's token length rather than 77
+#: (clip/text_length.py: equal up to float rounding, not bit for bit). Part of every artifact key
+#: holding word embeddings, so embeddings made another way (each template normalised first, relaxkd
+#: before issue 13; at the full context, before issue 22) are never reused.
+WORD_EMBEDDING = "mean-then-normalise; prompt-length text"
 
 
 def word_to_text(word: str) -> str:
