@@ -183,6 +183,18 @@ def test_empty_class_folder(capsys, monkeypatch, tiny, intact, tmp_path):
     )
 
 
+def test_hidden_and_system_folders_are_not_classes(capsys, monkeypatch, tiny, tmp_path):
+    train = {"cat": 2, "dog": 2, ".ipynb_checkpoints": 0, ".thumbnails": 1, "__MACOSX": 1}
+    root = write_image_folder(tmp_path / "data", {"train": train, "val": {"cat": 1, "dog": 1, ".ipynb_checkpoints": 0}})
+    result = relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, root))
+    assert result.code == 0, result.err
+    said = f"[relaxkd] skipped 3 hidden or system folder(s) in {root / 'train'}, not classes: .ipynb_checkpoints, .thumbnails, __MACOSX"
+    assert result.err.count(said) == 1, result.err
+    assert result.err.count(f"[relaxkd] skipped 1 hidden or system folder(s) in {root / 'val'}, not classes: .ipynb_checkpoints") == 1
+    classes = json.loads((Path(result.out.split("image embeddings: ")[1].strip()).parent / "classes.json").read_text())
+    assert classes["classes"] == ["cat", "dog"] and classes["synsets"] == ["cat.n.01", "dog.n.01"]
+
+
 @pytest.mark.parametrize("num_workers", [0, 2], ids=["main-process", "dataloader-workers"])
 def test_corrupt_image_file_is_one_line_even_from_dataloader_workers(capsys, monkeypatch, tiny, intact, tmp_path, num_workers):
     root = cat_dog_folder(tmp_path / "data")

@@ -288,6 +288,18 @@ def test_class_names_differing_only_by_case_are_refused(wn):
     assert class_synsets(["crane", "crane"], wnids=["n02012849", "n03126707"], wn=wn) == ["crane.n.05", "crane.n.04"]
 
 
+def test_distinct_names_on_one_sense_are_warned(wn):
+    from relaxkd.wordnet import describe_class_senses, shared_sense_warning
+
+    assert shared_sense_warning(describe_class_senses(["sofa", "cat"], wn=wn)) is None
+    rows = describe_class_senses(["sea lions", "sea-lion", "cat"], wn=wn)
+    assert shared_sense_warning(rows).startswith(
+        "several classes, one WordNet sense: 'sea lions' and 'sea-lion' are all sea_lion.n.01;")
+    overrides = {"cat": "sea_lion.n.01"}
+    rows = describe_class_senses(["sea-lion", "cat"], overrides=overrides, wn=wn)
+    assert "'sea-lion' and 'cat' are all sea_lion.n.01" in shared_sense_warning(rows)
+
+
 def test_names_and_overrides_compare_in_nfc(wn):
     nfd, nfc = unicodedata.normalize("NFD", "zébrax"), "zébrax"
     assert nfd != nfc

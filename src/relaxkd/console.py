@@ -44,6 +44,22 @@ class _Off:
         pass
 
 
+def say(message: str) -> None:
+    """One ``[relaxkd] ...`` line on stderr (progress, notes and warnings; stdout carries results)."""
+    print(f"[relaxkd] {message}", file=sys.stderr, flush=True)
+
+
+_said: set[str] = set()
+
+
+def say_once(message: str) -> None:
+    """:func:`say`, but a message already said in this process is not repeated (train and val
+    splits, and the datasets rebuilt for counts, report the same finding once)."""
+    if message not in _said:
+        _said.add(message)
+        say(message)
+
+
 def progress_bar(total: int, desc: str, unit: str, enabled: bool = True):
     """A progress display for ``total`` items: a bar on a terminal, plain lines otherwise."""
     if not enabled:

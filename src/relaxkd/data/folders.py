@@ -13,11 +13,35 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
 from relaxkd.data.base import ImageListDataset, check_split, refuse_download, require_root
 from relaxkd.data.catalog import DATASETS, Transform
+from relaxkd.console import say_once
 from relaxkd.data.files import check_link, note_read, scan_images
 from relaxkd.errors import UserError
 from relaxkd.safe_yaml import read_text
 
 WNID_PATTERN = re.compile(r"^n\d{8}$")
+
+
+#: folders that hold no class: macOS's resource forks in zip files; names starting with "." are
+#: hidden (.ipynb_checkpoints, .thumbnails, .DS_Store folders), as torchvision's ImageFolder advises
+SYSTEM_FOLDERS = ("__MACOSX",)
+
+
+def is_hidden_or_system(name: str) -> bool:
+    return name.startswith(".") or name in SYSTEM_FOLDERS
+
+
+def class_folders(directory: Path) -> dict[str, int]:
+    """torchvision's ``find_classes`` without hidden and system folders, said once when skipped.
+
+    Raises FileNotFoundError (as ``find_classes``) when no class folder is left."""
+    found, _ = find_classes(directory)
+    skipped = [name for name in found if is_hidden_or_system(name)]
+    classes = [name for name in found if not is_hidden_or_system(name)]
+    if skipped:
+        say_once(f"skipped {len(skipped)} hidden or system folder(s) in {directory}, not classes: {', '.join(skipped)}")
+    if not classes:
+        raise FileNotFoundError(directory)
+    return {name: index for index, name in enumerate(classes)}
 
 
 def scan_class_folders(
@@ -31,7 +55,8 @@ def scan_class_folders(
     if not directory.is_dir():
         raise UserError(f"split folder {directory} not found: expected {directory}/<class>/<image files> (check data.root)")
     try:
-        found, found_to_idx = find_classes(directory)
+        found_to_idx = class_folders(directory)
+        found = list(found_to_idx)
     except FileNotFoundError:
         raise UserError(f"no class folders in {directory}: expected {directory}/<class>/<image files>") from None
     if class_to_idx is None:
@@ -78,7 +103,7 @@ class ImageFolderDataset(ImageListDataset):
         train_dir = root_path / "train"
         class_to_idx = None
         if split == "val" and train_dir.is_dir():
-            class_to_idx = find_classes(train_dir)[1] if any(p.is_dir() for p in train_dir.iterdir()) else None
+            class_to_idx = class_folders(train_dir) if any(p.is_dir() and not is_hidden_or_system(p.name) for p in train_dir.iterdir()) else None
         classes, samples = scan_class_folders(root_path / split, class_to_idx, root_path)
         super().__init__(root_path, split, samples, classes, transform=transform, params=self._params())
 

@@ -8,7 +8,6 @@ list and the CLIP encoder.
 """
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import nullcontext
 from functools import cached_property
@@ -19,6 +18,7 @@ import torch
 import yaml
 
 from relaxkd.artifacts import Artifact, ArtifactStore, stable_hash
+from relaxkd.console import say
 from relaxkd.config import ExperimentConfig, check_names
 
 #: artifacts already looked up or built in this process, by (store root, stage key)
@@ -26,7 +26,7 @@ Verified = dict[tuple[str, str], Artifact]
 
 
 def log(message: str) -> None:
-    print(f"[relaxkd] {message}", file=sys.stderr, flush=True)
+    say(message)
 
 
 def device() -> torch.device:

@@ -47,7 +47,7 @@ def embed_images(ctx: Context) -> Artifact:
 def class_senses(ctx: Context) -> list[dict]:
     """Each class's WordNet sense with its gloss, printed so a wrong sense is seen before it matters;
     a warning names the override file when a name's sense was WordNet's first of several."""
-    from relaxkd.wordnet import ambiguity_warning, describe_class_senses, format_senses
+    from relaxkd.wordnet import ambiguity_warning, describe_class_senses, format_senses, shared_sense_warning
 
     d = ctx.cfg.data
     raw = ctx.raw_train
@@ -59,4 +59,7 @@ def class_senses(ctx: Context) -> list[dict]:
     warning = ambiguity_warning(rows, d.synset_overrides, suggested)
     if warning:
         log(f"warning: {warning}")
+    shared = shared_sense_warning(rows)
+    if shared:
+        log(f"warning: {shared}")
     return rows

@@ -21,6 +21,7 @@ from relaxkd.wordnet.synsets import (
     class_synsets,
     load_overrides,
     resolve_class_synsets,
+    shared_sense_warning,
     wnid_to_synset,
 )
 
@@ -42,5 +43,6 @@ __all__ = [
     "neighbourhood_nouns",
     "noun_lemma_entries",
     "resolve_class_synsets",
+    "shared_sense_warning",
     "wnid_to_synset",
 ]

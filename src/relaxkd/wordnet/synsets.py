@@ -302,3 +302,17 @@ def ambiguity_warning(rows: Sequence[dict[str, object]], overrides_file: str | P
         f"If a gloss is wrong, pick another sense (listed under it) with a `class_name: synset` line, "
         f"e.g. `{yaml_key(str(first['class']))}: {example}`: {how}"
     )
+
+
+def shared_sense_warning(rows: Sequence[dict[str, object]]) -> str | None:
+    """The warning for distinct class names that landed on one sense (``couch``, ``sofa``): two
+    classes the text side cannot tell apart."""
+    by_synset: dict[str, list[str]] = {}
+    for r in rows:
+        by_synset.setdefault(str(r["synset"]), []).append(str(r["class"]))
+    shared = {synset: names for synset, names in by_synset.items() if len(names) > 1}
+    if not shared:
+        return None
+    groups = "; ".join(f"{' and '.join(repr(n) for n in names)} are all {synset}" for synset, names in shared.items())
+    return (f"several classes, one WordNet sense: {groups}; their text embeddings are identical. Give each its own "
+            f"sense with a `class_name: synset` line in {OVERRIDES_CONFIG_KEY}, or merge the folders")
