@@ -237,3 +237,56 @@ def test_export_out_with_tilde_writes_under_home(capsys, monkeypatch, distilled,
     result = relaxkd(capsys, monkeypatch, "export", DEMO, *distilled.args, "--out", "~/exp")
     assert result.code == 0, result.err
     assert (home / "exp" / "student.safetensors").is_file() and not Path("~").exists()
+
+
+# -- BatchNorm and a last training batch of one sample ------------------------------------------
+def test_batch_norm_guard_trains_a_batch_of_one_and_changes_nothing_else():
+    import torch
+
+    from relaxkd.engine.batch_norm import guard_single_value_batches
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).train()
+    guarded = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).train()
+    guarded.load_state_dict(plain.state_dict())
+    assert guard_single_value_batches(guarded) == 1 and guard_single_value_batches(guarded) == 1  # once
+    batch = torch.randn(5, 4)
+    torch.testing.assert_close(guarded(batch), plain(batch), rtol=0, atol=0)  # several values: as before
+    torch.testing.assert_close(guarded.state_dict(), plain.state_dict(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        plain(batch[:1])
+    bn = guarded[1]
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    one = guarded(batch[:1])
+    expected = (guarded[0](batch[:1]) - before["running_mean"]) / torch.sqrt(before["running_var"] + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(one, expected)  # normalised with the running statistics
+    one.sum().backward()  # and trains (gradients reach the affine parameters and the layer before)
+    assert bn.weight.grad is not None and guarded[0].weight.grad is not None
+    assert bn.training and torch.equal(bn.running_mean, before["running_mean"])
+    assert int(bn.num_batches_tracked) == int(before["num_batches_tracked"])
+    # a 2-D layer over a feature map larger than 1x1 has several values per channel: batch statistics
+    conv = torch.nn.BatchNorm2d(2).train()
+    guard_single_value_batches(conv)
+    conv(torch.randn(1, 2, 3, 3))
+    assert int(conv.num_batches_tracked) == 1
+
+
+def test_training_set_of_one_more_than_a_multiple_of_the_batch_size_trains_every_stage(capsys, monkeypatch, committed_run, tmp_path):
+    """18 training images, batch size 17: T_m (a ResNet18 whose last stage is 1x1 at 32 px), T_x with
+    batch_norm, and students from online teachers and from cached targets all finish (each used to
+    stop at the end of epoch 0 with "Expected more than 1 value per channel")."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(committed_run.root, root)
+    args = [a for a in committed_run.args if not a.startswith(("run_root=", "cache_root=", "distill.teachers="))]
+    one = "{epochs: 1, batch_size: 17, lr: 0.01, warmup_epochs: 0, milestones: []}"
+    args += [f"run_root={root}", f"cache_root={root / '_shared'}", "data.image_size=32", "unimodal.arch=resnet18",
+             "unimodal.weights=none", f"unimodal.optim={one}", "multimodal.batch_norm=true", f"multimodal.optim={one}",
+             "distill.student=resnet18", f"distill.optim={one}", "distill.teachers=[strong, tx]"]
+    tx = relaxkd(capsys, monkeypatch, "teacher", DEMO, *args, "--kind", "multimodal")
+    assert tx.code == 0, tx.err
+    for targets in ("online", "cached"):
+        student = relaxkd(capsys, monkeypatch, "distill", DEMO, *args, f"distill.targets={targets}")
+        assert student.code == 0, student.err
+        assert "distill: top1" in student.out

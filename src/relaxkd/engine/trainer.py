@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset
 
+from relaxkd.engine.batch_norm import guard_single_value_batches
 from relaxkd.engine.sampling import EpochAwareSampler, finish_batch, loader_collate_fn
 from relaxkd.engine.settings import TrainerConfig
 from relaxkd.errors import UserError
@@ -325,6 +326,7 @@ def fit(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModu
         check_resumable(last, module, work_dir)
         if trainer.global_rank == 0:
             print(f"[relaxkd] resuming from checkpoint {last}", file=sys.stderr, flush=True)
+    guard_single_value_batches(module)  # a last batch of one sample trains (engine/batch_norm.py)
     # weights_only: a checkpoint is data, never code (RngState keeps its state to plain types for this)
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     if trainer.world_size > 1:
