@@ -25,9 +25,10 @@ LAYERS = [
     ("library", {"wordnet", "data", "clip", "relax", "losses", "models", "attribute"}),
     ("engine", {"engine"}),
     ("teachers, distill and methods", {"teachers", "distill", "methods"}),
-    ("config", {"config", "config_io", "configdoc", "preflight"}),
+    ("config", {"config", "config_io", "configdoc", "preflight", "launcher_config"}),
     ("stages", {"stages"}),
     ("report", {"report"}),
+    ("launch", {"launch"}),
     ("command line", {"cli", "commands", "__main__", "__init__"}),
 ]
 LAYER_OF = {part: i for i, (_, parts) in enumerate(LAYERS) for part in parts}

@@ -169,12 +169,40 @@ def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = Overrid
     _say(f"artifact: {art.path}")
 
 
+class Launcher(str, Enum):
+    inline = "inline"
+    local = "local"
+    slurm = "slurm"
+
+
+LauncherOpt = typer.Option(Launcher.inline, help="inline: here, one stage after another; slurm: one sbatch job per "
+                           "missing artifact (dependencies, requeue); local: the same jobs run on this machine")
+WaitOpt = typer.Option(False, "--wait", help="with --launcher slurm: block until every job has ended (exit 0 only if all succeeded)")
+
+
+def _launch(config: Path, overrides: list[str] | None, launcher: Launcher, wait: bool, command: list[str],
+            family: str | None = None, trials: str | None = None) -> None:
+    """Dispatch the run's or sweep's graph as jobs; the report job reruns ``command`` inline (all on disk by then)."""
+    import sys
+
+    from relaxkd.launch import dispatch
+
+    ctx = _context(config, overrides)
+    report_argv = [sys.executable, "-m", "relaxkd", command[0], str(config.resolve()), *(overrides or []), *command[1:]]
+    code = dispatch(ctx, launcher.value, wait, report_argv, _say, family, trials)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
-def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg, launcher: Launcher = LauncherOpt,
+        wait: bool = WaitOpt) -> None:
     """The whole pipeline for one experiment, reusing every artifact that already exists."""
     from relaxkd.report import write_report
     from relaxkd.stages.plan import run_experiment
 
+    if launcher != Launcher.inline:
+        return _launch(config, overrides, launcher, wait, ["run"])
     ctx = _context(config, overrides)
     with _locked(ctx):
         report = run_experiment(ctx, then=[("report", lambda: write_report(ctx.cfg.run_dir))])
@@ -188,6 +216,8 @@ def sweep(
     family: str = typer.Option("table2", help="trial family: table1, table2, table3, figure2"),
     trials: Optional[str] = typer.Option(None, help="comma-separated trial names (default: all)"),
     print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial and exit"),
+    launcher: Launcher = LauncherOpt,
+    wait: bool = WaitOpt,
 ) -> None:
     """A family of trials (the paper's tables and figures) sharing artifacts."""
     from relaxkd.report import write_report
@@ -201,11 +231,47 @@ def sweep(
             _say(line)
         return
     select_trials(family, trials)  # reject unknown names before any work
+    if launcher != Launcher.inline:
+        chosen = ["--trials", trials] if trials is not None else []
+        return _launch(config, overrides, launcher, wait, ["sweep", "--family", family, *chosen], family, trials)
     ctx = _context(config, overrides)
     with _locked(ctx):
         run_sweep(ctx, family, trials)
         report_path = write_report(ctx.cfg.run_dir)
     _say(f"report: {report_path}")
+
+
+@app.command()
+def status(
+    run_dir: Path = typer.Argument(..., help="a run directory whose graph was launched, e.g. runs/demo"),
+    wait: bool = typer.Option(False, "--wait", help="block until every job has ended; exit 0 only if all succeeded"),
+) -> None:
+    """Each job of a launched graph: done, running, queued, failed or cancelled, with its job id and log."""
+    from relaxkd.launch.status import failed_lines, format_status, graph_status, succeeded
+    from relaxkd.launch.status import wait as wait_for_end
+
+    statuses = wait_for_end(run_dir, lambda line: typer.echo(line, err=True)) if wait else graph_status(run_dir)
+    for line in format_status(statuses):
+        _say(line)
+    broken = failed_lines(statuses)
+    if broken or (wait and not succeeded(statuses)):
+        for line in broken:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("build-node", hidden=True)
+def build_node(
+    config: Path = ConfigArg,
+    stage: str = typer.Option(..., help="the node's stage"),
+    arg: Optional[str] = typer.Option(None, help="which artifact of the stage (a teacher's name)"),
+    expect: Optional[str] = typer.Option(None, help="the <stage>-<key> the job was planned to build"),
+) -> None:
+    """One node of a launched graph, built alone from its inputs on disk (what each job runs)."""
+    from relaxkd.launch.graph import build_node as build
+
+    art = build(config, stage, arg, expect)
+    _say(f"artifact: {art.path}")
 
 
 @app.command()

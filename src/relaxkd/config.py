@@ -16,6 +16,7 @@ from relaxkd.engine.settings import OptimConfig, TrainerConfig
 from relaxkd.errors import UserError
 from relaxkd.names import EXPERT_TEACHERS, TEXT_MODES, TX
 from relaxkd.presets import DISTILL_PRESETS, MULTIMODAL_PRESETS, RETRIEVAL_TEMPERATURE
+from relaxkd.launcher_config import LauncherConfig
 from relaxkd.schema import Strict, UserPath, omit_defaults
 from relaxkd.trials import SWEEPS
 
@@ -272,6 +273,13 @@ class ExperimentConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     attribute: AttributeConfig = Field(default_factory=AttributeConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    #: what `--launcher slurm` asks the cluster for, per stage kind (no effect on results)
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        # the launcher changes no result: out of the dumps while at its defaults, so config hashes stay
+        return omit_defaults(handler(self), {"launcher": LauncherConfig().model_dump(mode="json")})
 
     @field_validator("name")
     @classmethod
