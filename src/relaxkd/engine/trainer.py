@@ -166,6 +166,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval Trainer\(log_every_n_steps.*")
     # resuming an interrupted stage reuses its checkpoint folder on purpose
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    # a SLURM login node or batch job: relaxkd puts srun in front itself where a job has several tasks
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
