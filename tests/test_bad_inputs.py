@@ -317,7 +317,7 @@ def test_full_disk_while_exporting_leaves_no_half_written_file(capsys, monkeypat
         path = tmp_path
 
     monkeypatch.setattr(export, "_find_student", lambda ctx, artifact: Artifact)
-    monkeypatch.setattr(export, "_load_student", lambda folder, advice: (torch.nn.Identity(), {}))
+    monkeypatch.setattr(export, "load_student", lambda folder, advice: (torch.nn.Identity(), {}))
     monkeypatch.setattr(export.shutil, "copyfile", full_disk)
     result = relaxkd(capsys, monkeypatch, "export", DEMO, f"run_root={tmp_path / 'runs'}", "--out", out)
     assert_user_error(result, f"error: no space left on device while writing {out / 'student.safetensors'}; free space")

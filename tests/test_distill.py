@@ -29,7 +29,8 @@ from relaxkd.errors import UserError
 from relaxkd.models import build_backbone
 from relaxkd.report import write_report
 from relaxkd.artifacts import ArtifactStore
-from relaxkd.stages.export import export_student, load_exported
+from relaxkd.stages.export import export_student
+from relaxkd.stages.predict import load_exported, load_student
 from relaxkd.stages.context import Context
 from relaxkd.stages.distill import distill
 from relaxkd.stages.embed_images import embed_images
@@ -267,11 +268,12 @@ def test_exported_student_gives_the_checkpoint_logits(teachers_root, tmp_path):
 
     written = export_student(p, tmp_path / "ts", "torchscript", artifact=art.path)
     assert {f.name for f in written} == {"student.safetensors", "student.json", "student.torchscript.pt"}
-    reloaded, info = load_exported(tmp_path / "ts")
+    scripted, info = load_exported(tmp_path / "ts")  # what predict runs: the TorchScript file
+    assert isinstance(scripted, torch.jit.ScriptModule)
     assert info["classes"][:2] == ["zero", "one"] and info["image_size"] == 8
-    scripted = torch.jit.load(str(tmp_path / "ts" / "student.torchscript.pt"))
+    rebuilt, _ = load_student(tmp_path / "ts", "")  # from student.safetensors, as for an ONNX export
     with torch.no_grad():
-        assert torch.equal(reloaded(images), expected)
+        assert torch.equal(rebuilt(images), expected)
         torch.testing.assert_close(scripted(images), expected, atol=1e-6, rtol=1e-6)
 
 

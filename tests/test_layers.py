@@ -2,7 +2,7 @@
 chain of imports comes back to where it started. Imports inside functions count too.
 
 Layers, bottom to top (docs/architecture.md draws them):
-  base (errors, registry, checkpoints, the artifact store, shared names, presets, trial definitions)
+  base (errors, registry, checkpoints, the artifact store, image pixels, shared names, presets, trial definitions)
   library folders (wordnet, data, clip, relax, losses, models, attribute)
   engine (training loop, optimiser, their settings)
   teachers, distill and the KD methods (Lightning modules; they take plain values)
@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "relaxkd"
 
 LAYERS = [
-    ("base", {"errors", "registry", "checkpoints", "artifacts", "buildlock", "console", "names", "presets", "safe_yaml", "schema", "trials",
+    ("base", {"errors", "registry", "checkpoints", "artifacts", "buildlock", "console", "images", "names", "presets", "safe_yaml", "schema", "trials",
               "versions"}),
     ("library", {"wordnet", "data", "clip", "relax", "losses", "models", "attribute"}),
     ("engine", {"engine"}),

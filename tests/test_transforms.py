@@ -140,6 +140,22 @@ def test_fused_normalisation_matches_to_tensor_and_normalize(image):
         torch.testing.assert_close(ToNormalizedTensor(stats)(grey), reference(grey))
 
 
+@pytest.mark.parametrize(("width", "height", "size"), [(8, 8, 8), (16, 16, 8), (37, 20, 16), (20, 37, 16), (5, 3, 16), (1, 50, 8), (300, 200, 224)])
+def test_predicts_resize_and_centre_crop_is_torchvisions(width, height, size):
+    """relaxkd.images.resize_center_crop (predict's test view without torchvision's import) gives the
+    pixels of torchvision's Resize(bicubic) + CenterCrop, and so the "test" transform's output."""
+    from relaxkd.images import normalized_pixels, resize_center_crop
+
+    rng = np.random.default_rng(width * 1000 + height)
+    picture = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+    reference = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])(picture)
+    ours = resize_center_crop(picture, size, size)
+    assert ours.size == (size, size)
+    assert np.array_equal(np.asarray(ours), np.asarray(reference))
+    view = torch.from_numpy(normalized_pixels(ours, *IMAGENET_STATS.uint8_affine()))
+    assert torch.equal(view, build_transform("test", size, IMAGENET_STATS)(picture))
+
+
 def test_fast_random_resized_crop_has_torchvision_distribution():
     from relaxkd.data.transforms import FastRandomResizedCrop
 

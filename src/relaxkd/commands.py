@@ -22,6 +22,25 @@ embed_app = typer.Typer(no_args_is_help=True, help="CLIP embeddings of images or
 app.add_typer(embed_app, name="embed")
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    import torch  # its own version string names the build (e.g. +cu130); the installed metadata does not
+
+    from relaxkd import __version__
+
+    typer.echo(f"relaxkd {__version__} (torch {torch.__version__})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="print relaxkd's version and torch's, then exit"),
+) -> None:
+    pass
+
+
 def _home(value):
     """Paths given as options or arguments follow the config's rule (schema.UserPath): ``~`` expanded."""
     from relaxkd.schema import expand_home
@@ -43,7 +62,7 @@ OverridesArg = typer.Argument(None, help="key=value overrides, e.g. distill.temp
 def _config(config: Path, overrides: list[str] | None):
     """The validated config, and the environment it needs (a launcher for several nodes)."""
     from relaxkd.config import load_config
-    from relaxkd.engine.trainer import check_launcher
+    from relaxkd.engine.launch import check_launcher
 
     cfg = load_config(config, overrides or [])
     check_launcher(cfg.trainer)
@@ -58,7 +77,7 @@ def _context(config: Path, overrides: list[str] | None):
 
 def _locked(ctx):
     """Exclusive use of the run directory (not in DDP workers, which share the parent's)."""
-    from relaxkd.engine.trainer import is_main_process
+    from relaxkd.engine.launch import is_main_process
     from relaxkd.artifacts import run_lock
 
     return run_lock(ctx.cfg.run_dir) if is_main_process() else nullcontext()
@@ -291,9 +310,9 @@ def export(
     artifact: Optional[Path] = typer.Option(None, help="a distill-* artifact directory (default: the newest)", callback=_home),
 ) -> None:
     """Export the trained student: safetensors + TorchScript or ONNX."""
+    ctx = _context(config, overrides)  # the config's errors before the export's imports
     from relaxkd.stages.export import export_student
 
-    ctx = _context(config, overrides)
     for path in export_student(ctx, out, format, artifact):
         _say(f"wrote {path}")
 
@@ -301,11 +320,12 @@ def export(
 @app.command()
 def predict(
     images: list[Path] = typer.Argument(..., help="image files", callback=_home),
-    model: Path = typer.Option(..., help="directory written by `relaxkd export`", callback=_home),
+    model: Path = typer.Option(..., help="folder written by `relaxkd export`, or its student.torchscript.pt / student.onnx file",
+                               callback=_home),
     top: int = typer.Option(1, min=1, help="how many classes to print per image (at least 1)"),
 ) -> None:
     """Classify image files with an exported student."""
-    from relaxkd.stages.export import predict_files
+    from relaxkd.stages.predict import predict_files
 
     for line in predict_files(model, images, top):
         _say(line)
@@ -317,13 +337,11 @@ def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = Override
     import yaml
 
     from relaxkd.config import load_config
+    from relaxkd.engine.launch import check_launcher
     from relaxkd.preflight import check_names, check_paths
 
     cfg = load_config(config, overrides or [])
-    if cfg.trainer.num_nodes > 1:  # the launcher check imports Lightning: only when it can fail
-        from relaxkd.engine.trainer import check_launcher
-
-        check_launcher(cfg.trainer)
+    check_launcher(cfg.trainer)
     check_names(cfg)  # without importing torch: validate answers in well under 2 s
     check_paths(cfg)
     _say(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())

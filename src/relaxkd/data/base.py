@@ -14,6 +14,7 @@ from torchvision.datasets import VisionDataset
 
 from relaxkd.data.files import note_read
 from relaxkd.errors import UserError
+from relaxkd.images import WIDE_MODES, to_rgb
 from relaxkd.safe_yaml import read_text
 
 SPLITS = ("train", "val")
@@ -130,31 +131,6 @@ def load_rgb_image(path: str | Path) -> Image.Image:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         # PIL reports truncated files as OSError, some codecs as ValueError/SyntaxError.
         raise UserError(f"cannot read image {path}: {exc}; replace or remove the file") from None
-
-
-#: greyscale modes wider than 8 bits: "I;16*" (16-bit PNG/TIFF), "I" (32-bit int), "F" (32-bit float)
-WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-
-
-def to_rgb(img: Image.Image, path: str | Path) -> Image.Image:
-    """An 8-bit RGB copy of a wide greyscale image, scaled by the range its values are in."""
-    values = np.asarray(img)
-    if img.mode.startswith("I;16"):
-        scale = 65535.0
-    elif img.mode == "F" and np.isfinite(values).all() and values.size and values.min() >= 0 and values.max() <= 1:
-        scale = 1.0  # float images in [0, 1]
-    elif values.size and values.min() >= 0 and values.max() <= 255:
-        scale = 255.0  # 8-bit values stored in a wide mode
-    elif img.mode == "I" and values.size and values.min() >= 0 and values.max() <= 65535:
-        scale = 65535.0
-    else:
-        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-        raise UserError(
-            f"cannot read image {path}: {img.mode!r} values from {low:g} to {high:g} fit no 8-bit range "
-            f"([0, 1], [0, 255] or [0, 65535]); convert it to an 8-bit image"
-        )
-    eight = np.clip(np.rint(values.astype(np.float64) * (255.0 / scale)), 0, 255).astype(np.uint8)
-    return Image.fromarray(eight, mode="L").convert("RGB")
 
 
 def check_split(split: str) -> str:

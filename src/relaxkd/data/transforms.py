@@ -7,11 +7,9 @@ model's statistics to another's, so every teacher sees the same augmented batch 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
-import numpy as np
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
@@ -21,6 +19,7 @@ from torchvision.transforms import functional as F
 
 from relaxkd.data.augment import BATCH_STAGES, AutoAugmentDraw, ColorJitterDraw, RandAugmentDraw, TrainingTransform
 from relaxkd.errors import UserError
+from relaxkd.images import IMAGENET_STATS, Stats, normalized_pixels
 
 TRANSFORM_KINDS = ("weak", "strong", "test", "clip")
 # Bump whenever the same (seed, epoch, index) yields a different augmented image, so that
@@ -31,31 +30,6 @@ TRANSFORM_KINDS = ("weak", "strong", "test", "clip")
 AUGMENTATION_VERSION = 4
 AUGMENT_POLICIES = ("cifar", "imagenet")
 
-
-@dataclass(frozen=True)
-class Stats:
-    """Per-channel (R, G, B) mean and standard deviation of a model's input normalisation."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        # Tuples of floats keep Stats hashable and comparable whatever sequence it was given.
-        object.__setattr__(self, "mean", tuple(float(value) for value in self.mean))
-        object.__setattr__(self, "std", tuple(float(value) for value in self.std))
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"Stats needs 3 channel means and stds, got {self.mean} and {self.std}")
-        if min(self.std) <= 0:
-            raise ValueError(f"Stats std must be positive, got {self.std}")
-
-    def uint8_affine(self) -> tuple[np.ndarray, np.ndarray]:
-        """float32 ``(scale, shift)`` [3, 1, 1] with ``(x / 255 - mean) / std = x * scale + shift`` for
-        uint8 pixels ``x`` (ToTensor + Normalize in one multiply-add), computed in float64 once."""
-        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
-        return (1.0 / (255.0 * std)).astype(np.float32).reshape(3, 1, 1), (-mean / std).astype(np.float32).reshape(3, 1, 1)
-
-
-IMAGENET_STATS = Stats(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 CLIP_STATS = Stats(mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
 STATS = {"imagenet": IMAGENET_STATS, "clip": CLIP_STATS}
 
@@ -89,12 +63,7 @@ class ToNormalizedTensor(torch.nn.Module):
     def forward(self, image) -> torch.Tensor:
         if not (isinstance(image, Image.Image) and image.mode == "RGB"):
             return self._generic(image)
-        width, height = image.size
-        pixels = np.frombuffer(image.tobytes(), np.uint8).reshape(height, width, 3).transpose(2, 0, 1)
-        out = np.empty((3, height, width), np.float32)
-        np.multiply(pixels, self._scale, out=out)
-        out += self._shift
-        return torch.from_numpy(out)
+        return torch.from_numpy(normalized_pixels(image, self._scale, self._shift))
 
     def extra_repr(self) -> str:
         return f"mean={self.stats.mean}, std={self.stats.std}"

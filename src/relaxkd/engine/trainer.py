@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset
 
 from relaxkd.engine.batch_norm import guard_single_value_batches
+from relaxkd.engine.launch import check_launcher, silence_srun_hint
 from relaxkd.engine.sampling import EpochAwareSampler, finish_batch, loader_collate_fn
 from relaxkd.engine.settings import TrainerConfig
 from relaxkd.errors import UserError
@@ -24,13 +25,6 @@ from relaxkd.errors import UserError
 LAST_CHECKPOINT = "last.ckpt"
 #: multi-process fits done in this process under an external launcher (torchrun, SLURM)
 _EXTERNAL_FITS = 0
-
-
-def is_main_process() -> bool:
-    """False in the worker processes Lightning's DDP launcher starts (they re-run the command) and in
-    the tasks of an ``srun`` other than the first."""
-    ranks = ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
-    return all(int(os.environ.get(name, 0) or 0) == 0 for name in ranks)
 
 
 def resolve_precision(precision: str) -> str:
@@ -167,7 +161,7 @@ def quiet_lightning() -> None:
     # resuming an interrupted stage reuses its checkpoint folder on purpose
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
     # a SLURM login node or batch job: relaxkd puts srun in front itself where a job has several tasks
-    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
+    silence_srun_hint()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -228,38 +222,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def check_launcher(cfg: TrainerConfig) -> None:
-    """Several nodes need a launcher that tells each process its place (SLURM, torchrun, MPI, LSF,
-    Kubeflow, or MASTER_ADDR + NODE_RANK set by hand); without one, rank 0 waits forever for nodes
-    that never come ("Initializing distributed")."""
-    if cfg.num_nodes <= 1:
-        return
-    from lightning.fabric.plugins.environments import (
-        KubeflowEnvironment,
-        LSFEnvironment,
-        MPIEnvironment,
-        SLURMEnvironment,
-        TorchElasticEnvironment,
-    )
-
-    detected = [env for env in (SLURMEnvironment, TorchElasticEnvironment, MPIEnvironment, LSFEnvironment, KubeflowEnvironment)
-                if _detects(env)]
-    if detected or ("MASTER_ADDR" in os.environ and ("NODE_RANK" in os.environ or "RANK" in os.environ)):
-        return
-    raise UserError(
-        f"trainer.num_nodes={cfg.num_nodes} needs a multi-node launcher (srun under SLURM, torchrun --nnodes, mpirun), "
-        f"or MASTER_ADDR, MASTER_PORT and NODE_RANK set on every node; none was found, so the run would wait forever "
-        f"for the other nodes. Launch it that way, or set trainer.num_nodes=1"
-    )
-
-
-def _detects(environment: Any) -> bool:
-    try:
-        return bool(environment.detect())
-    except Exception:  # noqa: BLE001 - a half-configured environment is no launcher
-        return False
 
 
 def build_trainer(

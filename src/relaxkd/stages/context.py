@@ -72,7 +72,7 @@ class Context:
 
     def _build_lock(self, store: ArtifactStore, stage: str, key: str):
         """The artifact's build lock; DDP workers (which re-run the command) build beside their rank 0."""
-        from relaxkd.engine.trainer import is_main_process
+        from relaxkd.engine.launch import is_main_process
 
         if not is_main_process():
             return nullcontext()

@@ -1,16 +1,16 @@
-"""Export a trained student (safetensors + TorchScript or ONNX) and classify image files with it."""
+"""Export a trained student (safetensors + TorchScript or ONNX); stages/predict.py reads what it writes."""
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import torch
+
 from relaxkd.errors import UserError
+from relaxkd.stages.predict import EXPORT_MANIFEST, INFO, ONNX, TORCHSCRIPT, WEIGHTS, load_student, quiet_torchscript
 
 FORMATS = ("torchscript", "onnx")
 
@@ -48,18 +48,18 @@ def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | No
     _refuse_artifact_folder(out, (ctx.store.root, ctx.shared.root))
     previous = _previous_export(out)
     art = _find_student(ctx, artifact)
-    model, info = _load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
+    model, info = load_student(art.path, f"delete {art.path} and rerun `relaxkd distill`")
     from relaxkd.artifacts import atomic_output, make_dir
 
     make_dir(out, "--out")
-    written = [out / "student.safetensors", out / "student.json"]
+    written = [out / WEIGHTS, out / INFO]
     for path in written:  # each file appears whole or not at all (a full disk leaves the old one)
         with atomic_output(path) as tmp:
             shutil.copyfile(art.path / path.name, tmp)
     size = int(info.get("image_size", 224))
     example = torch.zeros(1, 3, size, size)
-    path = out / ("student.torchscript.pt" if fmt == "torchscript" else "student.onnx")
-    with atomic_output(path) as tmp, quiet_export():
+    path = out / (TORCHSCRIPT if fmt == "torchscript" else ONNX)
+    with atomic_output(path) as tmp, quiet_torchscript():
         if fmt == "torchscript":
             torch.jit.trace(model, example).save(str(tmp))
         else:
@@ -127,8 +127,8 @@ def _drop_previous(out: Path, previous: list[str], written: list[Path]) -> None:
           file=sys.stderr, flush=True)
 
 
-#: what `relaxkd export` wrote, with each file's SHA-256: predict reads nothing else
-EXPORT_MANIFEST, EXPORT_KIND = "manifest.json", "relaxkd-export"
+#: the manifest's kind: what tells an export folder's manifest.json from a user's file
+EXPORT_KIND = "relaxkd-export"
 
 
 def _write_export_manifest(out: Path, files: list[Path], source: str | None = None) -> None:
@@ -139,134 +139,3 @@ def _write_export_manifest(out: Path, files: list[Path], source: str | None = No
         manifest["source"] = source  # the distill artifact exported
     manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
     write_json(out / EXPORT_MANIFEST, manifest)
-
-
-def _verify_export(model_dir: Path, names: tuple[str, ...]) -> None:
-    from relaxkd.artifacts import MANIFEST_DIGEST, file_sha256, manifest_digest
-
-    advice = "run `relaxkd export` again"
-    try:
-        manifest = json.loads((model_dir / EXPORT_MANIFEST).read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{model_dir} has no readable {EXPORT_MANIFEST} (not written by this version of `relaxkd export`); {advice}") from None
-    if not isinstance(manifest, dict) or manifest.get(MANIFEST_DIGEST) != manifest_digest(manifest):
-        raise UserError(f"{model_dir / EXPORT_MANIFEST} was changed after export; {advice}")
-    files = manifest.get("files") or {}
-    for name in names:
-        if name not in files:
-            raise UserError(f"{model_dir / EXPORT_MANIFEST} does not list {name}; {advice}")
-        if not (model_dir / name).is_file() or file_sha256(model_dir / name) != files[name]:
-            raise UserError(f"{model_dir / name} does not match the export's manifest (changed or replaced after export); {advice}")
-
-
-@contextlib.contextmanager
-def quiet_export():
-    """torch's deprecation notices for the two export paths we choose on purpose (TorchScript tracing,
-    the TorchScript-based ONNX exporter) say nothing a user can act on: silenced here, where they arise."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace\w*`? is deprecated.*", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"The feature will be removed\. Please remove usage of this function.*",
-                                category=DeprecationWarning)
-        yield
-
-
-def load_exported(model_dir: Path) -> tuple[torch.nn.Module, dict]:
-    info_path = model_dir / "student.json"
-    if not info_path.is_file():
-        raise UserError(f"{str(model_dir)!r} is not an export directory (no student.json); run `relaxkd export` first")
-    _verify_export(model_dir, ("student.json", "student.safetensors"))
-    return _load_student(model_dir, "run `relaxkd export` again")
-
-
-def _load_student(folder: Path, advice: str) -> tuple[torch.nn.Module, dict]:
-    """The student in ``folder`` (student.json + student.safetensors); damaged files are a UserError."""
-    from relaxkd.checkpoints import differences, read_checkpoint
-    from relaxkd.models import build_backbone
-
-    try:
-        info = json.loads((folder / "student.json").read_text())
-        arch, num_classes = info["arch"], int(info["num_classes"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{folder / 'student.json'} is damaged ({type(err).__name__}: {err}); {advice}") from None
-    if not isinstance(arch, str) or num_classes < 2:
-        raise UserError(f"{folder / 'student.json'} is damaged (arch {arch!r}, num_classes {num_classes}); {advice}")
-    weights = folder / "student.safetensors"
-    state = read_checkpoint(weights, f"student weights {weights}", advice)
-    model = build_backbone(arch, num_classes, "none")
-    detail = differences(state, model.state_dict(), weights.name, f"the {arch} with {num_classes} classes of student.json")
-    if detail:
-        raise UserError(f"{folder} holds student files that do not fit together ({detail}); {advice}")
-    problem = _info_problem(info, num_classes)
-    if problem:
-        raise UserError(f"{folder / 'student.json'} is damaged ({problem}); {advice}")
-    model.load_state_dict(state)
-    return model.eval(), info
-
-
-def _info_problem(info: dict, num_classes: int) -> str:
-    """What is wrong with student.json's fields (empty when nothing)."""
-    classes = info.get("classes")
-    if not isinstance(info.get("arch"), str):
-        return "arch is not a name"
-    if num_classes < 2:
-        return f"num_classes is {num_classes}"
-    if not isinstance(classes, list) or len(classes) != num_classes or not all(isinstance(c, str) for c in classes):
-        got = len(classes) if isinstance(classes, list) else type(classes).__name__
-        return f"classes must list {num_classes} class names, found {got}"
-    size = info.get("image_size", 224)
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
-        return f"image_size must be a whole number of pixels from 1 to {MAX_IMAGE_SIZE}, found {size!r}"
-    return ""
-
-
-#: the largest input side a student is exported for (ImageNet models use 224)
-MAX_IMAGE_SIZE = 4096
-
-
-def _open_image(path: Path):
-    """An RGB image from a regular file; a FIFO, device or folder is refused before it is opened (a FIFO
-    would block), as is an image over PIL's decompression-bomb limit."""
-    import stat
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    from relaxkd.data.base import WIDE_MODES, to_rgb
-
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise UserError(f"image file {str(path)!r} does not exist") from None
-    except OSError as exc:
-        raise UserError(f"image file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise UserError(f"image file {str(path)!r} is not a regular file (a folder, FIFO or device); pass image files")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                return to_rgb(img, path) if img.mode in WIDE_MODES else img.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"image file {str(path)!r} is too large to classify (over {Image.MAX_IMAGE_PIXELS:,} pixels); "
-                        f"downscale it first") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise UserError(f"image file {str(path)!r} is not a readable image") from None
-
-
-def predict_files(model_dir: Path, images: list[Path], top: int = 1) -> list[str]:
-    from relaxkd.data.transforms import IMAGENET_STATS, build_transform
-
-    if top < 1:
-        raise UserError(f"--top must be at least 1, got {top}")
-    model, info = load_exported(model_dir)
-    transform = build_transform("test", int(info.get("image_size", 224)), IMAGENET_STATS)
-    lines = []
-    for path in images:
-        x = transform(_open_image(Path(path)))[None]
-        with torch.inference_mode():
-            probs = model(x).softmax(dim=1)[0]
-        values, indices = probs.topk(min(top, len(probs)))
-        ranked = ", ".join(f"{info['classes'][i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist()))
-        lines.append(f"{path}: {ranked}")
-    return lines
