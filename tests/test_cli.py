@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from relaxkd import cli
@@ -181,6 +182,34 @@ def test_empty_class_folder(capsys, monkeypatch, tiny, intact, tmp_path):
         after_progress=True,
         intact=intact,
     )
+
+
+def test_guessed_senses_are_repicked_by_the_class_images_with_clip_weights(capsys, monkeypatch, tiny, tmp_path):
+    """With a CLIP weights file (here the tiny model's random weights: the pick itself is arbitrary) the
+    embed stage re-picks every guessed sense by the class images and records runner-up and margin;
+    the neighbourhood nouns use those senses."""
+    import open_clip
+
+    from relaxkd.clip import TINY_MODEL, register_tiny_model
+    from relaxkd.config import load_config
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.embed_images import class_synsets
+
+    register_tiny_model()
+    weights = tmp_path / "clip.pt"
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model(TINY_MODEL).state_dict(), weights)
+    root = write_image_folder(tmp_path / "data", {"train": {"crane": 2, "seal": 2, "goldfish": 2}, "val": {"crane": 1, "seal": 1, "goldfish": 1}})
+    args = [*image_folder_args(tiny, root), f"clip.weights={weights}"]
+    result = relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *args)
+    assert result.code == 0, result.err
+    assert "[relaxkd] senses re-picked by the class images (2):" in result.err
+    found = re.search(r"crane +-> crane\.n\.0(\d) \(closest of 5 noun senses to the class's images; runner-up crane\.n\.0(\d) by \d\.\d{3} cosine\)", result.err)
+    assert found and "1" not in found.groups(), result.err  # never crane.n.01, the writer (an instance)
+    classes = json.loads((Path(result.out.split("image embeddings: ")[1].strip()).parent / "classes.json").read_text())
+    assert classes["classes"] == ["crane", "goldfish", "seal"] and classes["sense_sources"] == ["images", "default", "images"]
+    assert classes["sense_margin"][0] >= 0 and classes["sense_margin"][1] is None and classes["sense_runner_up"][2] not in (None, classes["synsets"][2])
+    assert class_synsets(Context(load_config(DEMO, args))) == classes["synsets"]
 
 
 def test_hidden_and_system_folders_are_not_classes(capsys, monkeypatch, tiny, tmp_path):

@@ -164,6 +164,7 @@ class Context:
 
     @cached_property
     def synsets(self) -> list[str]:
+        """The classes' senses from their names (stages/embed_images.py ``class_synsets`` may re-pick them by images)."""
         return self.raw_train.synsets(self.cfg.data.synset_overrides)
 
     def augmented(self, raw, kind: str, stats, image_size: int | None = None, seed: int | None = None):

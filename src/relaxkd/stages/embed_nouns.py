@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.stages.context import Context
+from relaxkd.stages.embed_images import class_synsets
 from relaxkd.stages.specs import clip_spec
 
 STAGE = "embed-nouns"
@@ -22,7 +23,7 @@ def nouns_spec(ctx: Context) -> dict[str, Any]:
     if n.exclude_class_names or n.candidates == "neighbourhood":
         spec["classes"] = ctx.classes
     if n.candidates == "neighbourhood":
-        spec.update(synsets=ctx.synsets, hypernym_depth=n.hypernym_depth)
+        spec.update(synsets=class_synsets(ctx), hypernym_depth=n.hypernym_depth)
     return spec
 
 
@@ -39,7 +40,7 @@ def embed_nouns(ctx: Context) -> Artifact:
         n = ctx.cfg.nouns
         nouns = candidate_nouns(
             n.candidates,
-            class_synsets=ctx.synsets,
+            class_synsets=class_synsets(ctx),
             class_names=ctx.classes,
             exclude_class_names=n.exclude_class_names,
             hypernym_depth=n.hypernym_depth,

@@ -245,20 +245,25 @@ def rerank_by_images(
     wn: WordNetCorpusReader | None = None,
 ) -> list[dict[str, object]]:
     """Re-pick each guessed sense by the class's images: the sense whose ``lemma, gloss`` text
-    embedding is closest to the class's mean image embedding (``mean_images[c]``). Overrides, wnids
-    and built-in senses stay; a re-ranked row records the runner-up and the cosine margin."""
+    embedding is closest to the class's mean image embedding (``mean_images[c]``), among its common
+    nouns (instances only when it has no other). Overrides, wnids and built-in senses stay; a
+    re-ranked row records the runner-up and the cosine margin."""
     wn = wn or ensure_wordnet()
     for index, row in enumerate(rows):
         if not row["ambiguous"]:
             continue
         names = [str(row["synset"])] + [name for name, _ in row["alternatives"]]  # type: ignore[attr-defined]
-        synsets = [wn.synset(name) for name in names]
+        every = [wn.synset(name) for name in names]
+        # one person or place is never the class when a common noun is among its senses
+        synsets = [s for s in every if not s.instance_hypernyms()] or every
+        if len(synsets) < 2:
+            continue
         order, scores = rank_senses_by_images(mean_images[index], embed_texts([sense_text(s) for s in synsets]))
-        best, runner_up = synsets[order[0]], synsets[order[1]]
+        ranked = [synsets[i] for i in order] + [s for s in every if s not in synsets]
         row.update(
-            synset=best.name(), gloss=best.definition(), source="images",
-            runner_up=runner_up.name(), margin=round(scores[0] - scores[1], 4),
-            alternatives=[(synsets[i].name(), synsets[i].definition()) for i in order[1:]],
+            synset=ranked[0].name(), gloss=ranked[0].definition(), source="images",
+            runner_up=ranked[1].name(), margin=round(scores[0] - scores[1], 4),
+            alternatives=[(s.name(), s.definition()) for s in ranked[1:]],
         )
     return rows
 
