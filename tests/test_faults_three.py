@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from cli_helpers import ENTRY_POINT, RunSnapshot, assert_user_error, relaxkd
+from cli_helpers import ENTRY_POINT, RunSnapshot, assert_user_error, committed_files, relaxkd
 from conftest import REPO
 
 DEMO = str(REPO / "configs" / "demo.yaml")
@@ -290,3 +290,41 @@ def test_training_set_of_one_more_than_a_multiple_of_the_batch_size_trains_every
         student = relaxkd(capsys, monkeypatch, "distill", DEMO, *args, f"distill.targets={targets}")
         assert student.code == 0, student.err
         assert "distill: top1" in student.out
+
+
+# -- sweeps: nothing to run, invalid trials -----------------------------------------------------
+@pytest.mark.parametrize("before", ["fresh", "after-a-run"])
+def test_sweep_whose_students_are_all_left_out_says_so(capsys, monkeypatch, run, intact, tmp_path, before):
+    args = list(run.args)
+    if before == "fresh":
+        args += [f"run_root={tmp_path / 'fresh'}", f"cache_root={tmp_path / 'fresh' / '_shared'}"]
+    result = relaxkd(capsys, monkeypatch, "sweep", DEMO, *args, "sweep_students=false", "--family", "table1")
+    assert assert_user_error(result, intact=intact) == (
+        "error: sweep table1: sweep_students=false leaves out the student of every selected trial, and these trials "
+        "train nothing else; set sweep_students=true, or list the trials whose students train (e.g. sweep_students=[table1/*])")
+    assert not committed_files(tmp_path / "fresh")  # at most the run directory's lock file
+    patterns = relaxkd(capsys, monkeypatch, "sweep", DEMO, *args, "sweep_students=[table2/*]", "--family", "table1", "--trials", "no-kd")
+    assert assert_user_error(patterns, intact=intact).startswith("error: sweep table1: sweep_students=[table2/*] leaves out")
+
+
+def test_run_warns_when_sweep_students_leaves_a_sweep_nothing(capsys, tiny_cfg):
+    from relaxkd.stages.context import Context
+    from relaxkd.stages.plan import sweep_steps
+
+    tiny_cfg.sweep_students = False
+    capsys.readouterr()
+    assert sweep_steps(Context(tiny_cfg), "table1") == []
+    assert "[relaxkd] warning: sweep table1: sweep_students=false leaves out the student of every selected trial" in capsys.readouterr().err
+    tiny_cfg.sweep_students = ["table1/no-kd"]
+    assert {step.name.split(" seed")[0] for step in sweep_steps(Context(tiny_cfg), "table1")} == {"table1 no-kd"}
+
+
+def test_trial_with_an_invalid_config_is_refused_before_any_stage(capsys, monkeypatch, run, intact):
+    members = "unimodal.members=[{name: strong, aug: strong}, {name: weak, aug: weak}]"
+    for command in (["sweep", DEMO, *run.args, "sweep_students=true", members, "--family", "table1"],
+                    ["run", DEMO, *run.args, "sweeps=[table1]", members]):
+        message = assert_user_error(relaxkd(capsys, monkeypatch, *command), intact=intact)
+        assert message == (
+            "error: sweep table1, trial 'ensemble-kd': config: distill.teachers names unknown teacher 'strong2'; valid "
+            "teachers: strong, weak, tx, expert_many, expert_medium, expert_few (unimodal.members defines the image "
+            "teachers); or leave the trial out with --trials")

@@ -313,7 +313,8 @@ class ExperimentConfig(Strict):
         known = [m.name for m in self.unimodal.members] + [TX, *EXPERT_TEACHERS]
         for name in self.distill.teachers:
             if name not in known:
-                raise ValueError(f"distill.teachers names unknown teacher {name!r}; valid teachers: {', '.join(known)}")
+                raise ValueError(f"distill.teachers names unknown teacher {name!r}; valid teachers: {', '.join(known)} "
+                                 f"(unimodal.members defines the image teachers)")
         return self
 
     @property

@@ -167,11 +167,13 @@ def trains_students(cfg: ExperimentConfig, family: str, trial: str) -> bool:
     return any(fnmatch.fnmatchcase(f"{family}/{trial}", pattern) for pattern in wanted)
 
 
-def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[ProgressStep]:
+def sweep_steps(ctx: Context, family: str, names: str | None = None, strict: bool = False) -> list[ProgressStep]:
     """One step per trial of ``family`` and seed; each records its artifacts in ``sweep-<family>.json``.
 
     A trial's record keeps ``runs`` (seed -> artifact paths) for the seeds of this command and
-    ``artifacts`` (those of the first seed) for readers of one run per trial.
+    ``artifacts`` (those of the first seed) for readers of one run per trial. Every trial's config
+    is checked here, before any stage runs. When ``sweep_students`` leaves nothing to run, ``strict``
+    (the sweep command) refuses with one line, else (a run's sweeps) a warning says so.
     """
     trials = select_trials(family, names)
     record_path = ctx.cfg.run_dir / f"sweep-{family}.json"
@@ -193,6 +195,7 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[Pro
             log(f"{family} trial {trial.name}: skipped, it needs {missing} data (dataset {ctx.cfg.data.dataset!r} is not)")
             continue
         base_overrides = resolve_overrides(list(trial.overrides), ctx.cfg.to_dict())
+        check_trial_config(ctx.cfg, family, trial.name, base_overrides)
         for seed in seeds:
             overrides = [*base_overrides, f"seed={seed}"]
 
@@ -210,12 +213,35 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None) -> list[Pro
 
             name = f"{family} {trial.name}" + (f" seed {seed}" if len(seeds) > 1 else "")
             steps.append(ProgressStep(name, execute, tuple(_TRIAL_BUILDS[s] for s in stages)))
+    if not steps and trials:
+        _nothing_to_run(ctx.cfg, family, strict)
     return steps
+
+
+def check_trial_config(cfg: ExperimentConfig, family: str, trial: str, overrides: list[str]) -> None:
+    """The trial's resolved config is valid (keys, values, registry names), or one line naming the trial."""
+    from relaxkd.config import check_names
+
+    try:
+        check_names(build_config(apply_overrides(cfg.to_dict(), list(overrides))))
+    except UserError as err:
+        raise UserError(f"sweep {family}, trial {trial!r}: {err}; or leave the trial out with --trials") from None
+
+
+def _nothing_to_run(cfg: ExperimentConfig, family: str, strict: bool) -> None:
+    """Every selected trial only trains a student, and ``sweep_students`` leaves out all of them."""
+    shown = str(cfg.sweep_students).lower() if isinstance(cfg.sweep_students, bool) else f"[{', '.join(cfg.sweep_students)}]"
+    message = (f"sweep {family}: sweep_students={shown} leaves out the student of every selected trial, and these "
+               f"trials train nothing else; set sweep_students=true, or list the trials whose students train "
+               f"(e.g. sweep_students=[{family}/*])")
+    if strict:
+        raise UserError(message)
+    log(f"warning: {message}")
 
 
 def run_sweep(ctx: Context, family: str, names: str | None = None) -> None:
     """Run the trials of one family (every seed) on top of ``ctx``'s config; record them in ``sweep-<family>.json``."""
-    StageProgress(sweep_steps(ctx, family, names), ctx.timings).run_all()
+    StageProgress(sweep_steps(ctx, family, names, strict=True), ctx.timings).run_all()
 
 
 def unmet_requirements(ctx: Context, trial: Trial) -> str | None:
