@@ -56,12 +56,12 @@ def test_config_from_a_fifo_is_read(capsys, monkeypatch, tmp_path):
 def test_config_from_stdin_and_process_substitution(tmp_path):
     """`relaxkd validate /dev/stdin < C` and `relaxkd validate <(cat C)` through the real console script."""
     text = "seed: 3\ndistill:\n  temperature: 2.5\n"
-    piped = subprocess.run([str(ENTRY_POINT), "validate", "/dev/stdin"], input=text, capture_output=True, text=True,
-                           cwd=tmp_path, timeout=120)
+    piped = subprocess.run([str(ENTRY_POINT), "validate", "/dev/stdin"], check=False, input=text, capture_output=True,
+                           text=True, cwd=tmp_path, timeout=120)
     assert piped.returncode == 0, piped.stderr
     resolved = yaml.safe_load(piped.stdout)
     assert (resolved["seed"], resolved["distill"]["temperature"], resolved["name"]) == (3, 2.5, "experiment")
-    substituted = subprocess.run(["bash", "-c", f'"{ENTRY_POINT}" validate <(cat "{DEMO}") seed=4'], capture_output=True,
+    substituted = subprocess.run(["bash", "-c", f'"{ENTRY_POINT}" validate <(cat "{DEMO}") seed=4'], check=False, capture_output=True,
                                  text=True, cwd=tmp_path, timeout=120)
     assert substituted.returncode == 0, substituted.stderr
     assert yaml.safe_load(substituted.stdout)["seed"] == 4
