@@ -92,14 +92,14 @@ def test_config_file_that_is_not_text(capsys, monkeypatch, tmp_path):
 def test_unreadable_config_file(capsys, monkeypatch, tmp_path):
     locked = tmp_path / "locked.yaml"
     locked.write_text("name: x\n")
-    read_text = Path.read_text
+    open_file = Path.open
 
     def denied(self, *args, **kwargs):  # chmod 000 does not stop root, who runs some CI machines
         if self == locked:
             raise PermissionError(13, "Permission denied", str(self))
-        return read_text(self, *args, **kwargs)
+        return open_file(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", denied)
+    monkeypatch.setattr(Path, "open", denied)
     assert_user_error(
         relaxkd(capsys, monkeypatch, "validate", locked),
         f"error: cannot read config file '{locked}': Permission denied; check its permissions",
