@@ -64,7 +64,7 @@ def test_report_over_an_empty_run_directory_is_an_error(tmp_path):
 
 @pytest.mark.slow
 def test_table2_sweep_reproduces_the_papers_teacher_ordering(tmp_path):
-    """More gt text -> higher T_x accuracy (100 % gt ~ 100 %); more noise -> larger image share.
+    """More gt text -> higher T_x accuracy (100 % gt ~ 100 %); label noise keeps the text naming the target.
 
     Runs with the tiny fixture's neighbourhood candidates. With a random-weight CLIP the wn series
     below 100 % gt is not monotonic (measured 100 / 90.8 / 85.0 / 89.7 / 90.3 for gt 100/80/50/20/0 %
@@ -94,13 +94,10 @@ def test_table2_sweep_reproduces_the_papers_teacher_ordering(tmp_path):
     wn = [rows[("wn", g)][0] for g in (1.0, 0.8, 0.5, 0.2, 0.0)]
     assert wn[0] > max(wn[1:]) + 2.0, wn  # exact names clearly beat any share of relaxed text
     noise = [rows[("noise", g)][0] for g in (0.8, 0.5, 0.2, 0.0)]
-    # more gt text never makes the teacher clearly worse (2-point tolerance), and the most-gt one is
-    # clearly better than noise only (measured 88.6 -> 84.2: the image half alone gives ~85 %)
-    assert all(a >= b - 2.0 for a, b in zip(noise, noise[1:])), noise
-    assert noise[0] > noise[-1] + 2.0, noise
-    noise_shares = [rows[("noise", g)][1] for g in (0.8, 0.5, 0.2, 0.0)]
-    assert noise_shares[-1] > noise_shares[0] + 0.05, noise_shares  # measured: 0.77 -> 0.86
-    assert all(a <= b + 0.05 for a, b in zip(noise_shares, noise_shares[1:])), noise_shares
+    # Table 2's noise is the released code's label noise (issue 25 item 8): a noise sample's random
+    # class is its text *and* its target, so the text always names the target; validation is clean,
+    # with each image's own class name, which the teacher has learnt to read at every noise share
+    assert min(noise) >= 95.0, noise
     report = write_report(p.cfg.run_dir).read_text()
     assert "Table 2" in report and "figure3_attribution_shares.png" in report
 

@@ -40,13 +40,15 @@ def pipeline(run_root, *overrides: str) -> Context:
     return Context(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(run_root) + list(overrides)))
 
 
-def tx_top1(run_root, proportions: str) -> float:
-    art = multimodal_teacher(pipeline(run_root, LEAKAGE_OPTIM, f"multimodal.proportions={proportions}"))
+def tx_top1(run_root, proportions: str, *extra: str) -> float:
+    art = multimodal_teacher(pipeline(run_root, LEAKAGE_OPTIM, f"multimodal.proportions={proportions}", *extra))
     return art.read_json("metrics.json")["top1"]
 
 
 def test_ground_truth_text_leaks_the_label(run_root):
-    gt, wn, noise = (tx_top1(run_root, p) for p in ("{gt: 1.0}", "{wn: 1.0}", "{noise: 1.0}"))
+    # text-only noise (the label stays the target); Table 2's label noise makes the noisy class the
+    # target too, and then the class name on the clean validation set leaks the label again
+    gt, wn, noise = (tx_top1(run_root, p, "multimodal.noise=text") for p in ("{gt: 1.0}", "{wn: 1.0}", "{noise: 1.0}"))
     assert gt >= 99.0, gt
     # without the class name the teacher relies on the (random-weight) image embedding: clearly worse
     assert wn <= gt - 5.0, (gt, wn)
@@ -134,9 +136,10 @@ def test_text_modes_follow_the_configured_proportions(run_root):
     metrics = multimodal_teacher(pipeline(run_root, "multimodal.proportions={gt: 0.3, wn: 0.4, noise: 0.3}")).read_json(
         "metrics.json"
     )
-    for split in ("train", "val"):
+    # label noise (the default) relabels training samples only: validation gives noise samples their own class name
+    for split, shares in (("train", {"gt": 0.3, "wn": 0.4, "noise": 0.3}), ("val", {"gt": 0.6, "wn": 0.4})):
         measured = metrics["provenance"][f"measured_{split}_proportions"]
-        assert set(measured) == {"gt", "wn", "noise"}
-        for mode, share in {"gt": 0.3, "wn": 0.4, "noise": 0.3}.items():
+        assert set(measured) == set(shares)
+        for mode, share in shares.items():
             assert measured[mode] == pytest.approx(share, abs=0.002), (split, measured)
     json.dumps(metrics)  # artifact metrics stay plain JSON

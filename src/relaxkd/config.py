@@ -134,6 +134,11 @@ class MultimodalConfig(Strict):
     #: the paper's best trial, T_x (img, 0 % gt, 100 % wn), used in Tables 1 and 3
     proportions: dict[str, float] = Field(default_factory=lambda: {"wn": 1.0})
     bank: Literal["learnable", "fixed"] = "learnable"
+    #: what a `noise` sample is. "label" (Table 2's, the released code's LT_Dataset_noised): its label
+    #: is replaced once, at construction, by a uniformly random class (possibly its own), which is
+    #: both its text's class name and its cross-entropy target; validation stays clean. "text": only
+    #: its text names the random class, the target stays its own label.
+    noise: Literal["label", "text"] = "label"
     #: Figure 2's text-only teacher: the image half of the input is zeroed.
     text_only: bool = False
     preset: Literal["paper", "authors_code"] = "paper"
@@ -153,6 +158,14 @@ class MultimodalConfig(Strict):
     #: reachable ImageNet weights the head starts from random weights and the report says so.
     weights: UserPath = "imagenet"
     optim: OptimConfig = Field(default_factory=OptimConfig)
+
+    @model_serializer(mode="wrap")
+    def _noise_only_with_noise(self, handler: Any) -> Any:
+        # the noise kind means nothing without noise samples: keys of other T_x stay as they were
+        data = handler(self)
+        if isinstance(data, dict) and not self.proportions.get("noise", 0):
+            data.pop("noise", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -60,6 +60,7 @@ MEANINGS: dict[str, str] = {
     "multimodal.hidden_dim": "width of the mlp head's hidden layers",
     "multimodal.dropout": "dropout of the mlp head",
     "multimodal.proportions": "share of samples per text mode: gt (class name), wn (relaxed bank), noise (random class name), none",
+    "multimodal.noise": "noise samples: label (relabelled once to a random class: its name and CE target, as the released code) or text (random class name only)",
     "multimodal.bank": "relaxed bank learnable (paper) or fixed at its CLIP embeddings (Table 3's n_pretrained)",
     "multimodal.preset": "eq. 6 weights: paper (λ_hier 0.1, λ_cos 0.01) or authors_code (0.2, 0.005)",
     "multimodal.lambda_hier": "weight of the hierarchical loss (wn samples' text pulled towards the class name)",

@@ -68,6 +68,8 @@ def table2_trials() -> list[Trial]:
             props = _props(gt=gt, **{other: rest})
             labels = {"gt": gt, "other": other, "other_share": rest}
             pinned = [props, "multimodal.text_only=false", "multimodal.bank=learnable"]
+            if other == "noise":  # the released code's label noise (multimodal.noise=text: text-only noise)
+                pinned.append("multimodal.noise=label")
             trials.append(Trial(f"{base}/tx-s", [*pinned, f"distill.teachers=[{TX}]"], (TX, "attribute", "distill"), {**labels, "teachers": "T_x S_s"}))
             trials.append(Trial(f"{base}/tm-tx-s", [*pinned, f"distill.teachers=[strong, weak, {TX}]"], ("distill",), {**labels, "teachers": "T_m T_x S_s"}))
     return trials

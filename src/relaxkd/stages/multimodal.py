@@ -128,7 +128,9 @@ def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor |
 
     m = ctx.cfg.multimodal
     num_train, num_val, seed = len(emb["train"]), len(emb["val"]), ctx.cfg.seed
-    texts = {split: (assign_text_modes(n, m.proportions, seed + offset), assign_noise_classes(n, ctx.num_classes, seed + offset))
+    label_noise = m.noise == "label" and m.proportions.get("noise", 0) > 0
+    texts = {split: (assign_text_modes(n, _split_proportions(m.proportions, split, label_noise), seed + offset),
+                     assign_noise_classes(n, ctx.num_classes, seed + offset))
              for split, n, offset in (("train", num_train, 0), ("val", num_val, 1))}
     return MultimodalTeacher(
         head=m.head,
@@ -142,6 +144,7 @@ def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor |
         lambda_hier=m.lambda_hier,
         lambda_cos=m.lambda_cos,
         bank_weight_decay=m.bank_weight_decay,
+        label_noise=label_noise,
         head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout, "batch_norm": m.batch_norm} if m.head == "mlp" else {},
         num_train=num_train,
         num_val=num_val,
@@ -150,6 +153,16 @@ def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor |
         class_text=emb["class_text"],
         text_assignment=texts,
     )
+
+
+def _split_proportions(proportions: dict[str, float], split: str, label_noise: bool) -> dict[str, float]:
+    """Label noise relabels training samples only: the released code validates on the clean set,
+    each sample with its own class name (the ``noise`` share counts as ``gt`` there)."""
+    if not label_noise or split == "train":
+        return proportions
+    merged = {k: v for k, v in proportions.items() if k != "noise"}
+    merged["gt"] = merged.get("gt", 0.0) + proportions["noise"]
+    return merged
 
 
 class _EmbeddingSet(torch.utils.data.Dataset):

@@ -38,6 +38,7 @@ class MultimodalTeacher(ClassifierModule):
         lambda_hier: float = MULTIMODAL_PRESETS["paper"]["lambda_hier"],
         lambda_cos: float = MULTIMODAL_PRESETS["paper"]["lambda_cos"],
         bank_weight_decay: float = 1e-4,
+        label_noise: bool = False,
         head_kwargs: dict | None = None,
         num_train: int = 0,
         num_val: int = 0,
@@ -48,7 +49,9 @@ class MultimodalTeacher(ClassifierModule):
     ):
         """``bank`` (the relaxed bank), ``class_text`` (class-name embeddings) and ``text_assignment``
         (per split: every sample's text mode and noise class) are what a new teacher trains from; a
-        reloaded one gets them from its state dict instead."""
+        reloaded one gets them from its state dict instead. ``label_noise``: a ``noise`` sample's
+        noise class is also its training target (the released code's relabelled samples); otherwise
+        only its text names that class and the target stays its own label."""
         super().__init__(class_counts)
         self.save_hyperparameters(ignore=["class_counts", "bank", "class_text", "text_assignment"])
         self.optim_cfg = optim.OptimConfig.model_validate(optim_cfg)
@@ -130,6 +133,8 @@ class MultimodalTeacher(ClassifierModule):
         inputs, targets, indices = batch
         image_emb = self._embed(inputs)
         modes, noise = self.sample_text(indices, "train")
+        if self.hparams.get("label_noise", False):
+            targets = torch.where(modes == NOISE, noise, targets)
         text = self.text_embeddings(image_emb, targets, modes, noise)
         logits = self.head(self.fuse(image_emb, text))
         wn = modes == WN
