@@ -74,12 +74,9 @@ class RelaxConfig(Strict):
     iterations: int = Field(300, gt=0)
     restarts: int = Field(10, gt=0)
     sample_size: int | None = Field(None, gt=0)
-    #: never fewer clusters than classes (for small own datasets: too few clusters keep only generic
-    #: nouns such as entity, abstraction; a warning says when it applies). The paper's configs set
-    #: false: TAC's round(N / 300) alone, e.g. 36 clusters for CIFAR-100-LT's 10,847 images.
+    #: never fewer clusters than classes (small own datasets; warned); the paper's configs: false
     class_floor: bool = True
-    #: faiss's cap on the points k-means trains on per centre (it subsamples above it); null = every
-    #: point. The authors' code keeps faiss's default 256 (38,400 of CIFAR-100's 50,000 at M = 150).
+    #: faiss's cap on k-means points per centre; null = every point (the authors' code: faiss's 256)
     max_points_per_centroid: int | None = Field(None, gt=0)
 
     @model_serializer(mode="wrap")
@@ -134,10 +131,8 @@ class MultimodalConfig(Strict):
     #: the paper's best trial, T_x (img, 0 % gt, 100 % wn), used in Tables 1 and 3
     proportions: dict[str, float] = Field(default_factory=lambda: {"wn": 1.0})
     bank: Literal["learnable", "fixed"] = "learnable"
-    #: what a `noise` sample is. "label" (Table 2's, the released code's LT_Dataset_noised): its label
-    #: is replaced once, at construction, by a uniformly random class (possibly its own), which is
-    #: both its text's class name and its cross-entropy target; validation stays clean. "text": only
-    #: its text names the random class, the target stays its own label.
+    #: a noise sample: "label" (Table 2's, the released code's): relabelled once to a random class, its
+    #: text and CE target, validation clean; "text": only its text names the random class
     noise: Literal["label", "text"] = "label"
     #: Figure 2's text-only teacher: the image half of the input is zeroed.
     text_only: bool = False
@@ -160,12 +155,8 @@ class MultimodalConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
     @model_serializer(mode="wrap")
-    def _noise_only_with_noise(self, handler: Any) -> Any:
-        # the noise kind means nothing without noise samples: keys of other T_x stay as they were
-        data = handler(self)
-        if isinstance(data, dict) and not self.proportions.get("noise", 0):
-            data.pop("noise", None)
-        return data
+    def _noise_only_with_noise(self, handler: Any) -> Any:  # other T_x keep their keys
+        return handler(self) if self.proportions.get("noise", 0) else omit_defaults(handler(self), {"noise": self.noise})
 
     @model_validator(mode="before")
     @classmethod
