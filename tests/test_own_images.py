@@ -7,7 +7,7 @@ import re
 from relaxkd.config import load_config
 from relaxkd.preflight import check_paths
 
-from cli_helpers import relaxkd
+from cli_helpers import assert_user_error, relaxkd, relaxkd_subprocess
 from conftest import REPO
 from data_fixtures import write_image_folder
 
@@ -50,3 +50,16 @@ def test_relax_prints_senses_warnings_and_the_cluster_listing(capsys, monkeypatc
     assert result.out.strip().splitlines()[-1].startswith("nouns per cluster: ")
     # the report carries the senses too
     assert (tmp_path / "runs" / "shapes").is_dir()  # named after the data folder
+
+
+def test_offline_shipped_config_fails_with_relaxkds_line_only(monkeypatch, tmp_path):
+    """No weights and no network: relaxkd's one error line, nothing from open_clip's or
+    huggingface_hub's loggers (open_clip's `ERROR:root:Failed to download weights ...`)."""
+    root = write_image_folder(tmp_path / "pics", {"train": {"cat": 2, "dog": 2}, "val": {"cat": 1, "dog": 1}}, ".png")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fails at once, as without a network after its retries
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    result = relaxkd_subprocess("embed", "images", CONFIG, f"data.root={root}", f"run_root={tmp_path / 'runs'}",
+                                f"cache_root={tmp_path / 'runs' / '_shared'}", "data.num_workers=0", cwd=tmp_path)
+    assert_user_error(result, "error: could not download pretrained weights 'openai' for CLIP model 'ViT-B-32' (offline? ",
+                      "pass a local file path with clip.weights=/path", after_progress=True)
+    assert "ERROR:" not in result.err and "WARNING:" not in result.err

@@ -56,26 +56,27 @@ def load_clip(
     precision = check_precision(precision)
     device = check_device(device)
     source = _weights_source(model, weights)
-    try:
-        # Seeded random init without disturbing the caller's global RNG state; open_clip builds
-        # the model on the CPU before moving it, so only the CPU generator matters.
-        with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
-            torch.manual_seed(seed)
-            clip_model, _, preprocess = open_clip.create_model_and_transforms(
-                model,
-                pretrained=source.pretrained,
-                device=device,
-                precision="fp32",  # fp32 master weights; half precision comes from autocast
-                force_quick_gelu=source.force_quick_gelu,
-            )
-        tokenizer = open_clip.get_tokenizer(model)
-    except UserError:
-        raise
-    except Exception as err:
-        user_error = _loading_error(err, model, source.weights, source.kind)
-        if user_error is None:
+    with _held_loading_logs():
+        try:
+            # Seeded random init without disturbing the caller's global RNG state; open_clip builds
+            # the model on the CPU before moving it, so only the CPU generator matters.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                clip_model, _, preprocess = open_clip.create_model_and_transforms(
+                    model,
+                    pretrained=source.pretrained,
+                    device=device,
+                    precision="fp32",  # fp32 master weights; half precision comes from autocast
+                    force_quick_gelu=source.force_quick_gelu,
+                )
+            tokenizer = open_clip.get_tokenizer(model)
+        except UserError:
             raise
-        raise user_error from err
+        except Exception as err:
+            user_error = _loading_error(err, model, source.weights, source.kind)
+            if user_error is None:
+                raise
+            raise user_error from err
     return ClipEncoder(clip_model, tokenizer, preprocess, model_name=model, weights=source.weights,
                        is_random=source.is_random, precision=precision)
 
@@ -206,7 +207,7 @@ def _weights_file_error(err: Exception, model: str, weights: str) -> UserError:
     if found is None:
         return UserError(f"CLIP weights file {weights!r} holds no state dict of tensors; {advice}")
     try:
-        with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
+        with torch.random.fork_rng(devices=[]), _held_loading_logs():
             expected = open_clip.create_model(model, device="cpu").state_dict()
         detail = differences(found, expected, "the file", model)
     except Exception:  # noqa: BLE001 - the description is a courtesy; open_clip's reason will do
@@ -217,21 +218,39 @@ def _weights_file_error(err: Exception, model: str, weights: str) -> UserError:
     )
 
 
-class _DropRandomInitWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
+class _HeldLogs(logging.Handler):
+    """Holds the log records of open_clip and huggingface_hub while a model loads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @contextlib.contextmanager
-def _quiet_random_init_warning() -> Iterator[None]:
-    # open_clip warns on the root logger about random init; callers already know (is_random).
+def _held_loading_logs() -> Iterator[None]:
+    """open_clip logs on the root logger (and its module-level ``logging.error`` would install a
+    stderr handler for the rest of the process); huggingface_hub logs every retry. A failure that
+    :func:`_loading_error` reports says it in one line, so what they logged is dropped; after a
+    load that worked (or a failure relaxkd does not explain) it is passed on, except open_clip's
+    random-init warning (callers know: ``ClipEncoder.is_random``)."""
     root = logging.getLogger()
-    drop = _DropRandomInitWarning()
-    root.addFilter(drop)
+    held = _HeldLogs()
+    root.addHandler(held)  # a root handler also keeps logging.error from calling basicConfig
+    reported = False
     try:
         yield
+    except UserError:
+        reported = True
+        raise
     finally:
-        root.removeFilter(drop)
+        root.removeHandler(held)
+        if not reported:
+            for record in held.records:
+                if "initialized randomly" not in record.getMessage():
+                    logging.getLogger(record.name).handle(record)
 
 
 # ---------------------------------------------------------------------------------------------
