@@ -60,7 +60,7 @@ def loaded_after(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProces
         "main()\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     marker = [line for line in proc.stdout.splitlines() if line.startswith("LOADED ")]
     assert marker, proc.stderr
     return proc, json.loads(marker[-1].removeprefix("LOADED "))
@@ -75,16 +75,21 @@ def test_predict_on_a_torchscript_export_loads_none_of_the_heavy_libraries(tmp_p
     assert loaded == []
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", DEMO],
-                                  ["predict", "missing.png", "--model", "no-such-export"]],
-                         ids=["help", "validate", "predict-bad-model"])
+@pytest.mark.parametrize("args", [["--help"], ["validate", DEMO], ["predict", "missing.png", "--model", "no-such-export"],
+                                  ["export", DEMO, "run_root=runs", "--out", "out"], ["report", "runs"]],
+                         ids=["help", "validate", "predict-bad-model", "export-before-training", "report-of-nothing"])
 def test_light_commands_load_none_of_the_heavy_libraries(tmp_path, args):
+    """`export` and `report` reach their own work (here: nothing to export or report) with none of them
+    loaded: the config's registry names are checked from preflight's lists, not by importing every library."""
+    (tmp_path / "runs").mkdir()
     proc, loaded = loaded_after(tmp_path, *args)
     assert "Traceback" not in proc.stderr
     assert loaded == []
     if args[0] == "predict":  # answered before torch's import, too
         assert proc.returncode == 2 and proc.stderr.strip() == (
             "error: 'no-such-export' is not an export directory (no student.json); run `relaxkd export` first")
+    if args[0] == "export":
+        assert proc.returncode == 2 and "error: no trained student in 'runs/demo'" in proc.stderr
 
 
 def test_version_prints_relaxkd_and_torch(capsys, monkeypatch):

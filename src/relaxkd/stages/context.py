@@ -19,7 +19,8 @@ import yaml
 
 from relaxkd.artifacts import Artifact, ArtifactStore, stable_hash
 from relaxkd.console import say
-from relaxkd.config import ExperimentConfig, check_names
+from relaxkd.config import ExperimentConfig
+from relaxkd.preflight import check_names  # imports a registry only for a name it does not list
 
 #: artifacts already looked up or built in this process, by (store root, stage key)
 Verified = dict[tuple[str, str], Artifact]
