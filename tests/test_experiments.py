@@ -14,6 +14,7 @@ from relaxkd.stages.context import Context
 from relaxkd.stages.plan import run_experiment, run_sweep
 from relaxkd import trials
 
+from cli_helpers import relaxkd
 from conftest import REPO, tiny_overrides
 
 
@@ -38,6 +39,27 @@ def test_sweep_commands_are_independent_lines():
     lines = trials.sweep_commands(REPO / "configs" / "cifar100.yaml", ["seed=1"], "table2", None)
     assert len(lines) == len(trials.table2_trials()) == 18
     assert all(line.startswith("relaxkd sweep ") and "--trials" in line and "seed=1" in line for line in lines)
+
+
+def test_printed_commands_are_the_trials_that_will_run(capsys, monkeypatch, tmp_path):
+    runs = [f"run_root={tmp_path / 'runs'}", f"cache_root={tmp_path / 'runs' / '_shared'}"]
+    result = relaxkd(capsys, monkeypatch, "sweep", REPO / "configs" / "demo.yaml", *runs, "sweep_students=true",
+                     "--family", "table1", "--print-commands")
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
+    commands = [line for line in lines if line.startswith("relaxkd sweep ")]
+    assert [line.split("--trials ")[1] for line in commands] == [t.name for t in trials.table1_trials() if t.name != "lfme"]
+    assert lines[-1].startswith("# skipped, it needs long-tailed data; dataset 'digits' is not: relaxkd sweep ")
+    assert lines[-1].endswith("--trials lfme") and len(lines) == 9
+    # sweep_students=false: the student-only trials are comments naming the setting
+    result = relaxkd(capsys, monkeypatch, "sweep", REPO / "configs" / "demo.yaml", *runs, "sweep_students=false",
+                     "--family", "table2", "--print-commands")
+    lines = result.out.strip().splitlines()
+    assert len(lines) == 18 and sum(line.startswith("relaxkd sweep ") and line.endswith("/tx-s") for line in lines) == 9
+    skipped = [line for line in lines if line.startswith("#")]
+    assert len(skipped) == 9 and all(line.startswith(
+        "# skipped, sweep_students=false leaves out its student, and it trains nothing else: relaxkd sweep ") for line in skipped)
+    assert not (tmp_path / "runs").exists()  # nothing was computed
 
 
 def test_table2_trials_cover_the_paper_grid():

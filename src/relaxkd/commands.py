@@ -234,19 +234,19 @@ def sweep(
     overrides: Optional[list[str]] = OverridesArg,
     family: str = typer.Option("table2", help="trial family: table1, table2, table3, figure2"),
     trials: Optional[str] = typer.Option(None, help="comma-separated trial names (default: all)"),
-    print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial and exit"),
+    print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial that will run (skipped ones as # comments saying why) and exit"),
     launcher: Launcher = LauncherOpt,
     wait: bool = WaitOpt,
 ) -> None:
     """A family of trials (the paper's tables and figures) sharing artifacts."""
     from relaxkd.report import write_report
-    from relaxkd.stages.plan import run_sweep
-    from relaxkd.trials import select_trials, sweep_commands
+    from relaxkd.stages.plan import run_sweep, sweep_command_lines
+    from relaxkd.trials import select_trials
 
     if trials is not None and not [t for t in trials.split(",") if t.strip()]:
         raise UserError("--trials is empty; name trials (comma-separated) or leave the option out to run them all")
     if print_commands:
-        for line in sweep_commands(config, overrides or [], family, trials):
+        for line in sweep_command_lines(_context(config, overrides), config, overrides or [], family, trials):
             _say(line)
         return
     select_trials(family, trials)  # reject unknown names before any work

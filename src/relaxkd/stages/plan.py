@@ -27,7 +27,7 @@ from relaxkd.stages.embed_nouns import embed_nouns
 from relaxkd.stages.multimodal import multimodal_teacher, needs_bank
 from relaxkd.stages.relax import relax
 from relaxkd.stages.teacher_loading import teacher_artifact, used_teachers
-from relaxkd.trials import Trial, resolve_overrides, select_trials
+from relaxkd.trials import Trial, resolve_overrides, select_trials, sweep_commands
 
 Step = tuple[str, Callable[[Context], Artifact]]
 
@@ -181,8 +181,7 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None, strict: boo
     seeds = sweep_seeds(ctx.cfg)
     steps = []
     for trial in trials:
-        students = trains_students(ctx.cfg, family, trial.name)
-        stages = [s for s in TRIAL_STAGES if s in trial.stages and (s != "distill" or students)]
+        stages = trial_stages(ctx.cfg, family, trial)
         if not stages:  # e.g. a student-only trial that sweep_students leaves out
             continue
         missing = unmet_requirements(ctx, trial)
@@ -218,6 +217,39 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None, strict: boo
     return steps
 
 
+def trial_stages(cfg: ExperimentConfig, family: str, trial: Trial) -> list[str]:
+    """The stages of ``trial`` this config runs: its student only when ``sweep_students`` says so."""
+    students = trains_students(cfg, family, trial.name)
+    return [s for s in TRIAL_STAGES if s in trial.stages and (s != "distill" or students)]
+
+
+def sweep_command_lines(ctx: Context, config: Path, overrides: list[str], family: str, names: str | None) -> list[str]:
+    """``sweep --print-commands``: one command per trial that will run; a trial that will not is a
+    ``#`` comment saying why (``sweep_students``, data it needs), so a scheduler runs nothing for it."""
+    lines = []
+    # the data is read (class counts) but never downloaded just to print commands
+    local = ctx.derive(build_config(apply_overrides(ctx.cfg.to_dict(), ["data.download=false"])))
+    for trial, command in zip(select_trials(family, names), sweep_commands(config, overrides, family, names)):
+        why = None
+        if not trial_stages(ctx.cfg, family, trial):
+            why = f"{students_setting(ctx.cfg)} leaves out its student, and it trains nothing else"
+        elif trial.requires:
+            try:
+                missing = unmet_requirements(local, trial)
+            except UserError:  # no data on this machine (a cluster's login node)
+                missing, why = None, "it runs on long-tailed data only, and the data could not be read here to check"
+            if missing:
+                why = f"it needs {missing} data; dataset {ctx.cfg.data.dataset!r} is not"
+        lines.append(command if why is None else f"# skipped, {why}: {command}")
+    return lines
+
+
+def students_setting(cfg: ExperimentConfig) -> str:
+    """``sweep_students=...`` as a user would type it."""
+    wanted = cfg.sweep_students
+    return f"sweep_students={str(wanted).lower() if isinstance(wanted, bool) else '[' + ', '.join(wanted) + ']'}"
+
+
 def check_trial_config(cfg: ExperimentConfig, family: str, trial: str, overrides: list[str]) -> None:
     """The trial's resolved config is valid (keys, values, registry names), or one line naming the trial."""
     from relaxkd.config import check_names
@@ -230,8 +262,7 @@ def check_trial_config(cfg: ExperimentConfig, family: str, trial: str, overrides
 
 def _nothing_to_run(cfg: ExperimentConfig, family: str, strict: bool) -> None:
     """Every selected trial only trains a student, and ``sweep_students`` leaves out all of them."""
-    shown = str(cfg.sweep_students).lower() if isinstance(cfg.sweep_students, bool) else f"[{', '.join(cfg.sweep_students)}]"
-    message = (f"sweep {family}: sweep_students={shown} leaves out the student of every selected trial, and these "
+    message = (f"sweep {family}: {students_setting(cfg)} leaves out the student of every selected trial, and these "
                f"trials train nothing else; set sweep_students=true, or list the trials whose students train "
                f"(e.g. sweep_students=[{family}/*])")
     if strict:
