@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 
 import numpy as np
 import open_clip
@@ -52,14 +54,15 @@ def test_transform_output_shape_and_dtype(image, kind, policy, size):
 
 
 def test_transform_recipes():
-    from relaxkd.data.augment import AutoAugmentDraw, ColorJitterDraw, RandAugmentDraw, TrainingTransform
+    from relaxkd.data.augment import AutoAugmentDraw, ColorJitterDraw, TimmRandAugmentDraw, TrainingTransform
 
     strong_cifar = build_transform("strong", 224, cutout=CUTOUT_LENGTH)
     assert isinstance(strong_cifar, TrainingTransform) and isinstance(strong_cifar.draw, AutoAugmentDraw)
     assert strong_cifar.draw.policies == T.AutoAugment(T.AutoAugmentPolicy.CIFAR10).policies
     assert strong_cifar.cutout_length == 16  # the reference policy's 16 px hole, even at 224 px
     strong_imagenet = build_transform("strong", 224, policy="imagenet")
-    assert isinstance(strong_imagenet.draw, RandAugmentDraw) and strong_imagenet.cutout_length == 0
+    assert isinstance(strong_imagenet.draw, TimmRandAugmentDraw) and strong_imagenet.cutout_length == 0
+    assert strong_imagenet.crop.scale == (0.08, 1.0) and strong_imagenet.crop.interpolation == T.InterpolationMode.BILINEAR
     weak = build_transform("weak", 224)
     assert isinstance(weak.draw, ColorJitterDraw) and weak.cutout_length == 0
     assert isinstance(weak.crop, T.RandomResizedCrop) and weak.crop.scale == (0.2, 1.0)
@@ -490,3 +493,92 @@ def test_loader_with_a_device_batch_stage_hands_over_uint8_and_the_module_hook_f
         assert isinstance(raw_device[0], DeviceBatch) and isinstance(raw_loader[0], torch.Tensor)
         assert torch.equal(finished[1], raw_loader[1]) and torch.equal(finished[2], raw_loader[2])
         assert torch.equal(finished[0], raw_loader[0])
+
+
+# -- issue 25 item 3: the ImageNet strong view is the authors' (timm's rand-n2-m10-mstd0.5) --------
+#: data_loader/DataLoaderImageNet.py's _RAND_TRANSFORMS (its PosterizeTpu is timm's Posterize)
+AUTHORS_RAND_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd", "Color",
+                    "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+def authors_rand_augment_draws(images: int, rng: np.random.Generator) -> list[tuple[str, tuple]]:
+    """DataLoaderImageNet.py's RandAugment written out: 2 ops with replacement
+    (``np.random.choice(self.ops, 2, replace=True)``), each skipped when ``random() > 0.5``, magnitude
+    ``gauss(10, 0.5)`` clipped to [0, 10], and its ``_*_level_to_arg`` (_MAX_LEVEL 10)."""
+    signed = lambda v: -v if rng.random() > 0.5 else v  # noqa: E731  (_randomly_negate)
+    levels = {
+        "Rotate": lambda m: (signed(m / 10 * 30.0),), "ShearX": lambda m: (signed(m / 10 * 0.3),),
+        "ShearY": lambda m: (signed(m / 10 * 0.3),), "TranslateXRel": lambda m: (signed(m / 10 * 0.45),),
+        "TranslateYRel": lambda m: (signed(m / 10 * 0.45),), "Posterize": lambda m: (int(m / 10 * 4),),
+        "Solarize": lambda m: (int(m / 10 * 256),), "SolarizeAdd": lambda m: (int(m / 10 * 110),),
+        **{name: (lambda m: (m / 10 * 1.8 + 0.1,)) for name in ("Color", "Contrast", "Brightness", "Sharpness")},
+    }
+    draws = []
+    for _ in range(images):
+        for name in rng.choice(AUTHORS_RAND_OPS, 2, replace=True):
+            if rng.random() > 0.5:
+                continue
+            magnitude = min(10.0, max(0.0, rng.normal(10, 0.5)))
+            draws.append((str(name), levels[name](magnitude) if name in levels else ()))
+    return draws
+
+
+def _recorded(rand_augment, log: list) -> None:
+    """Wrap each of timm's ops to log (name, level args) when it runs."""
+    for op in rand_augment.ops:
+        def logged(img, *args, _name=op.name, _fn=op.aug_fn, **kwargs):
+            log.append((_name, args))
+            return _fn(img, *args, **kwargs)
+        op.aug_fn = logged
+
+
+def _summary(draws: list[tuple[str, tuple]], images: int) -> dict[str, tuple[float, float, float, float]]:
+    """Per op: runs per image, mean |first arg|, its standard error, share of negative args."""
+    out = {}
+    for name in AUTHORS_RAND_OPS:
+        args = np.array([a[0] for n, a in draws if n == name and a], dtype=float)
+        count = sum(1 for n, _ in draws if n == name)
+        if len(args):
+            out[name] = (count / images, float(np.abs(args).mean()), float(np.abs(args).std() / np.sqrt(len(args))), float((args < 0).mean()))
+        else:
+            out[name] = (count / images, 0.0, 0.0, 0.0)
+    return out
+
+
+def test_imagenet_strong_view_draws_timms_rand_augment_as_the_authors_configured_it():
+    from timm.data.auto_augment import rand_augment_transform
+
+    from relaxkd.data.draws import TimmRandAugmentDraw
+
+    images, size = 3000, 16
+    transform = build_transform("strong", size, policy="imagenet")
+    ours: list = []
+    _recorded(transform.draw.rand_augment, ours)
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    for seed in range(images):
+        torch.manual_seed(seed)
+        transform.prepare(picture)
+    # timm's own transform, configured as the authors' ra_params, drawing from the global generators
+    hparams = {"translate_const": int(size * 0.45), "img_mean": (124, 116, 104)}
+    reference = rand_augment_transform(TimmRandAugmentDraw.CONFIG, hparams)
+    theirs: list = []
+    _recorded(reference, theirs)
+    random.seed(1)
+    np.random.seed(1)
+    for _ in range(images):
+        reference(picture)
+    authors = authors_rand_augment_draws(images, np.random.default_rng(2))
+    assert [op.name for op in reference.ops] == list(AUTHORS_RAND_OPS)
+    assert {op.prob for op in reference.ops} == {0.5} and {op.magnitude_std for op in reference.ops} == {0.5}
+    assert reference.ops[0].kwargs["fillcolor"] == (124, 116, 104) == transform.draw.rand_augment.ops[0].kwargs["fillcolor"]
+    for name, (runs, magnitude, error, negative) in _summary(ours, images).items():
+        for other in (_summary(theirs, images)[name], _summary(authors, images)[name]):
+            assert runs == pytest.approx(other[0], abs=0.02), name  # 1/15 per image expected
+            assert abs(magnitude - other[1]) <= 4 * math.hypot(error, other[2]) + 1e-9, (name, magnitude, other)
+            assert negative == pytest.approx(other[3], abs=0.1), name
+    # the same seed gives the same view; the global generators are left as they were
+    state = random.getstate()
+    torch.manual_seed(5)
+    first = transform.prepare(picture)[0]
+    torch.manual_seed(5)
+    assert np.array_equal(first, transform.prepare(picture)[0]) and random.getstate() == state

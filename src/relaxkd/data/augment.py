@@ -40,7 +40,7 @@ from torchvision.transforms import functional as F
 
 # the per-image draws live in draws.py; re-exported here, where callers have always found them
 from relaxkd.data.draws import (  # noqa: F401
-    IDENTITY, OP_IDS, OPS, AutoAugmentDraw, ColorJitterDraw, Draw, RandAugmentDraw,
+    IDENTITY, OP_IDS, OPS, AutoAugmentDraw, ColorJitterDraw, Draw, RandAugmentDraw, TimmRandAugmentDraw,
 )
 from relaxkd.data.pil_ops import apply_ops_pil
 
@@ -277,8 +277,10 @@ class TrainingTransform:
         self._uniforms = crop.UNIFORMS + 1 + draw.UNIFORMS + 1  # crop, flip, ops, Cutout centre
         self.batch_stage = batch_stage
         # on the accelerator the tensor ops run at every size (no PIL there): above
-        # BATCH_OPS_MAX_SIZE its views differ from the CPU loader's PIL regime
-        self.batch_ops = batch_stage == "device" or self.image_size <= BATCH_OPS_MAX_SIZE
+        # BATCH_OPS_MAX_SIZE its views differ from the CPU loader's PIL regime. A pil_only draw
+        # (timm's RandAugment) applies its ops per image, on PIL, wherever the batch stage runs.
+        self.pil_only = getattr(draw, "pil_only", False)
+        self.batch_ops = not self.pil_only and (batch_stage == "device" or self.image_size <= BATCH_OPS_MAX_SIZE)
         self._scale, self._shift = stats.uint8_affine()  # [3, 1, 1]: broadcast over the batch
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray, Draw]:
@@ -291,7 +293,9 @@ class TrainingTransform:
         if image.mode != "RGB":
             image = image.convert("RGB")
         ops, magnitudes = self.draw(u[ops_from:-1])
-        if not self.batch_ops:  # large images: the ops now, on PIL; the batch stage only normalises
+        if self.pil_only:
+            image = self.draw.apply(image, u[ops_from:-1])
+        elif not self.batch_ops:  # large images: the ops now, on PIL; the batch stage only normalises
             image = apply_ops_pil(image, [OPS[op] for op in ops], magnitudes)
             ops, magnitudes = (), ()
         pixels = self.image_size * self.image_size

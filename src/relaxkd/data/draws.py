@@ -5,8 +5,13 @@ same distributions as torchvision's AutoAugment, RandAugment and ColorJitter. Th
 """
 from __future__ import annotations
 
+import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
+
+import numpy as np
+from PIL import Image
 
 from relaxkd.versions import require_tested
 
@@ -102,3 +107,58 @@ class ColorJitterDraw:
         # _apply_op's colour ops take factor - 1
         factors = [lo + (hi - lo) * value - 1.0 for (lo, hi), value in zip(self._ranges, [*uniforms[4:7], 0.0])]
         return [self._OPS[fn] for fn in order], [factors[fn] for fn in order]
+
+
+# --- timm's RandAugment, run on PIL under the image's own seed ------------------------------------
+
+
+@contextmanager
+def _seeded_python_and_numpy(seed: int):
+    """Python's and numpy's global generators seeded for one call (timm draws from both), then
+    restored: what timm draws depends only on ``seed``."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed([seed >> 32, seed & 0xFFFFFFFF])
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+class TimmRandAugmentDraw:
+    """The authors' ImageNet strong view after crop and flip (``data_loader/DataLoaderImageNet.py``):
+    ``ColorJitter(0.4, 0.4, 0.4, 0)``, then timm's own RandAugment ``rand-n2-m10-mstd0.5`` — 2 of
+    timm's 15 ops drawn with replacement, each applied with probability 0.5 at magnitude
+    N(10, 0.5) clipped to [0, 10], translations up to 45 % of the image side, fill = the ImageNet
+    mean, bilinear or bicubic at random (``timm.data.auto_augment.rand_augment_transform``).
+
+    Both run here, per image, on PIL (``pil_only``): the jitter from :class:`ColorJitterDraw`'s
+    uniforms, timm's transform under Python's and numpy's generators seeded from two more of the
+    image's uniforms, so a view still depends on its sample's seed alone."""
+
+    pil_only = True
+    CONFIG = "rand-n2-m10-mstd0.5"
+    #: the authors' ra_params: translate_const int(224 * 0.45) (timm's absolute translations, unused
+    #: by this op list), img_mean = the ImageNet mean in 0-255
+    IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+    def __init__(self, image_size: int, config: str = CONFIG):
+        from timm.data.auto_augment import rand_augment_transform
+
+        self.jitter = ColorJitterDraw(0.4, 0.4, 0.4)
+        hparams = {"translate_const": int(image_size * 0.45), "img_mean": tuple(min(255, round(255 * x)) for x in self.IMAGENET_MEAN)}
+        self.rand_augment = rand_augment_transform(config, hparams)
+        self.UNIFORMS = ColorJitterDraw.UNIFORMS + 2  # the jitter, and a 48-bit seed for timm
+
+    def __call__(self, uniforms: Sequence[float]) -> tuple[list[int], list[float]]:
+        return [], []  # nothing for the batch stage: see apply
+
+    def apply(self, image: Image.Image, uniforms: Sequence[float]) -> Image.Image:
+        from relaxkd.data.pil_ops import apply_ops_pil
+
+        ops, factors = self.jitter(uniforms[: ColorJitterDraw.UNIFORMS])
+        image = apply_ops_pil(image, [OPS[op] for op in ops], factors)
+        high, low = (min(int(u * (1 << 24)), (1 << 24) - 1) for u in uniforms[ColorJitterDraw.UNIFORMS:])
+        with _seeded_python_and_numpy((high << 24) | low):
+            return self.rand_augment(image)

@@ -17,7 +17,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from relaxkd.data.augment import BATCH_STAGES, AutoAugmentDraw, ColorJitterDraw, RandAugmentDraw, TrainingTransform
+from relaxkd.data.augment import BATCH_STAGES, AutoAugmentDraw, ColorJitterDraw, TimmRandAugmentDraw, TrainingTransform
 from relaxkd.errors import UserError
 from relaxkd.images import IMAGENET_STATS, Stats, normalized_pixels
 
@@ -28,6 +28,9 @@ TRANSFORM_KINDS = ("weak", "strong", "test", "clip")
 # 3: photometric/geometric ops, normalisation and Cutout per batch on uint8 tensors (data/augment.py).
 # 4: Cutout's hole is a fixed length (16 px, the reference policy) instead of 16 px per 32 px.
 AUGMENTATION_VERSION = 4
+#: the "imagenet" strong policy's own version (in the views spec of that policy only):
+#: 2: the authors' crop scale (0.08, 1) + ColorJitter 0.4 + timm's rand-n2-m10-mstd0.5
+IMAGENET_STRONG_VERSION = 2
 AUGMENT_POLICIES = ("cifar", "imagenet")
 
 CLIP_STATS = Stats(mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
@@ -153,7 +156,9 @@ def build_transform(
       - ``weak``: RandomResizedCrop(scale 0.2-1, bicubic) + horizontal flip + mild colour jitter.
       - ``strong``: RandomResizedCrop + flip + AutoAugment (CIFAR-10 policy) + Cutout with a
         ``cutout``-pixel hole (default 16, the reference policy's, at any image size; 0: none) for
-        ``policy="cifar"``; RandAugment for ``policy="imagenet"``.
+        ``policy="cifar"``; for ``policy="imagenet"`` the authors' RandomResizedCrop (scale
+        0.08-1, bilinear) + flip + ColorJitter(0.4, 0.4, 0.4, 0) + timm's RandAugment
+        ``rand-n2-m10-mstd0.5`` (:class:`~relaxkd.data.draws.TimmRandAugmentDraw`).
       - ``test``: Resize(image_size / crop_ratio, bicubic) + CenterCrop(image_size); the authors
         use crop_ratio 1 (``Resize(224)``), the ImageNet convention is 0.875.
       - ``clip``: CLIP's own test preprocessing: Resize(image_size, bicubic) + CenterCrop.
@@ -181,8 +186,9 @@ def build_transform(
             draw = ColorJitterDraw(0.2, 0.2, 0.2)
         elif policy == "cifar":
             draw = AutoAugmentDraw(T.AutoAugmentPolicy.CIFAR10, image_size)
-        else:
-            draw = RandAugmentDraw(image_size)
+        else:  # the authors' DataLoaderImageNet.py: RandomResizedCrop(224, scale=(0.08, 1.)) (bilinear), then the draw's ops
+            crop = FastRandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=InterpolationMode.BILINEAR)
+            draw = TimmRandAugmentDraw(image_size)
         hole = int(cutout) if kind == "strong" and policy == "cifar" else 0
         return TrainingTransform(crop, draw, stats, image_size, cutout_length=hole, batch_stage=batch_stage)
     resize = max(image_size, round(image_size / crop_ratio)) if kind == "test" else image_size

@@ -39,9 +39,11 @@ def batch_stage(cfg: ExperimentConfig) -> str:
 def augmentation_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     """What determines the random views of training images besides the seed. The device batch
     stage runs tensor ops at every size and on the device's kernels: its views are its own."""
-    from relaxkd.data.transforms import AUGMENTATION_VERSION
+    from relaxkd.data.transforms import AUGMENTATION_VERSION, IMAGENET_STRONG_VERSION
 
     spec = {"policy": cfg.data.policy, "cutout": cfg.data.cutout, "augmentation": AUGMENTATION_VERSION}
+    if cfg.data.policy == "imagenet":  # absent for "cifar": the keys of its runs unchanged
+        spec["imagenet_strong"] = IMAGENET_STRONG_VERSION
     if batch_stage(cfg) == "device":
         spec["batch_stage"] = "device"  # absent for the loader: keys of loader-stage runs unchanged
     return spec
