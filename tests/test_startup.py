@@ -76,8 +76,9 @@ def test_predict_on_a_torchscript_export_loads_none_of_the_heavy_libraries(tmp_p
 
 
 @pytest.mark.parametrize("args", [["--help"], ["validate", DEMO], ["predict", "missing.png", "--model", "no-such-export"],
-                                  ["export", DEMO, "run_root=runs", "--out", "out"], ["report", "runs"]],
-                         ids=["help", "validate", "predict-bad-model", "export-before-training", "report-of-nothing"])
+                                  ["export", DEMO, "run_root=runs", "--out", "out"], ["report", "runs"],
+                                  ["run", DEMO, "distill.temprature=3"]],
+                         ids=["help", "validate", "predict-bad-model", "export-before-training", "report-of-nothing", "run-bad-key"])
 def test_light_commands_load_none_of_the_heavy_libraries(tmp_path, args):
     """`export` and `report` reach their own work (here: nothing to export or report) with none of them
     loaded: the config's registry names are checked from preflight's lists, not by importing every library."""
@@ -88,6 +89,8 @@ def test_light_commands_load_none_of_the_heavy_libraries(tmp_path, args):
     if args[0] == "predict":  # answered before torch's import, too
         assert proc.returncode == 2 and proc.stderr.strip() == (
             "error: 'no-such-export' is not an export directory (no student.json); run `relaxkd export` first")
+    if args[0] == "run":  # a typo in a key costs no stage imports
+        assert proc.returncode == 2 and "distill.temprature" in proc.stderr
     if args[0] == "export":
         assert proc.returncode == 2 and "error: no trained student in 'runs/demo'" in proc.stderr
 

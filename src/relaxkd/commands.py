@@ -70,9 +70,10 @@ def _config(config: Path, overrides: list[str] | None):
 
 
 def _context(config: Path, overrides: list[str] | None):
+    cfg = _config(config, overrides)  # before torch's import (stages.context): a bad config is answered at once
     from relaxkd.stages.context import Context
 
-    return Context(_config(config, overrides))
+    return Context(cfg)
 
 
 def _locked(ctx):
@@ -217,12 +218,12 @@ def _launch(config: Path, overrides: list[str] | None, launcher: Launcher, wait:
 def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg, launcher: Launcher = LauncherOpt,
         wait: bool = WaitOpt) -> None:
     """The whole pipeline for one experiment, reusing every artifact that already exists."""
+    if launcher != Launcher.inline:
+        return _launch(config, overrides, launcher, wait, ["run"])
+    ctx = _context(config, overrides)  # a bad config is answered before the stages' imports
     from relaxkd.report import write_report
     from relaxkd.stages.plan import run_experiment
 
-    if launcher != Launcher.inline:
-        return _launch(config, overrides, launcher, wait, ["run"])
-    ctx = _context(config, overrides)
     with _locked(ctx):
         report = run_experiment(ctx, then=[("report", lambda: write_report(ctx.cfg.run_dir))])
     _say(f"report: {report}")
@@ -239,21 +240,25 @@ def sweep(
     wait: bool = WaitOpt,
 ) -> None:
     """A family of trials (the paper's tables and figures) sharing artifacts."""
-    from relaxkd.report import write_report
-    from relaxkd.stages.plan import run_sweep, sweep_command_lines
     from relaxkd.trials import select_trials
 
     if trials is not None and not [t for t in trials.split(",") if t.strip()]:
         raise UserError("--trials is empty; name trials (comma-separated) or leave the option out to run them all")
     if print_commands:
-        for line in sweep_command_lines(_context(config, overrides), config, overrides or [], family, trials):
+        ctx = _context(config, overrides)
+        from relaxkd.stages.plan import sweep_command_lines
+
+        for line in sweep_command_lines(ctx, config, overrides or [], family, trials):
             _say(line)
         return
     select_trials(family, trials)  # reject unknown names before any work
     if launcher != Launcher.inline:
         chosen = ["--trials", trials] if trials is not None else []
         return _launch(config, overrides, launcher, wait, ["sweep", "--family", family, *chosen], family, trials)
-    ctx = _context(config, overrides)
+    ctx = _context(config, overrides)  # a bad config is answered before the stages' imports
+    from relaxkd.report import write_report
+    from relaxkd.stages.plan import run_sweep
+
     with _locked(ctx):
         run_sweep(ctx, family, trials)
         report_path = write_report(ctx.cfg.run_dir)
