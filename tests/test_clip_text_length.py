@@ -167,3 +167,19 @@ def test_probe_check_catches_a_tower_that_reads_the_padding(capsys):
     encoder = _encoder(model, TINY_MODEL)
     assert "differs from encode_text" in encoder.text_forward.full_length_reason
     assert "full 16 tokens" in capsys.readouterr().err
+
+
+def test_noun_table_says_first_how_long_it_takes_here(monkeypatch, capsys):
+    from relaxkd.clip import encoder as encoder_module
+
+    encoder = _encoder(_random_model(TINY_MODEL), TINY_MODEL)
+    words = [f"{'big ' * (i % 5)}thing {i}" for i in range(40)]
+    encoder.embed_words(words, progress=True)  # 280 prompts: below the threshold, no estimate
+    assert "about" not in capsys.readouterr().err
+    monkeypatch.setattr(encoder_module, "_ESTIMATE_ABOVE", 100)
+    encoder.embed_words(words, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("[relaxkd] CLIP word embeddings: 40 words x 7 templates = 280 prompts with "
+                               "random-weight CLIP relaxkd-tiny on cpu: about ")
+    assert float(lines[0].split("(")[1].split(" prompts/s")[0].replace(",", "")) > 0
+    assert lines[-1].startswith("[relaxkd] CLIP word embeddings: 40 words in ")  # then the table itself

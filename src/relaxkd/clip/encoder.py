@@ -5,20 +5,17 @@ Every embedding leaving this module is an L2-normalised float tensor ``[N, d]`` 
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.tokenizer import SimpleTokenizer
 from torch.utils.data import DataLoader, Dataset
 from relaxkd.console import progress_bar
 
+from relaxkd.clip.prompt_tokens import PromptTokenizer, _tokenized_batches
 from relaxkd.clip.templates import TEMPLATES, check_templates, word_to_text
 from relaxkd.clip.text_length import TextForward
 from relaxkd.errors import UserError
@@ -266,18 +263,24 @@ class ClipEncoder:
         return out
 
     def _table_estimate(self, texts: Sequence[str], tokenize: "PromptTokenizer", batch_size: int) -> str:
-        """How long embedding ``texts`` with every template takes on this device, from a timed sample
-        of words spread over the table (tokenising included), batched as the table is."""
+        """How long embedding ``texts`` with every template takes on this device, timed on a sample of
+        words spread over the table. The time per token of the sample's batches, times the tokens the
+        table's batches hold (the table's batches hold prompts of one length; the sample's cannot)."""
         n_templates = len(tokenize.templates)
         sample_words = max(1, _ESTIMATE_SAMPLE // n_templates)
         sample = list(texts[:: max(1, len(texts) // sample_words)][:sample_words])
         started = time.perf_counter()
-        self._encode_rows(tokenize(sample), max(1, min(batch_size, _ESTIMATE_SAMPLE // 4)))
-        rate = len(sample) * n_templates / max(time.perf_counter() - started, 1e-9)
+        tokens = tokenize(sample)
+        sample_batch = max(1, min(batch_size, _ESTIMATE_SAMPLE // 4))
+        self._encode_rows(tokens, sample_batch)
+        seconds = max(time.perf_counter() - started, 1e-9)
+        lengths = self.text_forward.lengths(tokens).sort().values
+        batched_tokens = sum(len(b) * int(b.max()) for b in lengths.split(sample_batch))
         n_prompts = len(texts) * n_templates
+        table_seconds = seconds / batched_tokens * float(lengths.float().mean()) * n_prompts
         return (f"CLIP word embeddings: {len(texts):,} words x {n_templates} templates = {n_prompts:,} prompts "
-                f"with {self.describe()} on {self.device}: about {_duration(n_prompts / rate)} "
-                f"({rate:,.0f} prompts/s on a sample of {len(sample) * n_templates})")
+                f"with {self.describe()} on {self.device}: about {_duration(table_seconds)} "
+                f"({n_prompts / table_seconds:,.0f} prompts/s, timed on {len(tokens)} of them)")
 
 
 #: batches tokenised together and sorted by length, so that each batch holds prompts of one length
@@ -294,103 +297,3 @@ def _duration(seconds: float) -> str:
 
 def _say(message: str) -> None:
     print(f"[relaxkd] {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Prompt tokenisation
-
-
-# Printable ASCII without '&' (HTML unescaping) and '<' '>' (special tokens), starting and ending
-# with a letter or digit: for such words the tokenizer's cleaning and regex split act on the
-# word exactly as they do inside a prompt.
-
-
-_SPLICE_SAFE_WORD = re.compile(r"[A-Za-z0-9](?:[ -%'-;=?-~]*[A-Za-z0-9])?")
-_SPLICE_SAFE_AFFIX = re.compile(r"[ -%'-;=?-~]*")
-_PROBE_WORDS = ("dog", "ice cream", "St. John's wort", "x-ray", "3d", "a.k.a", "C++", "U.S.")
-
-
-class PromptTokenizer:
-    """Tokenises ``template(word)`` for every template, word-major ``[len(words)*T, ctx]``.
-
-    Equivalent to calling the tokenizer on the formatted prompts, but for open_clip's BPE
-    ``SimpleTokenizer`` each word is encoded once and spliced between its templates' pre-encoded
-    prefix and suffix (7x less BPE work: tokenising 833k WordNet prompts otherwise dominates).
-    Splicing is used only where it provably matches, and is checked against the tokenizer on
-    probe words; anything else goes through the tokenizer itself.
-    """
-
-    def __init__(self, tokenizer: Callable, templates: Sequence[str]):
-        self.tokenizer = tokenizer
-        self.templates = tuple(templates)
-        self._affixes: list[tuple[list[int], list[int]]] | None = None
-        if isinstance(tokenizer, SimpleTokenizer) and tokenizer.reduction_fn is None:
-            affixes = []
-            for template in self.templates:
-                prefix, suffix = template.split("{}")
-                if not _splice_safe_template(prefix, suffix):
-                    break
-                affixes.append((tokenizer.encode(prefix), tokenizer.encode(suffix)))
-            else:
-                self._affixes = affixes
-                if not torch.equal(self(_PROBE_WORDS), self._tokenize_prompts(_PROBE_WORDS)):
-                    self._affixes = None
-
-    def _prompts(self, word: str) -> list[str]:
-        return [template.replace("{}", word, 1) for template in self.templates]
-
-    def _tokenize_prompts(self, words: Sequence[str]) -> torch.Tensor:
-        return self.tokenizer([prompt for word in words for prompt in self._prompts(word)])
-
-    def __call__(self, words: Sequence[str]) -> torch.Tensor:
-        if self._affixes is None:
-            return self._tokenize_prompts(words)
-        tokenizer = self.tokenizer
-        context_length = tokenizer.context_length
-        sot, eot = tokenizer.sot_token_id, tokenizer.eot_token_id
-        n_templates = len(self.templates)
-        rows = np.zeros((len(words) * n_templates, context_length), dtype=np.int64)
-        for w, word in enumerate(words):
-            first = w * n_templates
-            if not _SPLICE_SAFE_WORD.fullmatch(word):
-                rows[first : first + n_templates] = self._tokenize_prompts([word]).numpy()
-                continue
-            word_ids = tokenizer.encode(word)
-            for t, (prefix_ids, suffix_ids) in enumerate(self._affixes):
-                ids = [sot, *prefix_ids, *word_ids, *suffix_ids, eot]
-                if len(ids) > context_length:  # truncate as SimpleTokenizer does
-                    ids = ids[:context_length]
-                    ids[-1] = eot
-                rows[first + t, : len(ids)] = ids
-        return torch.from_numpy(rows)
-
-
-def _tokenized_batches(
-    tokenize: Callable[[Sequence[str]], torch.Tensor],
-    texts: Sequence[str],
-    batch_size: int,
-    background: bool,
-) -> Iterator[torch.Tensor]:
-    """``tokenize`` over consecutive batches of ``texts``, optionally one batch ahead in a thread."""
-    batches = (texts[start : start + batch_size] for start in range(0, len(texts), batch_size))
-    if not background:
-        yield from map(tokenize, batches)
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for batch in batches:
-            submitted = pool.submit(tokenize, batch)
-            if pending is not None:
-                yield pending.result()
-            pending = submitted
-        if pending is not None:
-            yield pending.result()
-
-
-def _splice_safe_template(prefix: str, suffix: str) -> bool:
-    # The word must start a new regex token after the prefix and end one before the suffix.
-    if not (_SPLICE_SAFE_AFFIX.fullmatch(prefix) and _SPLICE_SAFE_AFFIX.fullmatch(suffix)):
-        return False
-    prefix_ok = prefix == "" or prefix[-1].isspace()
-    suffix_ok = suffix == "" or suffix[0].isspace() or not (suffix[0].isalnum() or suffix[0] == "'")
-    return prefix_ok and suffix_ok
