@@ -179,10 +179,11 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None, strict: boo
     record_path = ctx.cfg.run_dir / f"sweep-{family}.json"
     record = _read_record(record_path)
     seeds = sweep_seeds(ctx.cfg)
-    steps = []
+    steps, left_out = [], 0
     for trial in trials:
         stages = trial_stages(ctx.cfg, family, trial)
         if not stages:  # e.g. a student-only trial that sweep_students leaves out
+            left_out += 1
             continue
         missing = unmet_requirements(ctx, trial)
         if missing and names is not None:
@@ -212,7 +213,7 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None, strict: boo
 
             name = f"{family} {trial.name}" + (f" seed {seed}" if len(seeds) > 1 else "")
             steps.append(ProgressStep(name, execute, tuple(_TRIAL_BUILDS[s] for s in stages)))
-    if not steps and trials:
+    if not steps and left_out:
         _nothing_to_run(ctx.cfg, family, strict)
     return steps
 
@@ -261,7 +262,7 @@ def check_trial_config(cfg: ExperimentConfig, family: str, trial: str, overrides
 
 
 def _nothing_to_run(cfg: ExperimentConfig, family: str, strict: bool) -> None:
-    """Every selected trial only trains a student, and ``sweep_students`` leaves out all of them."""
+    """``sweep_students`` left out the students of the selected trials, which train nothing else."""
     message = (f"sweep {family}: {students_setting(cfg)} leaves out the student of every selected trial, and these "
                f"trials train nothing else; set sweep_students=true, or list the trials whose students train "
                f"(e.g. sweep_students=[{family}/*])")
