@@ -202,12 +202,15 @@ def test_ctrl_c_during_imports_is_the_documented_line(tmp_path):
     script.write_text(IMPORT_HOOK)
     proc = subprocess.Popen([sys.executable, str(script), "validate", str(CONFIG)], env=env(),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(300, proc.kill)  # a child that never pauses fails the test, never hangs it
+    watchdog.start()
     try:
         first = proc.stderr.readline()
         assert first.startswith(PAUSED), first
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
