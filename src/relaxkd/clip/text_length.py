@@ -101,7 +101,7 @@ def _open_clip_text(model: torch.nn.Module) -> tuple[torch.nn.Module | None, str
         tower = model.text
         if type(tower).forward is not TextTransformer.forward:
             return None, "", None, f"its text tower is {type(tower).__name__}, not open_clip's TextTransformer"
-        if tower.cls_emb is not None or getattr(tower, "use_pad_mask", False):
+        if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
             return None, "", None, "its text transformer appends a class token or masks padding"
         pooling, eos_id = tower.pool_type, tower.eos_id
     else:
