@@ -236,6 +236,7 @@ def sweep(
     family: str = typer.Option("table2", help="trial family: table1, table2, table3, figure2"),
     trials: Optional[str] = typer.Option(None, help="comma-separated trial names (default: all)"),
     print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial that will run (skipped ones as # comments saying why) and exit"),
+    print_config: bool = typer.Option(False, "--print-config", help="print each selected trial's resolved config (YAML, with the KD method's resolved recipe) and exit; nothing runs"),
     launcher: Launcher = LauncherOpt,
     wait: bool = WaitOpt,
 ) -> None:
@@ -250,6 +251,12 @@ def sweep(
 
         for line in sweep_command_lines(ctx, config, overrides or [], family, trials):
             _say(line)
+        return
+    if print_config:
+        from relaxkd.config import load_config
+        from relaxkd.stages.plan import trial_config_text
+
+        _say(trial_config_text(load_config(config, overrides or []), family, trials))
         return
     select_trials(family, trials)  # reject unknown names before any work
     if launcher != Launcher.inline:

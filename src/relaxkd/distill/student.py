@@ -118,6 +118,7 @@ class StudentDistiller(ClassifierModule):
             extra=dict(method_state or {}),
         )
         self.method: KDMethod = method_cls(resolved, context)
+        self.method.prepare_student(self.student)
         # teachers a method refines are its own copies: the frozen set then holds nothing
         frozen = {} if method_cls.updates_teachers else teacher_set.modules(include_members=bool(method_cls.teacher_features))
         self.teachers = _Frozen(frozen)
@@ -169,7 +170,8 @@ class StudentDistiller(ClassifierModule):
         )
 
     def training_step(self, batch, batch_idx):
-        terms = self.method(self.step_inputs(batch))
+        images, targets, indices = batch
+        terms = self.method(self.step_inputs((*self.method.mix_batch(images, targets), indices)))
         self.log_train({f"train/{k}": v for k, v in terms.items()})  # no host sync on an accelerator
         return terms["loss"]
 
@@ -207,7 +209,8 @@ class StudentDistiller(ClassifierModule):
         return found
 
     def configure_optimizers(self):
-        groups = [{"params": self.student.parameters()}, *self.method.param_groups()]
+        student = self.method.student_param_groups(self.student, self.optim_cfg.weight_decay) or [{"params": self.student.parameters()}]
+        groups = [*student, *self.method.param_groups()]
         return optim.configure(groups, self.optim_cfg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -70,9 +70,13 @@ def learning_rate(epoch: int, cfg: OptimConfig) -> float:
 
 
 def build_optimizer(param_groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """A group may carry ``lr_scale`` (timm's layer-wise decay groups): its rate is ``lr · lr_scale``,
+    and the schedule scales it like every other group's."""
+    groups = [{k: v for k, v in g.items() if k != "lr_scale"} | ({"lr": cfg.lr * g["lr_scale"]} if "lr_scale" in g else {})
+              for g in param_groups]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(list(param_groups), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(list(param_groups), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> torch.optim.lr_scheduler.LRScheduler:

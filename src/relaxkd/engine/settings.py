@@ -43,6 +43,16 @@ class OptimConfig(Strict):
     #: cosine schedule: the floor eta_min the rate decays to
     min_lr: float = Field(0.0, ge=0)
 
+    #: MAE's and DMAE's base rate: when set, lr = base_lr * batch_size / 256 (their linear scaling rule)
+    base_lr: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lr_from_base_lr(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("base_lr") is not None:
+            values = {**values, "lr": values["base_lr"] * values.get("batch_size", 128) / 256}
+        return values
+
     @model_validator(mode="before")
     @classmethod
     def _cosine_has_no_milestones(cls, values: Any) -> Any:
@@ -67,7 +77,7 @@ class OptimConfig(Strict):
 
     @model_serializer(mode="wrap")
     def _omit_default_optimizer(self, handler: Any) -> Any:
-        return omit_defaults(handler(self), {"optimizer": "sgd"})
+        return omit_defaults(handler(self), {"optimizer": "sgd", "base_lr": None})
 
 
 class TrainerConfig(Strict):

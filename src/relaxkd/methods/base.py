@@ -131,6 +131,17 @@ class KDMethod(nn.Module):
         """Extra optimiser parameter groups (e.g. teachers refined online)."""
         return []
 
+    def prepare_student(self, student: nn.Module) -> None:
+        """Adjust the freshly built student (DMAE: drop path)."""
+
+    def student_param_groups(self, student: nn.Module, weight_decay: float) -> list[dict[str, Any]] | None:
+        """The student's optimiser groups (may carry ``lr_scale``); None = one group of every parameter."""
+        return None
+
+    def mix_batch(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """A training batch before the student sees it (DMAE: random erasing, mixup/cutmix -> soft targets)."""
+        return images, targets
+
     def on_validation_metrics(self, metrics: dict[str, float]) -> None:
         """Called with each epoch's validation metrics (all ranks see the same values)."""
 

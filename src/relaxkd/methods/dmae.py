@@ -43,9 +43,17 @@ from relaxkd.names import TX
 
 
 class DMAEParams(MethodParams):
-    #: fine-tuning
+    #: fine-tuning (finetune.sh / main_finetune.py): label smoothing, layer-wise lr decay (the
+    #: script leaves main_finetune.py's default 0.7), drop path, mixup/cutmix, random erasing
     ce_weight: float = Field(1.0, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    layer_decay: float = Field(0.7, gt=0, le=1)
+    drop_path: float = Field(0.1, ge=0, lt=1)
+    mixup: float = Field(0.8, ge=0)
+    cutmix: float = Field(1.0, ge=0)
+    mixup_prob: float = Field(1.0, ge=0, le=1)
+    mixup_switch_prob: float = Field(0.5, ge=0, le=1)
+    random_erasing: float = Field(0.25, ge=0, le=1)
     #: pre-training (pretrain.sh / main_distill.py)
     mask_ratio: float = Field(0.75, gt=0, lt=1)
     norm_pix_loss: bool = True
@@ -90,8 +98,42 @@ class DMAE(KDMethod):
     def teacher_outputs(self, images: Tensor, step_info: dict[str, Any]) -> dict[str, Outputs]:
         return {}  # fine-tuning runs no teacher
 
+    def prepare_student(self, student: nn.Module) -> None:
+        """Stochastic depth rising linearly to ``drop_path`` over the blocks (timm's drop_path_rate)."""
+        from timm.layers import DropPath
+
+        blocks = list(getattr(student, "blocks", []))
+        for block, rate in zip(blocks, torch.linspace(0, self.params.drop_path, len(blocks)).tolist()):
+            block.drop_path1 = block.drop_path2 = DropPath(rate) if rate > 0 else nn.Identity()
+
+    def student_param_groups(self, student: nn.Module, weight_decay: float) -> list[dict[str, Any]] | None:
+        """main_finetune.py's ``param_groups_lrd``: timm's layer-decay groups (no decay on biases,
+        norms, tokens and positional embedding; lr scaled layer_decay^(depth - layer))."""
+        from timm.optim import param_groups_layer_decay
+
+        return param_groups_layer_decay(student, weight_decay, no_weight_decay_list=student.no_weight_decay(),
+                                        layer_decay=self.params.layer_decay)
+
+    def mix_batch(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Random erasing (pixel mode, per image) then timm's Mixup/CutMix with label smoothing, as
+        main_finetune.py; an odd last batch is not mixed, its targets only smoothed."""
+        from timm.data.mixup import Mixup, mixup_target
+        from timm.data.random_erasing import RandomErasing
+
+        p = self.params
+        if p.random_erasing > 0:
+            images = RandomErasing(p.random_erasing, mode="pixel", max_count=1, device=images.device)(images.clone())
+        if (p.mixup > 0 or p.cutmix > 0) and len(images) % 2 == 0:
+            mixup = Mixup(mixup_alpha=p.mixup, cutmix_alpha=p.cutmix, prob=p.mixup_prob, switch_prob=p.mixup_switch_prob,
+                          mode="batch", label_smoothing=p.label_smoothing, num_classes=self.context.num_classes)
+            return mixup(images, targets)
+        return images, mixup_target(targets, self.context.num_classes, 1.0, p.label_smoothing)
+
     def forward(self, step: Step) -> dict[str, Tensor]:
-        ce = F.cross_entropy(step.student.logits, step.targets, label_smoothing=self.params.label_smoothing)
+        if step.targets.ndim == 2:  # soft targets of mix_batch: timm's SoftTargetCrossEntropy
+            ce = torch.sum(-step.targets * F.log_softmax(step.student.logits, dim=-1), dim=-1).mean()
+        else:
+            ce = F.cross_entropy(step.student.logits, step.targets, label_smoothing=self.params.label_smoothing)
         return {"loss": self.params.ce_weight * ce, "ce": ce, "kd": ce.new_zeros(())}
 
 

@@ -245,6 +245,21 @@ def sweep_command_lines(ctx: Context, config: Path, overrides: list[str], family
     return lines
 
 
+def trial_config_text(cfg: ExperimentConfig, family: str, names: str | None) -> str:
+    """Each selected trial's resolved config as YAML, its KD method's resolved recipe included
+    (``distill.method_params``), headed by ``# <family>/<trial>``: what the trial would run."""
+    import yaml
+
+    blocks = []
+    for trial in select_trials(family, names):
+        resolved = build_config(apply_overrides(cfg.to_dict(), resolve_overrides(list(trial.overrides), cfg.to_dict())))
+        data = resolved.to_dict()
+        recipe = resolved.distill.method_params()
+        data["distill"]["method_params"] = recipe.model_dump() if hasattr(recipe, "model_dump") else recipe
+        blocks.append(f"# {family}/{trial.name}\n" + yaml.safe_dump(data, sort_keys=False).rstrip())
+    return "\n".join(blocks)
+
+
 def students_setting(cfg: ExperimentConfig) -> str:
     """``sweep_students=...`` as a user would type it."""
     wanted = cfg.sweep_students
