@@ -96,3 +96,108 @@ def test_time_limit_signal_requeues_and_resumes_to_the_uninterrupted_metrics(clu
     metrics = lambda root: json.loads(next(root.glob("demo/distill-*/metrics.json")).read_text())  # noqa: E731
     resumed, uninterrupted = metrics(tmp_path / "slurm"), metrics(tmp_path / "inline")
     assert {k: resumed[k] for k in ("top1", "top5")} == {k: uninterrupted[k] for k in ("top1", "top5")}
+
+
+def sweep(root: Path, *extra: str, cwd: Path, family: str = "table1") -> subprocess.CompletedProcess:
+    """`relaxkd sweep` of the tiny demo config, one seed."""
+    return relaxkd("sweep", REPO / "configs" / "demo.yaml", *tiny_overrides(root), "seeds=[0]", SMALL, "--family", family,
+                   *extra, cwd=cwd)
+
+
+def built(run_dir: Path) -> list[str]:
+    """Every artifact a job of this run built, once per build, from the job logs ('computing -> <path>')."""
+    found = []
+    for log in sorted((run_dir / "jobs" / "logs").glob("*.log")):
+        found += [Path(p).name for p in re.findall(r"computing -> (\S+)", log.read_text())]
+    return found
+
+
+def student_metrics(run_dir: Path, family: str = "table1") -> dict[str, dict]:
+    record = json.loads((run_dir / f"sweep-{family}.json").read_text())
+    return {trial: json.loads((Path(entry["artifacts"]["distill"]) / "metrics.json").read_text())
+            for trial, entry in record.items() if "distill" in entry["artifacts"]}
+
+
+def sacct_jobs() -> dict[str, dict[str, str]]:
+    """The job-completion log through `sacct -c`: job id -> State, Eligible, Start, End (the last run of a requeued job)."""
+    out = subprocess.run(["sacct", "-c", "-n", "-P", "-o", "JobID,State,Eligible,Start,End"], capture_output=True, text=True,
+                         check=True).stdout
+    return {row[0]: dict(zip(("State", "Eligible", "Start", "End"), row[1:])) for row in
+            (line.split("|") for line in out.splitlines() if line.strip())}
+
+
+@pytest.fixture(scope="module")
+def inline_table1(tmp_path_factory):
+    """The reference: table 1 of the tiny config swept inline (one process)."""
+    root = tmp_path_factory.mktemp("inline")
+    done = sweep(root / "runs", cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "runs" / "demo"
+
+
+def test_table1_on_slurm_equals_inline_each_artifact_built_once_in_dependency_order(cluster, inline_table1, tmp_path):
+    done = sweep(tmp_path / "runs", "--launcher", "slurm", "--wait", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "demo"
+    slurm, inline = student_metrics(run_dir), student_metrics(inline_table1)
+    assert len(inline) >= 6 and set(slurm) == set(inline)
+    for trial in inline:  # same seeds, same artifacts: bit-identical metrics
+        assert {k: v for k, v in slurm[trial].items() if isinstance(v, float)} == \
+               {k: v for k, v in inline[trial].items() if isinstance(v, float)}, trial
+    names = built(run_dir)
+    assert sorted(names) == sorted(set(names))  # each artifact built by exactly one job
+    record = json.loads((run_dir / "jobs" / "launch.json").read_text())["jobs"]
+    artifacts = {name for name in record if name != "report-table1"}
+    assert set(names) == artifacts  # every job built its own artifact; the report job built none
+    assert "computing" not in (run_dir / "jobs" / "logs" / "report-table1.log").read_text()
+    # SLURM held each job until the jobs of its inputs had ended (afterok): sacct's eligible times
+    jobs, ids = sacct_jobs(), {name: r["job_id"] for name, r in record.items()}
+    for name, entry in record.items():
+        for dep in entry["deps"]:
+            assert jobs[ids[name]]["Eligible"] >= jobs[ids[dep]]["End"] and jobs[ids[name]]["State"] == "COMPLETED"
+    assert len(record["report-table1"]["deps"]) == len(artifacts)
+    again = sweep(tmp_path / "runs", "--launcher", "slurm", "--wait", cwd=tmp_path)
+    assert again.returncode == 0 and "1 job(s) submitted (0 training)" in again.stdout, again.stdout
+    assert sorted(built(run_dir)) == sorted(names)  # nothing built a second time
+    status = relaxkd("status", run_dir, cwd=tmp_path)
+    assert status.returncode == 0 and f"{len(record)} done" in status.stdout
+
+
+def test_table1_local_launcher_gives_the_same_report(inline_table1, tmp_path):
+    done = sweep(tmp_path / "runs", "--launcher", "local", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "demo"
+    assert (run_dir / "report" / "report.md").read_text() == (inline_table1 / "report" / "report.md").read_text()
+    assert sorted(built(run_dir)) == sorted(set(built(run_dir)))
+
+
+def test_two_sweeps_sharing_teachers_submitted_at_once_build_each_teacher_once(cluster, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "relaxkd", "sweep", str(REPO / "configs" / "demo.yaml"), *tiny_overrides(tmp_path / "runs"),
+            "seeds=[0]", SMALL, "--family", "table1", "--launcher", "slurm", "--wait"]
+    sweeps = [subprocess.Popen([*argv, "--trials", trials], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for trials in ("vanilla-kd,ensemble-kd", "dkd,zscore-kd")]
+    results = [s.communicate(timeout=900) for s in sweeps]
+    assert [s.returncode for s in sweeps] == [0, 0], [out[-2000:] + err[-2000:] for out, err in results]
+    names = built(tmp_path / "runs" / "demo")
+    teachers = [n for n in names if n.startswith("teacher-unimodal-")]
+    assert len(teachers) == 3 and len(set(teachers)) == 3  # T1s, T2w, T3s: each built once for both sweeps
+    assert sorted(names) == sorted(set(names))
+    assert len(student_metrics(tmp_path / "runs" / "demo")) == 4
+
+
+def test_status_of_a_running_and_of_a_failed_graph(cluster, tmp_path):
+    bad = tmp_path / "bad-weights.pt"
+    bad.write_bytes(b"not a checkpoint")
+    done = sweep(tmp_path / "runs", f"unimodal.weights={bad}", "--trials", "vanilla-kd", "--launcher", "slurm", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "demo"
+    running = relaxkd("status", run_dir, cwd=tmp_path)  # just submitted: queued or running, nothing failed yet
+    assert running.returncode == 0 and re.search(r"\d+ (queued|running)", running.stdout), running.stdout
+    waited = relaxkd("status", run_dir, "--wait", cwd=tmp_path)
+    assert waited.returncode == 1
+    record = json.loads((run_dir / "jobs" / "launch.json").read_text())["jobs"]
+    teacher = next(name for name in record if name.startswith("teacher-unimodal-"))
+    assert f"error: {teacher}: failed" in waited.stderr and record[teacher]["log"] in waited.stderr
+    assert re.search(r"cancelled \(an input failed\) +distill-", waited.stdout), waited.stdout
+    assert "error: report-table1" in waited.stderr

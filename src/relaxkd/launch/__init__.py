@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
+from relaxkd.artifacts import stable_hash
 from relaxkd.launch import slurm
 from relaxkd.launch.jobs import TRAINING_KINDS, JobRecord, JobSpec, LaunchFolder, artifact_done, now
 from relaxkd.launcher_config import SlurmSettings
@@ -88,7 +89,8 @@ def dispatch(ctx, launcher: str, wait_for_end: bool, report_argv: list[str], say
     from relaxkd.launch.status import failed_lines, format_status, succeeded, wait
 
     nodes = graph_nodes(ctx, family, trials)
-    report_name = "report" if family is None else f"report-{family}"
+    # one report job per command: two sweeps of one family with different trials each have theirs
+    report_name = "report" if family is None else f"report-{family}" + (f"-{stable_hash(trials)[:6]}" if trials else "")
     jobs = jobs_for(ctx, nodes, report_name, report_argv)
     started = launch(jobs, ctx.cfg.run_dir, ctx.cfg.launcher.slurm, launcher, say)
     kinds = {job.name: job.kind for job in jobs}

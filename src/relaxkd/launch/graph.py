@@ -59,9 +59,11 @@ def _config_file(folder: LaunchFolder, cfg: ExperimentConfig) -> Path:
 
 def _tasks(cfg: ExperimentConfig) -> tuple[int, int]:
     """(processes per node, nodes) of a training job: one per device under ``srun`` when several are asked for."""
-    devices = cfg.trainer.devices
-    count = devices if isinstance(devices, int) else len([d for d in str(devices).split(",") if d.strip()]) if "," in str(devices) else 1
-    return max(count, 1), cfg.trainer.num_nodes
+    devices = cfg.trainer.devices  # a count, "auto" (one process unless a launcher says otherwise) or indices "0,1"
+    if isinstance(devices, int):
+        return devices, cfg.trainer.num_nodes
+    indices = [d for d in devices.split(",") if d.strip()] if "," in devices else []
+    return max(len(indices), 1), cfg.trainer.num_nodes
 
 
 def build_node(config: Path, stage: str, arg: str | None, expect: str | None):
