@@ -109,3 +109,26 @@ def test_slurm_launcher_without_sbatch_or_refused_by_it_is_one_line(tmp_path, mo
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     with pytest.raises(UserError, match=r"sbatch refused .*a\.sh: sbatch: error: invalid partition specified: gpu"):
         launch(jobs, tmp_path / "run", SMALL, "slurm", lambda line: None)
+
+
+def test_graph_nodes_become_jobs_with_their_inputs_and_a_multi_task_student(tmp_path):
+    from types import SimpleNamespace
+
+    from relaxkd.launch.graph import jobs_for
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    cfg = load_config(demo, [f"run_root={tmp_path}", "trainer.devices=4", "trainer.num_nodes=2"])
+    node = lambda stage, ident, inputs=(), overrides=(), arg=None: SimpleNamespace(  # noqa: E731 - plan.GraphNode's fields
+        node=SimpleNamespace(stage=stage, arg=arg), id=ident, path=str(tmp_path / "demo" / ident),
+        inputs={f"in{i}": name for i, name in enumerate(inputs)}, overrides=tuple(overrides))
+    nodes = [node("embed-images", "embed-images-1"), node("teacher-unimodal", "teacher-unimodal-2", arg="strong"),
+             node("distill", "distill-3", ["teacher-unimodal-2", "embed-images-1"], ["distill.loss=kd", "seed=1"])]
+    jobs = jobs_for(SimpleNamespace(cfg=cfg), nodes, "report", ["relaxkd", "run"])
+    assert [(j.name, j.kind, j.deps) for j in jobs] == [
+        ("embed-images-1", "embed-images", []), ("teacher-unimodal-2", "teacher-unimodal", []),
+        ("distill-3", "distill", ["embed-images-1", "teacher-unimodal-2"]),
+        ("report", "report", ["embed-images-1", "teacher-unimodal-2", "distill-3"])]
+    assert (jobs[0].tasks, jobs[0].nodes) == (1, 1) and (jobs[2].tasks, jobs[2].nodes) == (4, 2)  # only training is srun'd
+    assert jobs[1].argv[-2:] == ["--arg", "strong"] and "--expect" in jobs[2].argv
+    trial_config = load_config(Path(jobs[2].argv[jobs[2].argv.index("build-node") + 1]))  # the node's whole config
+    assert (trial_config.seed, trial_config.distill.loss, trial_config.run_dir) == (1, "kd", cfg.run_dir)
