@@ -175,11 +175,13 @@ def test_two_sweeps_sharing_teachers_submitted_at_once_build_each_teacher_once(c
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "relaxkd", "sweep", str(REPO / "configs" / "demo.yaml"), *tiny_overrides(tmp_path / "runs"),
             "seeds=[0]", SMALL, "--family", "table1", "--launcher", "slurm", "--wait"]
-    sweeps = [subprocess.Popen([*argv, "--trials", trials], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for trials in ("vanilla-kd,ensemble-kd", "dkd,zscore-kd")]
+    # and an inline sweep at the same moment: it shares no launch record with them, only the store's build locks
+    inline = [a for a in argv if a not in ("--launcher", "slurm", "--wait")] + ["--trials", "vanilla-kd"]
+    sweeps = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for command in ([*argv, "--trials", "vanilla-kd,ensemble-kd"], [*argv, "--trials", "dkd,zscore-kd"], inline)]
     results = [s.communicate(timeout=900) for s in sweeps]
-    assert [s.returncode for s in sweeps] == [0, 0], [out[-2000:] + err[-2000:] for out, err in results]
-    names = built(tmp_path / "runs" / "demo")
+    assert [s.returncode for s in sweeps] == [0, 0, 0], [out[-2000:] + err[-2000:] for out, err in results]
+    names = built(tmp_path / "runs" / "demo") + [Path(p).name for p in re.findall(r"computing -> (\S+)", results[2][1])]
     teachers = [n for n in names if n.startswith("teacher-unimodal-")]
     assert len(teachers) == 3 and len(set(teachers)) == 3  # T1s, T2w, T3s: each built once for both sweeps
     assert sorted(names) == sorted(set(names))
