@@ -42,6 +42,18 @@ def submit(script: Path, after: list[str]) -> str:
     return out.stdout.strip().split(";")[0]
 
 
+def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``(state, reason)`` of many jobs with one ``squeue`` (it knows finished jobs for ``MinJobAge``);
+    those it has forgotten one by one through :func:`job_state`."""
+    found: dict[str, tuple[str, str]] = {}
+    if job_ids:
+        out = _run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(job_ids)])
+        for line in out.stdout.splitlines() if out.returncode == 0 else []:
+            job_id, raw, reason = (line.split("|") + ["", ""])[:3]
+            found[job_id] = (STATES.get(raw, "unknown"), reason)
+    return {job_id: found.get(job_id) or job_state(job_id) for job_id in job_ids}
+
+
 def job_state(job_id: str) -> tuple[str, str]:
     """``(state, reason)`` of a job: its SLURM state mapped by :data:`STATES` ('unknown' when SLURM has forgotten it)."""
     out = _run(["scontrol", "show", "job", "-o", job_id])

@@ -30,15 +30,17 @@ def graph_status(run_dir: Path) -> list[JobStatus]:
     if not records:
         raise UserError(f"{run_dir} has no launched jobs ({folder.record_path} is missing); "
                         f"start them with `relaxkd run|sweep ... --launcher slurm`")
-    return [_status(r) for r in records.values()]
+    asked = [r.job_id for r in records.values() if r.launcher == "slurm" and r.job_id and not artifact_done(r.path)]
+    states = slurm.job_states(asked)
+    return [_status(r, states) for r in records.values()]
 
 
-def _status(record: JobRecord) -> JobStatus:
+def _status(record: JobRecord, states: dict[str, tuple[str, str]]) -> JobStatus:
     reason = ""
     if artifact_done(record.path):
         state = "done"
     elif record.launcher == "slurm":
-        state, reason = slurm.job_state(record.job_id or "")
+        state, reason = states.get(record.job_id or "", ("unknown", ""))
         if state == "done" and record.path is not None:  # the job ended well but left no artifact
             state, reason = "failed", "no artifact"
     else:
