@@ -218,9 +218,7 @@ class DistillConfig(Strict):
     #: run the student through torch.compile (nn.Module.compile: checkpoints keep their keys; a
     #: one-off compile at the first step, and once more for a smaller last batch).
     compile_student: bool = False
-    optim: OptimConfig = Field(
-        default_factory=lambda: OptimConfig(epochs=500, milestones=[300, 400])
-    )
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(epochs=500, milestones=[300, 400]))
 
     @model_validator(mode="before")
     @classmethod
@@ -268,6 +266,8 @@ class ExperimentConfig(Strict):
     #: train the students of sweep trials: true, false (teachers and attribution only) or a list of
     #: `family/trial` patterns (e.g. `[table1/*, table2/gt100-*]`) whose students train
     sweep_students: bool | list[str] = True
+    #: `run` also trains the no-KD student per seed (the `compare` sweep); null: on unless the dataset is one of the paper's
+    compare_no_kd: bool | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
     nouns: NounsConfig = Field(default_factory=NounsConfig)
@@ -282,8 +282,8 @@ class ExperimentConfig(Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> Any:
-        # the launcher changes no result: out of the dumps while at its defaults, so config hashes stay
-        return omit_defaults(handler(self), {"launcher": LauncherConfig().model_dump(mode="json")})
+        # neither changes a result: out of the dumps while at their defaults, so config hashes stay
+        return omit_defaults(handler(self), {"launcher": LauncherConfig().model_dump(mode="json"), "compare_no_kd": None})
 
     @field_validator("name")
     @classmethod

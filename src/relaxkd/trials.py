@@ -126,11 +126,24 @@ def table1_trials() -> list[Trial]:
     ]
 
 
+#: the family `relaxkd run` adds on data other than the paper's (``compare_no_kd``): the config's own
+#: method and the no-KD student of the same recipe, per seed, so the report says what the teachers did
+COMPARE = "compare"
+
+
+def compare_trials() -> list[Trial]:
+    return [
+        Trial("method", [], ("distill",), {"method": "this config's distillation"}),
+        Trial("no-kd", ["distill.loss=none"], ("distill",), {"method": "no KD", "paper_row": TABLE1_ROWS["no-kd"]}),
+    ]
+
+
 SWEEPS: dict[str, Callable[[], list[Trial]]] = {
     "table1": table1_trials,
     "table2": table2_trials,
     "table3": table3_trials,
     "figure2": figure2_trials,
+    COMPARE: compare_trials,
 }
 
 

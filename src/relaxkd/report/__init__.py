@@ -15,6 +15,7 @@ from relaxkd.artifacts import ArtifactStore, atomic_output
 from relaxkd.errors import UserError
 from relaxkd.names import TX
 from relaxkd.report.collect import LOSS_NAMES, RunView, dataset_sizes
+from relaxkd.report.compare import method_vs_no_kd
 from relaxkd.report.paper_tables import figure2_table, table1, table1_paper_layout, table2, table3
 from relaxkd.report.table import Table, fmt
 
@@ -74,6 +75,7 @@ def write_report(run_dir: str | Path) -> Path:
                   "pipeline but are not comparable with the paper's results** (the paper's CIFAR-100 numbers appear "
                   "only as a labelled reference).", ""]
     lines += _at_a_glance(view, ctx) + [""]
+    lines += [line + "\n" for line in method_vs_no_kd(view)]
     if summary:
         lines += ["**What this run measured.**", ""] + [f"- {s}" for s in summary] + [""]
     lines += ["## Glossary", ""] + [f"- **{term}**: {text}" for term, text in GLOSSARY] + [""]

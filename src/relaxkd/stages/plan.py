@@ -27,7 +27,7 @@ from relaxkd.stages.embed_nouns import embed_nouns
 from relaxkd.stages.multimodal import multimodal_teacher, needs_bank
 from relaxkd.stages.relax import relax
 from relaxkd.stages.teacher_loading import teacher_artifact, used_teachers
-from relaxkd.trials import Trial, resolve_overrides, select_trials, sweep_commands
+from relaxkd.trials import COMPARE, TABLE1_DATASETS, Trial, resolve_overrides, select_trials, sweep_commands
 
 Step = tuple[str, Callable[[Context], Artifact]]
 
@@ -128,9 +128,16 @@ def experiment_steps(ctx: Context) -> list[ProgressStep]:
         if name == "distill" and ctx.cfg.distill.targets == "cached" and uses_any_teacher(ctx.cfg):
             builds = ("teacher-targets", *builds)
         steps.append(ProgressStep(name, partial(_main_stage, ctx, name, fn, main), builds))
-    for family in ctx.cfg.sweeps:
+    for family in run_sweeps(ctx.cfg):
         steps += sweep_steps(ctx, family)
     return steps
+
+
+def run_sweeps(cfg: ExperimentConfig) -> list[str]:
+    """The sweep families `relaxkd run` runs: ``sweeps``, then ``compare`` when ``compare_no_kd`` is on
+    (by default on data that is not one of the paper's six datasets)."""
+    compare = cfg.compare_no_kd if cfg.compare_no_kd is not None else cfg.data.dataset not in TABLE1_DATASETS
+    return [*cfg.sweeps, COMPARE] if compare and COMPARE not in cfg.sweeps else list(cfg.sweeps)
 
 
 def uses_any_teacher(cfg: ExperimentConfig) -> bool:
@@ -219,8 +226,9 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None, strict: boo
 
 
 def trial_stages(cfg: ExperimentConfig, family: str, trial: Trial) -> list[str]:
-    """The stages of ``trial`` this config runs: its student only when ``sweep_students`` says so."""
-    students = trains_students(cfg, family, trial.name)
+    """The stages of ``trial`` this config runs: its student only when ``sweep_students`` says so
+    (``compare``'s students always: ``compare_no_kd`` asked for them)."""
+    students = family == COMPARE or trains_students(cfg, family, trial.name)
     return [s for s in TRIAL_STAGES if s in trial.stages and (s != "distill" or students)]
 
 
