@@ -203,3 +203,25 @@ def test_status_of_a_running_and_of_a_failed_graph(cluster, tmp_path):
     assert f"error: {teacher}: failed" in waited.stderr and record[teacher]["log"] in waited.stderr
     assert re.search(r"cancelled \(an input failed\) +distill-", waited.stdout), waited.stdout
     assert "error: report-table1" in waited.stderr
+
+
+def test_a_student_on_two_devices_is_one_two_task_job_under_srun(cluster, tmp_path, monkeypatch):
+    """trainer.devices=2 (CPU DDP here, GPUs on a cluster): one job of two tasks, ranks from SLURM's environment."""
+    from relaxkd.launch import launch
+    from relaxkd.launch.jobs import JobSpec
+    from relaxkd.launch.status import graph_status
+    from relaxkd.launch.status import wait as wait_for_end
+    from relaxkd.launcher_config import SlurmSettings
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = [sys.executable, "-m", "relaxkd", "distill", str(REPO / "configs" / "demo.yaml"), *tiny_overrides(tmp_path / "runs"),
+            "distill.loss=none", "distill.teachers=[]", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    run_dir = tmp_path / "runs" / "demo"
+    settings = SlurmSettings(resources={"default": {"gpus": 0, "cpus": 1, "mem": "3G", "time": "20"}})
+    launch([JobSpec("student", "distill", argv, tasks=2)], run_dir, settings, "slurm", print)
+    assert [s.state for s in wait_for_end(run_dir, print, poll=2)] == ["done"]
+    log = (run_dir / "jobs" / "logs" / "student.log").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in (run_dir / "jobs" / "scripts" / "student.sh").read_text()
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
+    assert len(list(run_dir.glob("distill-*/metrics.json"))) == 1 and graph_status(run_dir)[0].state == "done"
