@@ -209,9 +209,11 @@ def _launch(config: Path, overrides: list[str] | None, launcher: Launcher, wait:
 
     ctx = _context(config, overrides)
     report_argv = [sys.executable, "-m", "relaxkd", command[0], str(config.resolve()), *(overrides or []), *command[1:]]
-    code = dispatch(ctx, launcher.value, wait, report_argv, _say, family, trials)
-    if code:
-        raise typer.Exit(code)
+    failed = dispatch(ctx, launcher.value, wait, report_argv, _say, family, trials)
+    for line in failed:
+        typer.echo(f"error: {line}", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -278,14 +280,14 @@ def status(
     wait: bool = typer.Option(False, "--wait", help="block until every job has ended; exit 0 only if all succeeded"),
 ) -> None:
     """Each job of a launched graph: done, running, queued, failed or cancelled, with its job id and log."""
-    from relaxkd.launch.status import failed_lines, format_status, graph_status, succeeded
+    from relaxkd.launch.status import failed_lines, format_status, graph_status
     from relaxkd.launch.status import wait as wait_for_end
 
     statuses = wait_for_end(run_dir, lambda line: typer.echo(line, err=True)) if wait else graph_status(run_dir)
     for line in format_status(statuses):
         _say(line)
     broken = failed_lines(statuses)
-    if broken or (wait and not succeeded(statuses)):
+    if broken:  # after --wait nothing is queued or running: every other job is done
         for line in broken:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(1)

@@ -18,9 +18,6 @@ from relaxkd.launch import slurm
 from relaxkd.launch.jobs import TRAINING_KINDS, JobRecord, JobSpec, LaunchFolder, artifact_done, now
 from relaxkd.launcher_config import SlurmSettings
 
-LAUNCHERS = ("inline", "local", "slurm")
-
-
 def launch(jobs: list[JobSpec], run_dir: Path, settings: SlurmSettings, launcher: str,
            say: Callable[[str], None]) -> list[str]:
     """Submit (slurm) or run (local) the jobs of ``jobs`` (inputs before their readers) that are
@@ -82,11 +79,12 @@ def run_local(folder: LaunchFolder, names: list[str], say: Callable[[str], None]
 
 
 def dispatch(ctx, launcher: str, wait_for_end: bool, report_argv: list[str], say: Callable[[str], None],
-             family: str | None = None, trials: str | None = None) -> int:
+             family: str | None = None, trials: str | None = None) -> list[str]:
     """``relaxkd run|sweep --launcher local|slurm``: launch the graph's missing jobs; with ``wait_for_end``
-    (always for local, whose jobs have ended on return) block until the graph ends. The exit code."""
+    (always for local, whose jobs have ended on return) block until the graph ends. Returns one line
+    per job that failed or was cancelled (none: success, or not waited for)."""
     from relaxkd.launch.graph import graph_nodes, jobs_for
-    from relaxkd.launch.status import failed_lines, format_status, succeeded, wait
+    from relaxkd.launch.status import failed_lines, format_status, wait
 
     nodes = graph_nodes(ctx, family, trials)
     # one report job per command: two sweeps of one family with different trials each have theirs
@@ -98,12 +96,8 @@ def dispatch(ctx, launcher: str, wait_for_end: bool, report_argv: list[str], say
     say(f"{len(started)} job(s) {'run' if launcher == 'local' else 'submitted'} ({len(trained)} training), "
         f"{len(jobs) - len(started)} artifact(s) on disk or already queued; `relaxkd status {ctx.cfg.run_dir}` shows them")
     if not (wait_for_end or launcher == "local"):
-        return 0
+        return []
     statuses = wait(ctx.cfg.run_dir, say)
     for line in format_status(statuses):
         say(line)
-    if succeeded(statuses):
-        return 0
-    for line in failed_lines(statuses):
-        say(f"error: {line}")
-    return 1
+    return failed_lines(statuses)

@@ -63,10 +63,6 @@ def format_status(statuses: list[JobStatus]) -> list[str]:
     return lines
 
 
-def succeeded(statuses: list[JobStatus]) -> bool:
-    return all(s.state == "done" for s in statuses)
-
-
 def failed_lines(statuses: list[JobStatus]) -> list[str]:
     return [f"{s.name}: {s.state}{f' ({s.reason})' if s.reason else ''}; log {s.log}"
             for s in statuses if s.state in ("failed", "cancelled", "unknown")]
