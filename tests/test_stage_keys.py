@@ -1,7 +1,7 @@
 """The demo's artifact keys, listed: a refactoring keeps every key (and so every cached artifact).
 
-Keys are computed without building anything: each stage's resolve is replaced by one that returns
-an artifact named by the key its spec hashes to. A change that alters a key on purpose (a fix that
+Keys are computed without building anything: the plan's graph hashes each node's spec from its
+inputs' keys (``plan.graph``, ``graph.planned``). A change that alters a key on purpose (a fix that
 changes what an artifact holds) updates the list below in the same commit and says why.
 """
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 
 from relaxkd.config import apply_overrides, build_config, load_config
-from relaxkd.artifacts import Artifact
+from relaxkd.stages import attribute, distill, multimodal, targets
 from relaxkd.stages.context import Context
-from relaxkd.stages.plan import TRIAL_STAGES, pipeline_stages
-from relaxkd.stages.targets import teacher_targets
+from relaxkd.stages.graph import closure, planned
+from relaxkd.stages.plan import graph, trial_nodes
 from relaxkd.trials import table2_trials
 
 from conftest import REPO
@@ -60,37 +60,28 @@ DEMO_KEYS = {
 }
 
 
-def demo_keys(tmp_path, monkeypatch) -> dict[str, list[str]]:
-    built: dict[str, set[str]] = {}
-    current: list[str] = []
-    wanted = [set()]  # the stages a variant adds (the main run lists all)
-
-    def keyed(self, store, stage, spec, build):
-        key = store.key(stage, spec)
-        if stage in wanted[0]:
-            built.setdefault(current[0], set()).add(f"{stage}-{key}")
-        return Artifact(stage, key, store.path(stage, key), {})
-
-    monkeypatch.setattr(Context, "resolve", keyed)
+def demo_keys(tmp_path) -> dict[str, list[str]]:
+    """Keys from the plan's graph (stages/graph.py): computed from the specs alone, nothing built."""
     # keys never depend on where the stores are
     cfg = load_config(REPO / "configs" / "demo.yaml", [f"run_root={tmp_path}", f"cache_root={tmp_path / '_shared'}"])
     ctx = Context(cfg)
-    current[:], wanted[:] = ["run"], [{a for a in ("embed-images", "embed-nouns", "relax", "teacher-unimodal",
-                                                    "teacher-multimodal", "attribute", "distill")}]
-    for _, stage in pipeline_stages(cfg):
-        stage(ctx)
-    current[:], wanted[:] = ["distill.targets=cached"], [{"teacher-targets"}]
-    teacher_targets(ctx.derive(build_config(apply_overrides(cfg.to_dict(), ["distill.targets=cached"]))))
+    keys = {"run": sorted(n.id for n in graph(ctx, sweeps=False))}
+    cached = ctx.derive(build_config(apply_overrides(cfg.to_dict(), ["distill.targets=cached"])))
+    keys["distill.targets=cached"] = sorted(n.id for n in graph(cached, sweeps=False) if n.node.stage == targets.STAGE)
     for trial in table2_trials():
-        current[:], wanted[:] = [f"table2/{trial.name}"], [{"teacher-multimodal", "attribute"}]
         trial_ctx = ctx.derive(build_config(apply_overrides(cfg.to_dict(), trial.overrides)))
-        for name in [s for s in TRIAL_STAGES if s in trial.stages and s != "distill"]:  # the demo: sweep_students=false
-            TRIAL_STAGES[name](trial_ctx)
-    return {label: sorted(keys) for label, keys in built.items()}
+        stages = [s for s in trial.stages if s != distill.STAGE]  # the demo: sweep_students=false
+        if not stages:
+            continue
+        nodes = closure(trial_ctx, trial_nodes(stages))
+        keys[f"table2/{trial.name}"] = sorted(
+            f"{a.stage}-{a.key}" for a in (planned(trial_ctx, n) for n in nodes) if a.stage in (multimodal.STAGE, attribute.STAGE)
+        )
+    return keys
 
 
-def test_the_demo_keeps_its_artifact_keys(tmp_path, monkeypatch):
-    assert demo_keys(tmp_path, monkeypatch) == DEMO_KEYS, (
+def test_the_demo_keeps_its_artifact_keys(tmp_path):
+    assert demo_keys(tmp_path) == DEMO_KEYS, (
         "a demo artifact key changed: if on purpose, paste the list `python tests/test_stage_keys.py` "
         "prints into DEMO_KEYS and say why in its comment"
     )
@@ -103,8 +94,8 @@ if __name__ == "__main__":  # prints the current keys, in DEMO_KEYS's layout
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
-        keys = demo_keys(Path(tmp), mp)
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = demo_keys(Path(tmp))
     print("DEMO_KEYS = {")
     for label, listed in keys.items():
         if len(listed) > 2:

@@ -84,15 +84,16 @@ def _locked(ctx):
     return run_lock(ctx.cfg.run_dir) if is_main_process() else nullcontext()
 
 
-def _run_stage(config: Path, overrides: list[str] | None, module: str, function: str):
-    """The artifact of the stage ``relaxkd.stages.<module>.<function>(ctx)``, under the run lock
-    (the config is validated before the stage's imports)."""
-    import importlib
-
+def _run_stage(config: Path, overrides: list[str] | None, stage: str, arg: str | None = None):
+    """The artifact of the stage named ``stage`` (its record's name), under the run lock; inputs
+    missing are built first. The stages are imported after the config is validated."""
     ctx = _context(config, overrides)
-    stage = getattr(importlib.import_module(f"relaxkd.stages.{module}"), function)
+    from relaxkd.stages.graph import STAGES, Node, artifact
+
+    if stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
     with _locked(ctx):
-        return stage(ctx)
+        return artifact(ctx, Node(stage, arg))
 
 
 def _say(line: str) -> None:
@@ -102,21 +103,27 @@ def _say(line: str) -> None:
 @embed_app.command("images")
 def embed_images(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """CLIP image embeddings of the training and validation sets."""
-    art = _run_stage(config, overrides, "embed_images", "embed_images")
+    from relaxkd.stages import embed_images as stage
+
+    art = _run_stage(config, overrides, stage.STAGE)
     _say(f"image embeddings: {art.file('embeddings.safetensors')}")
 
 
 @embed_app.command("nouns")
 def embed_nouns(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """CLIP text embeddings of the candidate WordNet nouns (shared by all datasets)."""
-    art = _run_stage(config, overrides, "embed_nouns", "embed_nouns")
+    from relaxkd.stages import embed_nouns as stage
+
+    art = _run_stage(config, overrides, stage.STAGE)
     _say(f"noun embeddings: {art.file('embeddings.safetensors')}")
 
 
 @app.command()
 def relax(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Algorithm 1: select WordNet-relaxed nouns per image cluster (the relaxed bank)."""
-    art = _run_stage(config, overrides, "relax", "relax")
+    from relaxkd.stages import relax as stage
+
+    art = _run_stage(config, overrides, stage.STAGE)
     _say(art.file("nouns.txt").read_text().rstrip())  # the per-cluster noun listing
     _say(f"relaxed bank: {art.file('bank.safetensors')}")
     _say(f"nouns per cluster: {art.file('nouns.txt')}")
@@ -176,17 +183,49 @@ def _report_metrics(art) -> None:
 @app.command()
 def distill(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Distil the student from the configured teachers (trains missing teachers first)."""
-    art = _run_stage(config, overrides, "distill", "distill")
+    from relaxkd.stages import distill as stage
+
+    art = _run_stage(config, overrides, stage.STAGE)
     _report_metrics(art)
 
 
 @app.command()
 def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Integrated Gradients on T_x: image vs text attribution shares."""
-    art = _run_stage(config, overrides, "attribute", "attribute")
+    from relaxkd.stages import attribute as stage
+
+    art = _run_stage(config, overrides, stage.STAGE)
     result = art.read_json("attribution.json")
     _say(f"image share {result['image_share']:.3f}, text share {result['text_share']:.3f}")
     _say(f"artifact: {art.path}")
+
+
+@app.command("stage")
+def stage_command(
+    name: str = typer.Argument(..., help="a stage's name, e.g. teacher-multimodal (relaxkd graph lists a run's)"),
+    config: Path = ConfigArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    arg: Optional[str] = typer.Option(None, "--arg", help="which artifact of the stage: a teacher's name (teacher-unimodal, teacher-expert)"),
+) -> None:
+    """Any one stage by its record's name; inputs it finds missing are built first."""
+    art = _run_stage(config, overrides, name, arg)
+    _say(f"artifact: {art.path}")
+
+
+@app.command("graph")
+def graph_command(
+    config: Path = ConfigArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    sweeps: bool = typer.Option(True, help="include the trials of the config's sweeps"),
+) -> None:
+    """The run's graph as JSON lines, inputs first: each artifact's id, stage, arg, inputs and the
+    overrides that give its config (``relaxkd run --launcher slurm`` dispatches exactly these nodes)."""
+    import json
+
+    from relaxkd.stages.plan import graph
+
+    for node in graph(_context(config, overrides), sweeps=sweeps):
+        _say(json.dumps(node.to_dict()))
 
 
 class Launcher(str, Enum):

@@ -10,3 +10,8 @@ TEXT_MODES = ("gt", "wn", "noise", "none")
 #: medium 20-100, few < 20 training images), named ``expert_<group>``
 SHOT_GROUPS = ("many", "medium", "few")
 EXPERT_TEACHERS = tuple(f"expert_{group}" for group in SHOT_GROUPS)
+
+#: the names of the stages a KD method declares it needs (``KDMethod.stages`` / ``state_from``): the
+#: methods name them, the stages' records (stages/dmae_pretrain.py, stages/expert.py) are called so
+DMAE_PRETRAIN_STAGE = "dmae-pretrain"
+EXPERT_STAGE = "teacher-expert"

@@ -15,7 +15,7 @@ from typing import Callable
 
 from relaxkd.artifacts import stable_hash
 from relaxkd.launch import slurm
-from relaxkd.launch.jobs import TRAINING_KINDS, JobRecord, JobSpec, LaunchFolder, artifact_done, now
+from relaxkd.launch.jobs import JobRecord, JobSpec, LaunchFolder, artifact_done, now, trains
 from relaxkd.launcher_config import SlurmSettings
 
 def launch(jobs: list[JobSpec], run_dir: Path, settings: SlurmSettings, launcher: str,
@@ -92,7 +92,7 @@ def dispatch(ctx, launcher: str, wait_for_end: bool, report_argv: list[str], say
     jobs = jobs_for(ctx, nodes, report_name, report_argv)
     started = launch(jobs, ctx.cfg.run_dir, ctx.cfg.launcher.slurm, launcher, say)
     kinds = {job.name: job.kind for job in jobs}
-    trained = [name for name in started if kinds[name] in TRAINING_KINDS]
+    trained = [name for name in started if trains(kinds[name])]
     say(f"{len(started)} job(s) {'run' if launcher == 'local' else 'submitted'} ({len(trained)} training), "
         f"{len(jobs) - len(started)} artifact(s) on disk or already queued; `relaxkd status {ctx.cfg.run_dir}` shows them")
     if not (wait_for_end or launcher == "local"):

@@ -13,7 +13,7 @@ import yaml
 
 from relaxkd.artifacts import stable_hash
 from relaxkd.config import ExperimentConfig, apply_overrides, build_config
-from relaxkd.launch.jobs import TRAINING_KINDS, JobSpec, LaunchFolder
+from relaxkd.launch.jobs import JobSpec, LaunchFolder, trains
 
 #: how a job starts relaxkd: this interpreter, the environment is the submitter's (sbatch --export=ALL)
 RELAXKD = [sys.executable, "-m", "relaxkd"]
@@ -21,11 +21,8 @@ RELAXKD = [sys.executable, "-m", "relaxkd"]
 
 def graph_nodes(ctx, family: str | None = None, trials: str | None = None) -> list:
     """The nodes of the run (``family`` None: the experiment and its ``sweeps``) or of one sweep family."""
-    from relaxkd.errors import UserError
     from relaxkd.stages import plan
 
-    if not hasattr(plan, "graph"):  # the stage graph as data lands separately (issue 21)
-        raise UserError("--launcher local|slurm needs the stage graph (stages/plan.graph), which this version lacks")
     if family is None:
         return plan.graph(ctx)
     return plan.sweep_graph(ctx, family, trials)
@@ -41,7 +38,7 @@ def jobs_for(ctx, nodes: list, report_name: str, report_argv: list[str]) -> list
         argv = [*RELAXKD, "build-node", str(_config_file(folder, cfg)), "--stage", node.node.stage, "--expect", node.id]
         if node.node.arg is not None:
             argv += ["--arg", node.node.arg]
-        tasks, nodes_ = _tasks(cfg) if node.node.stage in TRAINING_KINDS else (1, 1)
+        tasks, nodes_ = _tasks(cfg) if trains(node.node.stage) else (1, 1)
         jobs.append(JobSpec(node.id, node.node.stage, argv, deps=sorted(set(node.inputs.values())), path=node.path,
                             tasks=tasks, nodes=nodes_))
     jobs.append(JobSpec(report_name, "report", report_argv, deps=[job.name for job in jobs]))

@@ -20,8 +20,14 @@ from relaxkd.launcher_config import SlurmSettings
 
 #: the signal SLURM sends the batch shell before the time limit (``--signal=B:USR1@seconds``)
 REQUEUE_SIGNAL = "USR1"
-#: stage kinds that train with Lightning: the only ones that become multi-task jobs under ``srun``
-TRAINING_KINDS = ("teacher-unimodal", "teacher-expert", "teacher-multimodal", "dmae-pretrain", "distill")
+
+
+def trains(kind: str) -> bool:
+    """Whether a job's stage trains with Lightning (its record says so): the only jobs that become
+    multi-task jobs under ``srun``."""
+    from relaxkd.stages.graph import STAGES
+
+    return kind in STAGES and STAGES[kind].trains
 
 
 @dataclass

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from relaxkd.errors import UserError
 from relaxkd.methods.base import KDMethod, MethodParams, Outputs, Step, register_method
 from relaxkd.methods.features import FeatureTap
-from relaxkd.names import TX
+from relaxkd.names import DMAE_PRETRAIN_STAGE, TX
 
 
 class DMAEParams(MethodParams):
@@ -73,16 +73,12 @@ class DMAEParams(MethodParams):
     pretrain_warmup_epochs: int = Field(40, ge=0)
 
 
-#: the pre-training stage's name (stages/dmae_pretrain.py's record)
-PRETRAIN_STAGE = "dmae-pretrain"
-
-
 @register_method("dmae")
 class DMAE(KDMethod):
     """Fine-tuning half of DMAE (the pre-training is :class:`DMAEPretrainer`'s stage)."""
 
     Params = DMAEParams
-    stages = (PRETRAIN_STAGE,)  # the student starts from its pre-trained weights
+    stages = (DMAE_PRETRAIN_STAGE,)  # the student starts from its pre-trained weights
     runs_teachers = False
     teacher_features = ("dmae",)  # the pre-training aligns teacher features: cached logits cannot serve it
     students = ("vit",)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from relaxkd.errors import UserError
 from relaxkd.methods.base import KDMethod, LogitParams, MethodContext, Step, register_method
-from relaxkd.names import EXPERT_TEACHERS, SHOT_GROUPS
+from relaxkd.names import EXPERT_STAGE, EXPERT_TEACHERS, SHOT_GROUPS
 
 #: subset name -> (teacher name, validation metric of the student)
 #: shot group -> (its expert teacher's name, its accuracy's metric name)
@@ -84,10 +84,6 @@ def scale_instance_weights(hardness: Tensor, labels: Tensor, subset_of_class: li
         span = h.max() - h.min()
         out[idx] = ((h - h.min()) / span * (1 - floor) + floor) if span > 0 else torch.ones_like(h)
     return out.float()
-
-
-#: the experts' stage's name (stages/expert.py's record)
-EXPERT_STAGE = "teacher-expert"
 
 
 @register_method("lfme")

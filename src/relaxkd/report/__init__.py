@@ -14,7 +14,7 @@ from typing import Any
 from relaxkd.artifacts import ArtifactStore, atomic_output
 from relaxkd.errors import UserError
 from relaxkd.names import TX
-from relaxkd.report.collect import LOSS_NAMES, RunView, dataset_sizes
+from relaxkd.report.collect import LOSS_NAMES, MULTIMODAL, STUDENT, UNIMODAL, RunView, dataset_sizes, read_json
 from relaxkd.report.compare import method_vs_no_kd
 from relaxkd.report.paper_tables import figure2_table, table1, table1_paper_layout, table2, table3
 from relaxkd.report.table import Table, fmt
@@ -143,7 +143,7 @@ def _has(view: RunView, key: str) -> bool:
     return any(isinstance(m.metrics.get(key), (int, float)) and not math.isnan(m.metrics[key]) for m in view.models)
 
 
-_ORDER = {"teacher-unimodal": 0, "teacher-multimodal": 1, "distill": 2}
+_ORDER = {UNIMODAL: 0, MULTIMODAL: 1, STUDENT: 2}
 
 
 def _models_table(view: RunView, ctx: dict[str, Any]) -> Table:
@@ -156,10 +156,10 @@ def _models_table(view: RunView, ctx: dict[str, Any]) -> Table:
     main = view.model_at(view.main.get("distill"))
     if main is not None:
         main_tx = main.teacher_keys().get(TX)
-    models = sorted(view.models, key=lambda m: (_ORDER.get(m.stage, 9), m.role, m.seed if isinstance(m.seed, int) else 0))
+    models = sorted(view.models, key=lambda m: (_ORDER.get(m.kind, 9), m.role, m.seed if isinstance(m.seed, int) else 0))
     for m in models:
         taught = ""
-        if m.stage == "teacher-multimodal":
+        if m.kind == MULTIMODAL:
             students = view.taught(m)
             taught = f"{len(students)} student(s)" if students else "none"
             if m.key == main_tx:
@@ -178,11 +178,9 @@ def _models_table(view: RunView, ctx: dict[str, Any]) -> Table:
 def _attribution_table(view: RunView) -> Table | None:
     rows = []
     for art in view.other:
-        if art.stage != "attribute":
-            continue
-        from relaxkd.report.collect import read_json
-
         result = read_json(art.path, "attribution.json")
+        if not result:
+            continue
         teacher = view.by_key.get((art.manifest.get("spec") or {}).get("teacher", ""))
         label = teacher.role if teacher else "T_x (artifact not in this run)"
         uses = "; ".join(teacher.uses) if teacher else ""
@@ -216,18 +214,18 @@ def _provenance(view: RunView, ctx: dict[str, Any]) -> list[str]:
     clip = prov.get("clip", "?")
     lines.append(f"CLIP: {clip}" + (" (random-weight CLIP: not the paper's)" if prov.get("random_weight_clip") else ""))
     lines.append(f"dataset: {prov.get('dataset', '?')}" + (" (bundled demo data)" if prov.get("demo_data") else ""))
-    families = {"teacher-unimodal": "T_m members", "teacher-multimodal": "T_x teachers", "distill": "students"}
-    for stage, label in families.items():
-        epochs = sorted({m.prov.get("epochs") for m in view.models if m.stage == stage and m.prov.get("epochs")})
+    families = {UNIMODAL: "T_m members", MULTIMODAL: "T_x teachers", STUDENT: "students"}
+    for kind, label in families.items():
+        epochs = sorted({m.prov.get("epochs") for m in view.models if m.kind == kind and m.prov.get("epochs")})
         if epochs:
-            archs = sorted({m.info.get("arch") for m in view.models if m.stage == stage and m.info.get("arch")})
+            archs = sorted({m.info.get("arch") for m in view.models if m.kind == kind and m.info.get("arch")})
             what = f" ({', '.join(archs)})" if archs else ""
             lines.append(f"{label}{what}: trained {', '.join(map(str, epochs))} epochs each")
     inits = sorted({m.prov["head_init"]["note"] for m in view.models
-                    if m.stage == "teacher-multimodal" and isinstance(m.prov.get("head_init"), dict) and m.prov.get("head") == "resnet50-1x1"})
+                    if m.kind == MULTIMODAL and isinstance(m.prov.get("head_init"), dict) and m.prov.get("head") == "resnet50-1x1"})
     for note in inits:  # the authors start it from ImageNet weights: say when this run could not
         lines.append(f"T_x resnet50-1x1 head: {note}")
-    losses = sorted({LOSS_NAMES.get(m.prov.get("loss"), m.prov.get("loss")) for m in view.models if m.stage == "distill" and m.prov.get("loss")})
+    losses = sorted({LOSS_NAMES.get(m.prov.get("loss"), m.prov.get("loss")) for m in view.models if m.kind == STUDENT and m.prov.get("loss")})
     if losses:
         lines.append(f"student losses: {', '.join(losses)}")
     lines.append(f"seeds: {', '.join(map(str, view.seeds)) or '?'}")

@@ -14,8 +14,10 @@ from typing import Any
 
 from relaxkd.names import TX
 
-#: stages whose artifacts are trained models with a validation history
-TRAINED = ("teacher-unimodal", "teacher-multimodal", "distill")
+#: the record files of trained models (a validation history): ``kind`` says what the model is
+MODEL_RECORDS = ("student.json", "teacher.json")
+#: the kinds a model record declares (relaxkd.stages.specs.model_info)
+UNIMODAL, MULTIMODAL, STUDENT = "unimodal", "multimodal", "student"
 #: the paper's names for the default T_m members (T1s T2w T3s: ResNet50, strong/weak/strong augmentation)
 MEMBER_ALIASES = {"strong": "T1s", "weak": "T2w", "strong2": "T3s",
                   "expert_many": "E_many", "expert_medium": "E_medium", "expert_few": "E_few"}
@@ -70,7 +72,8 @@ def mix_label(proportions: dict[str, float] | None, text_only: bool = False) -> 
 class Model:
     """One trained artifact (a T_m member, a T_x or a student) and what the report says about it."""
 
-    stage: str
+    #: what its record file (teacher.json / student.json) says it is: unimodal, multimodal or student
+    kind: str
     key: str
     path: Path
     metrics: dict[str, Any]
@@ -103,10 +106,10 @@ class Model:
     @property
     def role(self) -> str:
         """What it is, in the glossary's words."""
-        if self.stage == "teacher-unimodal":
+        if self.kind == UNIMODAL:
             name = self.info.get("name", "?")
             return f"T_m member {member_alias(name)} ({self.info.get('arch', '?')}, {self.info.get('aug', '?')} aug.)"
-        if self.stage == "teacher-multimodal":
+        if self.kind == MULTIMODAL:
             bank = self.prov.get("bank", "learnable")
             return f"T_x [{mix_label(self.prov.get('proportions'), self.prov.get('text_only', False))}]" + (
                 " fixed bank" if bank == "fixed" else ""
@@ -184,10 +187,10 @@ class RunView:
         self.by_path: dict[str, Model] = {}
         self.other = artifacts
         for art in artifacts:
-            if art.stage not in TRAINED:
-                continue
-            info = read_json(art.path, "student.json" if art.stage == "distill" else "teacher.json")
-            model = Model(art.stage, art.key, Path(art.path), read_json(art.path, "metrics.json"), info, art.manifest)
+            info = next((found for name in MODEL_RECORDS if (found := read_json(art.path, name))), {})
+            if info.get("kind") not in (UNIMODAL, MULTIMODAL, STUDENT) or info.get("subset"):
+                continue  # not a trained model, or an LFME subset expert (its student reports it)
+            model = Model(info["kind"], art.key, Path(art.path), read_json(art.path, "metrics.json"), info, art.manifest)
             self.models.append(model)
             self.by_key[art.key] = model
             self.by_path[str(Path(art.path).resolve())] = model
@@ -232,7 +235,7 @@ class RunView:
 
     def taught(self, teacher: Model) -> list[Model]:
         """The students that had ``teacher`` among their teachers."""
-        return [m for m in self.models if m.stage == "distill" and teacher.key in m.teacher_keys().values()]
+        return [m for m in self.models if m.kind == STUDENT and teacher.key in m.teacher_keys().values()]
 
     @property
     def seeds(self) -> list[int]:
@@ -272,9 +275,9 @@ def dataset_sizes(run_dir: Path, artifacts) -> dict[str, Any]:
     """Classes, train and validation sizes from the embed-images artifact (shapes only, no tensors read)."""
     sizes: dict[str, Any] = {}
     for art in artifacts:
-        if art.stage != "embed-images":
+        classes = read_json(art.path, "classes.json")  # the image embeddings' record of the dataset's classes
+        if not classes:
             continue
-        classes = read_json(art.path, "classes.json")
         sizes["classes"] = classes.get("classes", [])
         sizes["synsets"] = classes.get("synsets", [])
         sizes["glosses"] = classes.get("glosses", [])

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from relaxkd.names import TX
-from relaxkd.report.collect import Model, RunView, mean_std, mix_label, teachers_label
+from relaxkd.report.collect import MULTIMODAL, STUDENT, UNIMODAL, Model, RunView, mean_std, mix_label, teachers_label
 
 
 def _plt():
@@ -145,9 +145,9 @@ def _gt_share(label: str) -> float:
 
 
 FAMILIES = (
-    ("teacher-unimodal", "image teachers T_m", "validation_history_teachers_tm.png"),
-    ("teacher-multimodal", "multimodal teachers T_x", "validation_history_teachers_tx.png"),
-    ("distill", "students S_s", "validation_history_students.png"),
+    (UNIMODAL, "image teachers T_m", "validation_history_teachers_tm.png"),
+    (MULTIMODAL, "multimodal teachers T_x", "validation_history_teachers_tx.png"),
+    (STUDENT, "students S_s", "validation_history_students.png"),
 )
 
 
@@ -155,11 +155,9 @@ def _curve_label(model: Model) -> str:
     """A student's or T_x's curve label: its trial (seeds merged) or its role."""
     # a sweep trial names the curve (its seeds are averaged); "main run" only when no trial uses the model
     trials = sorted({u.split(" (seed")[0] for u in model.uses}, key=lambda u: (u == "main run", u))
-    if model.stage == "distill":
+    if model.kind == STUDENT:
         who = teachers_label(model.prov.get("teachers", []), model.prov.get("loss"))
         return f"{trials[0]}: {who}" if trials else who
-    if model.stage == "teacher-multimodal":
-        return model.role
     return model.role
 
 
@@ -167,10 +165,10 @@ def history_figures(view: RunView, out: Path, chance: float | None, max_lines: i
     """One figure per stage family; curves of the same trial over several seeds are averaged."""
     figures = []
     plt = _plt()
-    for stage, title, filename in FAMILIES:
+    for kind, title, filename in FAMILIES:
         groups: dict[str, list[list[tuple[int, float]]]] = {}
         for model in view.models:
-            if model.stage != stage:
+            if model.kind != kind:
                 continue
             history = model.metrics.get("history", [])
             if history:

@@ -1,1 +1,1 @@
-"""Stage runners over the artifact store: embed, relax, teachers, distill, attribute, run, sweep."""
+"""The stages: one file each, declaring one ``StageRecord`` over a ``Context`` (stages/graph.py lists them)."""

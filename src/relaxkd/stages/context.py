@@ -49,6 +49,8 @@ class Context:
         self.verified: Verified = {} if verified is None else verified
         #: seconds each artifact built in this process took, by stage (the progress display's estimate)
         self.timings: dict[str, list[float]] = {} if timings is None else timings
+        #: artifacts of graph nodes (stages/graph.py) resolved in this context: built or found (True), planned (False)
+        self.nodes: dict[bool, dict] = {}
 
     def derive(self, cfg: ExperimentConfig) -> "Context":
         """A context for another config (a sweep trial) that shares this one's verified artifacts and timings."""

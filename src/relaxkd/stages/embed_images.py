@@ -8,9 +8,9 @@ from safetensors.torch import save_file
 
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.stages.context import Context, log
+from relaxkd.stages.graph import Job, Node, StageRecord, artifact, no_inputs, register
 from relaxkd.stages.specs import clip_spec, data_spec
 
-STAGE = "embed-images"
 #: how a guessed class sense is re-picked with real CLIP weights (part of the artifact key then)
 SENSES_BY_IMAGES = "mean image vs lemma+gloss through the templates"
 
@@ -21,42 +21,52 @@ def senses_by_images(ctx: Context) -> bool:
     return ctx.cfg.clip.weights != "none" and ctx.cfg.data.dataset == "imagefolder"
 
 
-def embed_images(ctx: Context) -> Artifact:
+def spec(job: Job) -> dict:
     from relaxkd.clip.templates import WORD_EMBEDDING
 
     # class_text (the class names' word embeddings) is part of the artifact
-    spec = {"data": data_spec(ctx), "clip": clip_spec(ctx.cfg), "word_embedding": WORD_EMBEDDING}
-    if senses_by_images(ctx):
+    spec = {"data": data_spec(job.ctx), "clip": clip_spec(job.cfg), "word_embedding": WORD_EMBEDDING}
+    if senses_by_images(job.ctx):
         spec["senses"] = SENSES_BY_IMAGES
+    return spec
 
-    def build(out: Path) -> None:
-        from relaxkd.engine.sampling import SeededAugmentation
 
-        senses = class_senses(ctx)  # a class missing from WordNet fails before minutes of encoding
+def build(job: Job, out: Path) -> None:
+    from relaxkd.engine.sampling import SeededAugmentation
+
+    ctx = job.ctx
+    senses = class_senses(ctx)  # a class missing from WordNet fails before minutes of encoding
+    synsets = [str(r["synset"]) for r in senses]
+    enc = ctx.clip
+    tensors: dict[str, torch.Tensor] = {}
+    for split, raw in (("train", ctx.raw_train), ("val", ctx.raw_val)):
+        data = SeededAugmentation(raw, enc.preprocess_transform(), ctx.cfg.seed)
+        emb, labels, _ = enc.encode_dataset(data, batch_size=ctx.cfg.clip.batch_size, num_workers=ctx.cfg.data.num_workers)
+        tensors[split] = emb.half().contiguous()
+        tensors[f"{split}_labels"] = labels.long().contiguous()
+    if senses_by_images(ctx):
+        senses = repick_senses(senses, tensors["train"], tensors["train_labels"], enc)
         synsets = [str(r["synset"]) for r in senses]
-        enc = ctx.clip
-        tensors: dict[str, torch.Tensor] = {}
-        for split, raw in (("train", ctx.raw_train), ("val", ctx.raw_val)):
-            data = SeededAugmentation(raw, enc.preprocess_transform(), ctx.cfg.seed)
-            emb, labels, _ = enc.encode_dataset(data, batch_size=ctx.cfg.clip.batch_size, num_workers=ctx.cfg.data.num_workers)
-            tensors[split] = emb.half().contiguous()
-            tensors[f"{split}_labels"] = labels.long().contiguous()
-        if senses_by_images(ctx):
-            senses = repick_senses(senses, tensors["train"], tensors["train_labels"], enc)
-            synsets = [str(r["synset"]) for r in senses]
-        tensors["class_text"] = enc.embed_words(ctx.classes).float().contiguous()
-        save_file(tensors, str(out / "embeddings.safetensors"))
-        write_json(out / "classes.json", {
-            "classes": ctx.classes,
-            "synsets": synsets,
-            "glosses": [r["gloss"] for r in senses],
-            "senses": [r["senses"] for r in senses],
-            "sense_sources": [r["source"] for r in senses],
-            "sense_runner_up": [r.get("runner_up") for r in senses],
-            "sense_margin": [r.get("margin") for r in senses],
-        })
+    tensors["class_text"] = enc.embed_words(ctx.classes).float().contiguous()
+    save_file(tensors, str(out / "embeddings.safetensors"))
+    write_json(out / "classes.json", {
+        "classes": ctx.classes,
+        "synsets": synsets,
+        "glosses": [r["gloss"] for r in senses],
+        "senses": [r["senses"] for r in senses],
+        "sense_sources": [r["source"] for r in senses],
+        "sense_runner_up": [r.get("runner_up") for r in senses],
+        "sense_margin": [r.get("margin") for r in senses],
+    })
 
-    return ctx.resolve(ctx.store, STAGE, spec, build)
+
+RECORD = register(StageRecord("embed-images", "CLIP embeddings of the training and validation images and of the class names",
+                              no_inputs, spec, build))
+STAGE = RECORD.name
+
+
+def embed_images(ctx: Context) -> Artifact:
+    return artifact(ctx, Node(STAGE))
 
 
 def class_senses(ctx: Context) -> list[dict]:

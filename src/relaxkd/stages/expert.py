@@ -10,12 +10,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from relaxkd.artifacts import Artifact, write_json
-from relaxkd.methods.lfme import EXPERT_STAGE
 from relaxkd.errors import UserError
+from relaxkd.names import EXPERT_STAGE
 from relaxkd.stages.context import Context, device
+from relaxkd.stages.graph import Job, Node, StageRecord, artifact, no_inputs, register
 from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec, weights_file_hash
-
-STAGE = EXPERT_STAGE
 
 
 def expert_subsets(ctx: Context) -> dict[str, list[int]]:
@@ -24,47 +23,51 @@ def expert_subsets(ctx: Context) -> dict[str, list[int]]:
     return shot_subsets(ctx.class_counts)
 
 
-def expert_teacher(ctx: Context, name: str) -> Artifact:
-    """The expert ``name`` (expert_many / expert_medium / expert_few)."""
+def _classes(ctx: Context, name: str) -> list[int]:
     subset = name.removeprefix("expert_")
     classes = expert_subsets(ctx)[subset]
     if not classes:
         raise UserError(f"teacher {name!r}: the training set has no {subset}-shot classes, so that expert cannot be trained")
-    u = ctx.cfg.unimodal
-    spec = {
-        **views_spec(ctx),
+    return classes
+
+
+def spec(job: Job) -> dict:
+    u = job.cfg.unimodal
+    return {
+        **views_spec(job.ctx),
         "arch": u.arch,
         "weights": u.weights,
         **weights_file_hash(u.weights),
-        "subset": subset,
-        "classes": classes,
-        "seed": ctx.cfg.seed,
+        "subset": job.arg.removeprefix("expert_"),
+        "classes": _classes(job.ctx, job.arg),
+        "seed": job.cfg.seed,
         "optim": u.optim.model_dump(),
-        "train": train_spec(ctx.cfg),
+        "train": train_spec(job.cfg),
     }
 
-    def build(out: Path) -> None:
-        from relaxkd.data.transforms import IMAGENET_STATS
-        from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything
-        from relaxkd.methods.lfme import ClassSubset, SubsetExpert
 
-        seed_everything(ctx.cfg.seed)
-        module = SubsetExpert(u.arch, ctx.num_classes, classes, u.optim.model_dump(), u.weights)
-        data = SeededDataModule(
-            ctx.augmented(ClassSubset(ctx.raw_train, classes), "strong", IMAGENET_STATS),
-            ctx.augmented(ClassSubset(ctx.raw_val, classes), "test", IMAGENET_STATS),
-            u.optim.batch_size,
-            ctx.cfg.data.num_workers,
-            ctx.cfg.seed,
-        )
-        work = ctx.work_dir(STAGE, spec)
-        fit(build_trainer(ctx.cfg.trainer, work, u.optim.epochs), module, data, work)
-        save_file(contiguous(module.model.state_dict()), str(out / "model.safetensors"))
-        info = model_info(ctx, "unimodal", name=name, arch=u.arch, aug="strong", subset=subset, subset_classes=classes)
-        write_json(out / "teacher.json", info)
-        write_json(out / "metrics.json", metrics(ctx.cfg, module, epochs=u.optim.epochs, subset=subset, subset_classes=classes))
+def build(job: Job, out: Path) -> None:
+    from relaxkd.data.transforms import IMAGENET_STATS
+    from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything
+    from relaxkd.methods.lfme import ClassSubset, SubsetExpert
 
-    return ctx.resolve(ctx.store, STAGE, spec, build)
+    ctx, name, u = job.ctx, job.arg, job.cfg.unimodal
+    subset, classes = name.removeprefix("expert_"), _classes(ctx, name)
+    seed_everything(ctx.cfg.seed)
+    module = SubsetExpert(u.arch, ctx.num_classes, classes, u.optim.model_dump(), u.weights)
+    data = SeededDataModule(
+        ctx.augmented(ClassSubset(ctx.raw_train, classes), "strong", IMAGENET_STATS),
+        ctx.augmented(ClassSubset(ctx.raw_val, classes), "test", IMAGENET_STATS),
+        u.optim.batch_size,
+        ctx.cfg.data.num_workers,
+        ctx.cfg.seed,
+    )
+    work = job.work_dir()
+    fit(build_trainer(ctx.cfg.trainer, work, u.optim.epochs), module, data, work)
+    save_file(contiguous(module.model.state_dict()), str(out / "model.safetensors"))
+    info = model_info(ctx, "unimodal", name=name, arch=u.arch, aug="strong", subset=subset, subset_classes=classes)
+    write_json(out / "teacher.json", info)
+    write_json(out / "metrics.json", metrics(ctx.cfg, module, epochs=u.optim.epochs, subset=subset, subset_classes=classes))
 
 
 def lfme_state(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
@@ -100,3 +103,13 @@ def lfme_state(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
             subset_of_class[c] = subset
     weights = scale_instance_weights(hardness, labels, subset_of_class, ctx.class_counts)
     return {"lfme": {"classes": classes, "accuracy": accuracy, "instance_weights": weights}}
+
+
+RECORD = register(StageRecord(EXPERT_STAGE, "an LFME subset expert (expert_many, expert_medium, expert_few)", no_inputs, spec, build,
+                              method_state=lfme_state, trains=True))
+STAGE = RECORD.name
+
+
+def expert_teacher(ctx: Context, name: str) -> Artifact:
+    """The expert ``name`` (expert_many / expert_medium / expert_few)."""
+    return artifact(ctx, Node(STAGE, name))

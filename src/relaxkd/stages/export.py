@@ -11,6 +11,7 @@ import torch
 
 from relaxkd.errors import UserError
 from relaxkd.stages.predict import EXPORT_MANIFEST, INFO, ONNX, TORCHSCRIPT, WEIGHTS, load_student, quiet_torchscript
+from relaxkd.stages.distill import STAGE
 
 FORMATS = ("torchscript", "onnx")
 
@@ -21,7 +22,7 @@ def _find_student(ctx, artifact: Path | None = None):
 
     damaged: list[tuple[Path, str]] = []
     if artifact is not None:
-        found = [a for a in ArtifactStore(artifact.parent).artifacts("distill", verify=True, damaged=damaged)
+        found = [a for a in ArtifactStore(artifact.parent).artifacts(STAGE, verify=True, damaged=damaged)
                  if a.path == artifact]
         for path, reason in damaged:
             if path == artifact:
@@ -29,7 +30,7 @@ def _find_student(ctx, artifact: Path | None = None):
         if not found:
             raise UserError(f"{str(artifact)!r} is not a complete distill artifact; pass a distill-* directory of a run")
         return found[0]
-    artifacts = ctx.store.artifacts("distill", verify=True, damaged=damaged)  # every byte as the manifest says
+    artifacts = ctx.store.artifacts(STAGE, verify=True, damaged=damaged)  # every byte as the manifest says
     if not artifacts and damaged:
         path, reason = damaged[0]
         raise UserError(f"distill artifact {path} is damaged ({reason}); rerun `relaxkd distill` to rebuild it")

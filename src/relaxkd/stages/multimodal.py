@@ -10,9 +10,9 @@ from safetensors.torch import load_file, save_file
 
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.config import ExperimentConfig
+from relaxkd.stages import embed_images, relax, tx_views
 from relaxkd.stages.context import Context
-from relaxkd.stages.embed_images import embed_images
-from relaxkd.stages.relax import relax
+from relaxkd.stages.graph import Job, Node, StageRecord, artifact, register
 from relaxkd.stages.specs import (
     augmentation_spec,
     clip_spec,
@@ -24,20 +24,25 @@ from relaxkd.stages.specs import (
     weights_file_hash,
 )
 
-STAGE = "teacher-multimodal"
-
-
 def needs_bank(cfg: ExperimentConfig) -> bool:
     """T_x retrieves from the relaxed bank only when some samples have the ``wn`` text mode."""
     return cfg.multimodal.proportions.get("wn", 0.0) > 0
 
 
-def multimodal_teacher(ctx: Context) -> Artifact:
-    m = ctx.cfg.multimodal
-    images = embed_images(ctx)
-    bank = relax(ctx) if needs_bank(ctx.cfg) else None
+def inputs(ctx: Context, arg: str | None) -> dict[str, Node]:
+    found = {"images": Node(embed_images.STAGE)}
+    if needs_bank(ctx.cfg):
+        found["bank"] = Node(relax.STAGE)
+    if ctx.cfg.multimodal.input == "cached_views":
+        found["views"] = Node(tx_views.STAGE)
+    return found
+
+
+def spec(job: Job) -> dict[str, Any]:
+    ctx, m = job.ctx, job.cfg.multimodal
+    bank, views = job.inputs.get("bank"), job.inputs.get("views")
     spec: dict[str, Any] = {
-        "images": images.key,
+        "images": job.inputs["images"].key,
         "bank": bank.key if bank is not None else None,
         "multimodal": m.model_dump(exclude={"preset"}),
         "seed": ctx.cfg.seed,
@@ -46,41 +51,48 @@ def multimodal_teacher(ctx: Context) -> Artifact:
     if m.head == "resnet50-1x1":
         # the authors' 7x7/s2/p3 conv1 (its init scale) and ImageNet's fc kept for 1,000 classes
         spec.update(weights_file_hash(m.weights), head_stem="7x7-s2-p3")
-    views = None
-    if m.input == "cached_views":
-        from relaxkd.stages.tx_views import tx_views
-
-        views = tx_views(ctx)
+    if views is not None:
         spec["views"] = views.key
     if m.input == "online":
         spec["online"] = {"data": data_spec(ctx), "clip": clip_spec(ctx.cfg), **augmentation_spec(ctx.cfg)}
+    return spec
 
-    def build(out: Path) -> None:
-        from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything
-        from relaxkd.teachers.text_modes import mode_proportions
 
-        seed_everything(ctx.cfg.seed)
-        emb = load_file(str(images.file("embeddings.safetensors")))
-        bank_tensor = load_file(str(bank.file("bank.safetensors")))["bank"] if bank is not None else None
-        module = new_teacher(ctx, emb, bank_tensor)
-        init = initialise_head(ctx, module)
-        train, val = _training_data(ctx, module, emb, views)
-        data = SeededDataModule(train, val, m.optim.batch_size, ctx.cfg.data.num_workers, ctx.cfg.seed)
-        work = ctx.work_dir(STAGE, spec)
-        fit(build_trainer(ctx.cfg.trainer, work, m.optim.epochs), module, data, work)
-        module.image_encoder = None
-        save_file(contiguous(module.state_dict()), str(out / "model.safetensors"))
-        write_json(out / "teacher.json", model_info(ctx, "multimodal", hparams=dict(module.hparams)))
-        measured = {
-            "measured_train_proportions": mode_proportions(module.train_modes),
-            "measured_val_proportions": mode_proportions(module.val_modes),
-        }
-        record = metrics(ctx.cfg, module, epochs=m.optim.epochs, input=m.input, proportions=m.proportions, **measured,
-                         bank=m.bank, text_only=m.text_only, augment=m.augment if m.input == "online" else None,
-                         head=m.head, head_init=init)
-        write_json(out / "metrics.json", record)
+def build(job: Job, out: Path) -> None:
+    from relaxkd.engine.trainer import SeededDataModule, build_trainer, fit, seed_everything
+    from relaxkd.teachers.text_modes import mode_proportions
 
-    return ctx.resolve(ctx.store, STAGE, spec, build)
+    ctx, m = job.ctx, job.cfg.multimodal
+    bank = job.inputs.get("bank")
+    seed_everything(ctx.cfg.seed)
+    emb = load_file(str(job.inputs["images"].file("embeddings.safetensors")))
+    bank_tensor = load_file(str(bank.file("bank.safetensors")))["bank"] if bank is not None else None
+    module = new_teacher(ctx, emb, bank_tensor)
+    init = initialise_head(ctx, module)
+    train, val = _training_data(ctx, module, emb, job.inputs.get("views"))
+    data = SeededDataModule(train, val, m.optim.batch_size, ctx.cfg.data.num_workers, ctx.cfg.seed)
+    work = job.work_dir()
+    fit(build_trainer(ctx.cfg.trainer, work, m.optim.epochs), module, data, work)
+    module.image_encoder = None
+    save_file(contiguous(module.state_dict()), str(out / "model.safetensors"))
+    write_json(out / "teacher.json", model_info(ctx, "multimodal", hparams=dict(module.hparams)))
+    measured = {
+        "measured_train_proportions": mode_proportions(module.train_modes),
+        "measured_val_proportions": mode_proportions(module.val_modes),
+    }
+    record = metrics(ctx.cfg, module, epochs=m.optim.epochs, input=m.input, proportions=m.proportions, **measured,
+                     bank=m.bank, text_only=m.text_only, augment=m.augment if m.input == "online" else None,
+                     head=m.head, head_init=init)
+    write_json(out / "metrics.json", record)
+
+
+RECORD = register(StageRecord("teacher-multimodal", "the multimodal teacher T_x (CLIP image + text embeddings, eq. 6)",
+                              inputs, spec, build, trains=True))
+STAGE = RECORD.name
+
+
+def multimodal_teacher(ctx: Context) -> Artifact:
+    return artifact(ctx, Node(STAGE))
 
 
 def _training_data(ctx: Context, module, emb: dict[str, torch.Tensor], views: Artifact | None = None):
@@ -89,11 +101,9 @@ def _training_data(ctx: Context, module, emb: dict[str, torch.Tensor], views: Ar
     from relaxkd.engine.sampling import SeededAugmentation
 
     if ctx.cfg.multimodal.input == "cached_views":
-        from relaxkd.stages.tx_views import CachedViews
-
         epochs = ctx.cfg.multimodal.optim.epochs
-        return (CachedViews(views.path, emb["train_labels"], "train", epochs),
-                CachedViews(views.path, emb["val_labels"], "val", epochs))
+        return (tx_views.CachedViews(views.path, emb["train_labels"], "train", epochs),
+                tx_views.CachedViews(views.path, emb["val_labels"], "val", epochs))
     if ctx.cfg.multimodal.input == "online":
         from relaxkd.clip.online import OnlineClip
         from relaxkd.data.transforms import CLIP_STATS

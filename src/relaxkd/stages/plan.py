@@ -1,15 +1,17 @@
-"""The order of the stages, declared once, and running them (an experiment, a sweep's trials) with one
+"""The plan of a run, derived from the stage records (stages/graph.py), and running it with one
 progress display.
 
-``pipeline_stages`` lists the stages one experiment needs, in order; ``TRIAL_STAGES`` the stages a
-sweep trial may ask for, in the same order. To add a stage: write ``stages/<name>.py`` exposing
-``<name>(ctx) -> Artifact`` (its spec next to its build) and list it here.
+An experiment's graph is everything its student (``distill``) and, when T_x teaches, T_x's
+attribution are built from (:func:`main_nodes`); a sweep trial adds the nodes of its config. The
+runner resolves each node's inputs before the node; :func:`graph` lists the whole graph of a run
+and its sweeps as data (artifact id, stage, inputs, the overrides that make its config), each node
+buildable alone in a fresh process by :func:`build_node`.
 """
 from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -18,55 +20,30 @@ from relaxkd.artifacts import Artifact, write_json
 from relaxkd.config import ExperimentConfig, apply_overrides, build_config
 from relaxkd.errors import UserError
 from relaxkd.names import TX
-from relaxkd.stages.attribute import attribute
+from relaxkd.stages import attribute, distill
 from relaxkd.stages.context import Context, log
-from relaxkd.methods import METHODS
-from relaxkd.stages.distill import STUDENT_INIT, distill
-from relaxkd.stages.embed_images import embed_images
-from relaxkd.stages.embed_nouns import embed_nouns
-from relaxkd.stages.multimodal import multimodal_teacher, needs_bank
-from relaxkd.stages.relax import relax
-from relaxkd.stages.teacher_loading import teacher_artifact, used_teachers
+from relaxkd.stages.graph import STAGES, Node, artifact, closure, inputs_of, planned
+from relaxkd.stages.teacher_loading import teacher_node, used_teachers
 from relaxkd.trials import COMPARE, TABLE1_DATASETS, Trial, resolve_overrides, select_trials, sweep_commands
 
-Step = tuple[str, Callable[[Context], Artifact]]
 
-#: the stages a sweep trial may name (``Trial.stages``), in pipeline order
-TRIAL_STAGES: dict[str, Callable[[Context], Artifact]] = {TX: multimodal_teacher, "attribute": attribute, "distill": distill}
-
-
-def uses_tx(cfg: ExperimentConfig) -> bool:
-    return TX in used_teachers(cfg)
+def main_nodes(cfg: ExperimentConfig) -> list[Node]:
+    """What one experiment produces: its student and, when T_x teaches it, T_x's attribution."""
+    return [distill_node(), *([Node(attribute.STAGE)] if TX in used_teachers(cfg) else [])]
 
 
-def pipeline_stages(cfg: ExperimentConfig) -> list[Step]:
-    """The stages of one experiment, in order (each also builds any input it finds missing)."""
-    stages: list[Step] = [("embed images", embed_images)]
-    if uses_tx(cfg) and needs_bank(cfg):
-        stages += [("embed nouns", embed_nouns), ("relax", relax)]
-    for name in used_teachers(cfg):
-        if name != TX:
-            stages.append((f"teacher {name}", partial(teacher_artifact, name=name)))
-    if uses_tx(cfg):
-        stages += [(f"teacher {TX}", multimodal_teacher), ("attribute", attribute)]
-    for name in METHODS.get(cfg.distill.loss).stages:  # the method's own stages (DMAE's pre-training)
-        stages.append((name, STUDENT_INIT[name][0]))
-    stages.append(("distill", distill))
-    return stages
+def distill_node() -> Node:
+    return Node(distill.STAGE)
 
 
-#: the artifact stages a pipeline step builds, for the time estimate (``report``: none)
-_STEP_BUILDS = {
-    "embed images": ("embed-images",),
-    "embed nouns": ("embed-nouns",),
-    "relax": ("relax",),
-    f"teacher {TX}": ("teacher-multimodal",),
-    "attribute": ("attribute",),
-    **{name: (name,) for name in STUDENT_INIT},
-    "distill": ("distill",),
-}
-#: a trial's stages (``Trial.stages``) -> the artifact stages they build
-_TRIAL_BUILDS = {TX: "teacher-multimodal", "attribute": "attribute", "distill": "distill"}
+def pipeline_nodes(ctx: Context) -> list[Node]:
+    """Every node of the experiment, inputs first (cheap embedding stages before teachers, in registry order)."""
+    return closure(ctx, main_nodes(ctx.cfg))
+
+
+def trial_nodes(stages: list[str]) -> list[Node]:
+    """The nodes a sweep trial records (``Trial.stages``: ``tx`` names T_x's node, the others are stage names)."""
+    return [teacher_node(TX) if name == TX else Node(name) for name in stages]
 
 
 @dataclass
@@ -121,13 +98,8 @@ def _duration(seconds: float) -> str:
 
 def experiment_steps(ctx: Context) -> list[ProgressStep]:
     """The experiment's stages, then each sweep's trials (one step per trial and seed)."""
-    steps = []
-    main: dict = {"artifacts": {}}  # run.json: this run's main artifacts, rewritten as they resolve
-    for name, fn in pipeline_stages(ctx.cfg):
-        builds = _STEP_BUILDS.get(name, ("teacher-unimodal",) if name.startswith("teacher ") else ())
-        if name == "distill" and ctx.cfg.distill.targets == "cached" and uses_any_teacher(ctx.cfg):
-            builds = ("teacher-targets", *builds)
-        steps.append(ProgressStep(name, partial(_main_stage, ctx, name, fn, main), builds))
+    main: dict = {"artifacts": {}}  # run.json: this run's artifacts by node, rewritten as they resolve
+    steps = [ProgressStep(str(node), partial(_main_stage, ctx, node, main), (node.stage,)) for node in pipeline_nodes(ctx)]
     for family in run_sweeps(ctx.cfg):
         steps += sweep_steps(ctx, family)
     return steps
@@ -140,18 +112,12 @@ def run_sweeps(cfg: ExperimentConfig) -> list[str]:
     return [*cfg.sweeps, COMPARE] if compare and COMPARE not in cfg.sweeps else list(cfg.sweeps)
 
 
-def uses_any_teacher(cfg: ExperimentConfig) -> bool:
-    return bool(used_teachers(cfg))
-
-
-def _main_stage(ctx: Context, name: str, fn: Callable[[Context], Artifact], main: dict) -> Artifact:
-    """A stage of the main experiment; ``run.json`` records its artifact for the report."""
-    artifact = fn(ctx)
-    role = {f"teacher {TX}": TX, "attribute": "attribute", "distill": "distill"}.get(name)
-    if role is not None:
-        main["artifacts"][role] = str(artifact.path)
-        write_json(ctx.cfg.run_dir / "run.json", main)
-    return artifact
+def _main_stage(ctx: Context, node: Node, main: dict) -> Artifact:
+    """A node of the main experiment; ``run.json`` records its artifact for the report."""
+    found = artifact(ctx, node)
+    main["artifacts"][str(node)] = str(found.path)
+    write_json(ctx.cfg.run_dir / "run.json", main)
+    return found
 
 
 def run_experiment(ctx: Context, then: list[tuple[str, Callable[[], object]]] = ()) -> object:
@@ -209,7 +175,7 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None, strict: boo
             def execute(trial: Trial = trial, stages: list[str] = stages, seed: int = seed, overrides: list[str] = overrides,
                         recorded: list[str] = base_overrides) -> None:
                 trial_ctx = ctx.derive(build_config(apply_overrides(ctx.cfg.to_dict(), overrides)))
-                found = {stage: str(TRIAL_STAGES[stage](trial_ctx).path) for stage in stages}
+                found = {stage: str(artifact(trial_ctx, node).path) for stage, node in zip(stages, trial_nodes(stages))}
                 entry = record.get(trial.name, {})
                 runs = entry.get("runs", {}) if entry.get("seeds") == seeds else {}
                 runs[str(seed)] = found
@@ -219,7 +185,7 @@ def sweep_steps(ctx: Context, family: str, names: str | None = None, strict: boo
                 write_json(record_path, record)
 
             name = f"{family} {trial.name}" + (f" seed {seed}" if len(seeds) > 1 else "")
-            steps.append(ProgressStep(name, execute, tuple(_TRIAL_BUILDS[s] for s in stages)))
+            steps.append(ProgressStep(name, execute, tuple(n.stage for n in trial_nodes(stages))))
     if not steps and left_out:
         _nothing_to_run(ctx.cfg, family, strict)
     return steps
@@ -229,7 +195,7 @@ def trial_stages(cfg: ExperimentConfig, family: str, trial: Trial) -> list[str]:
     """The stages of ``trial`` this config runs: its student only when ``sweep_students`` says so
     (``compare``'s students always: ``compare_no_kd`` asked for them)."""
     students = family == COMPARE or trains_students(cfg, family, trial.name)
-    return [s for s in TRIAL_STAGES if s in trial.stages and (s != "distill" or students)]
+    return [s for s in trial.stages if s != distill.STAGE or students]
 
 
 def sweep_command_lines(ctx: Context, config: Path, overrides: list[str], family: str, names: str | None) -> list[str]:
@@ -313,3 +279,82 @@ def _read_record(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+# -- the graph as data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One artifact of a run's graph: what builds it and what it is built from, computed without building."""
+
+    node: Node
+    #: the artifact's ``<stage>-<key>``, also its directory name in its store
+    id: str
+    path: str
+    #: input name -> id of the artifact it reads
+    inputs: dict[str, str] = field(default_factory=dict)
+    #: overrides on top of the run's config that give this node's config (a sweep trial's, with its seed)
+    overrides: tuple[str, ...] = ()
+    #: where it was first asked for: "main" or "<family>/<trial> seed <n>"
+    origin: str = "main"
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "stage": self.node.stage, "arg": self.node.arg, "path": self.path, "inputs": self.inputs,
+                "overrides": list(self.overrides), "origin": self.origin}
+
+
+def graph(ctx: Context, sweeps: bool = True) -> list[GraphNode]:
+    """The run's graph (its nodes, then with ``sweeps`` those of ``cfg.sweeps``' trials and seeds), inputs
+    first, each artifact once. A node's config is the run's config with ``overrides`` applied;
+    :func:`build_node` builds it alone, from its inputs on disk."""
+    found: dict[str, GraphNode] = {}
+    _add_nodes(found, ctx, main_nodes(ctx.cfg), (), "main")
+    for family in run_sweeps(ctx.cfg) if sweeps else []:
+        _add_trials(found, ctx, family, None)
+    return list(found.values())
+
+
+def sweep_graph(ctx: Context, family: str, names: str | None = None) -> list[GraphNode]:
+    """The graph of one sweep family's trials (``names``: comma-separated, default all), every seed."""
+    found: dict[str, GraphNode] = {}
+    _add_trials(found, ctx, family, names)
+    return list(found.values())
+
+
+def _add_nodes(found: dict[str, GraphNode], ctx: Context, roots: list[Node], overrides: tuple[str, ...], origin: str) -> None:
+    for node in closure(ctx, roots):
+        art = planned(ctx, node)
+        ident = _id(art)
+        if ident not in found:
+            inputs = {name: _id(planned(ctx, n)) for name, n in inputs_of(ctx, node).items()}
+            found[ident] = GraphNode(node, ident, str(art.path), inputs, overrides, origin)
+
+
+def _add_trials(found: dict[str, GraphNode], ctx: Context, family: str, names: str | None) -> None:
+    """Each trial the sweep runs (as ``sweep_steps`` selects them), for every seed."""
+    for trial in select_trials(family, names):
+        stages = trial_stages(ctx.cfg, family, trial)
+        if not stages or unmet_requirements(ctx, trial):
+            continue
+        base = resolve_overrides(list(trial.overrides), ctx.cfg.to_dict())
+        for seed in sweep_seeds(ctx.cfg):
+            overrides = (*base, f"seed={seed}")
+            trial_ctx = ctx.derive(build_config(apply_overrides(ctx.cfg.to_dict(), list(overrides))))
+            _add_nodes(found, trial_ctx, trial_nodes(stages), overrides, f"{family}/{trial.name} seed {seed}")
+
+
+def _id(art: Artifact) -> str:
+    return f"{art.stage}-{art.key}"
+
+
+def build_node(ctx: Context, node: Node) -> Artifact:
+    """``node``'s artifact alone (``ctx``: the run's config with the node's overrides): reused when
+    present, else built from its inputs, which must be on disk already (a scheduler builds them first)."""
+    if node.stage not in STAGES:
+        raise UserError(f"unknown stage {node.stage!r}; valid stages: {', '.join(STAGES)}")
+    for name, needed in inputs_of(ctx, node).items():
+        art = planned(ctx, needed)
+        if not Path(art.path).is_dir():  # committed artifacts only: a build in progress sits in a temporary directory
+            raise UserError(f"{node} needs its input {name} ({art.stage}-{art.key}), which is not built yet; build it first")
+    return artifact(ctx, node)

@@ -8,12 +8,10 @@ from safetensors.torch import load_file
 from relaxkd.artifacts import Artifact
 from relaxkd.errors import UserError
 from relaxkd.names import EXPERT_TEACHERS, TX
+from relaxkd.stages import embed_images, expert, multimodal, unimodal
 from relaxkd.stages.context import Context
-from relaxkd.stages.embed_images import embed_images
-from relaxkd.stages.expert import expert_teacher
-from relaxkd.stages.multimodal import multimodal_teacher
+from relaxkd.stages.graph import Job, Node
 from relaxkd.stages.specs import check_teacher, clip_spec
-from relaxkd.stages.unimodal import unimodal_teacher
 
 
 def check_method(ctx: Context) -> None:
@@ -41,13 +39,13 @@ def check_method(ctx: Context) -> None:
         )
 
 
-def teacher_artifact(ctx: Context, name: str) -> Artifact:
-    """Any teacher a distillation may name: T_x, an LFME subset expert or a unimodal member."""
+def teacher_node(name: str) -> Node:
+    """The artifact of any teacher a distillation may name: T_x, an LFME subset expert or a unimodal member."""
     if name == TX:
-        return multimodal_teacher(ctx)
+        return Node(multimodal.STAGE)
     if name in EXPERT_TEACHERS:
-        return expert_teacher(ctx, name)
-    return unimodal_teacher(ctx, name)
+        return Node(expert.STAGE, name)
+    return Node(unimodal.STAGE, name)
 
 
 def used_teachers(cfg) -> list[str]:
@@ -57,22 +55,36 @@ def used_teachers(cfg) -> list[str]:
     return list(cfg.distill.teachers) if METHODS.get(cfg.distill.loss).needs_teachers else []
 
 
-def teacher_artifacts(ctx: Context) -> dict[str, Artifact]:
-    """The distillation's teacher artifacts by name (built when missing); none for a method without teachers."""
+#: the input-name prefix of a distillation's teachers (``teacher:strong``): they sit beside its other inputs
+TEACHER = "teacher:"
+
+
+def teacher_inputs(ctx: Context) -> dict[str, Node]:
+    """A distillation's teachers as inputs (checked against the method first, before any work), and
+    the image embeddings T_x reads when it runs on cached embeddings."""
     check_method(ctx)
-    return {n: teacher_artifact(ctx, n) for n in used_teachers(ctx.cfg)}
+    found = {f"{TEACHER}{name}": teacher_node(name) for name in used_teachers(ctx.cfg)}
+    if TX in used_teachers(ctx.cfg) and ctx.cfg.distill.tx_input == "cached":
+        found["tx_embeddings"] = Node(embed_images.STAGE)
+    return found
 
 
-def teachers_spec(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
+def teachers_of(job: Job) -> dict[str, Artifact]:
+    """The teacher artifacts among ``job``'s inputs, by teacher name, in ``distill.teachers`` order."""
+    return {name.removeprefix(TEACHER): a for name, a in job.inputs.items() if name.startswith(TEACHER)}
+
+
+def teachers_spec(job: Job) -> dict[str, Any]:
     """The teacher artifacts a distillation uses, and what feeds T_x: the CLIP it runs online or
     the image embeddings it reads (named by key, so the manifest's ``inputs`` lists them)."""
+    artifacts = teachers_of(job)
     spec: dict[str, Any] = {"teachers": {n: a.key for n, a in artifacts.items()}}
-    if TX in artifacts and ctx.cfg.distill.tx_input == "online":
+    if TX in artifacts and job.cfg.distill.tx_input == "online":
         from relaxkd.clip.online import RESIZE
 
-        spec["clip"] = {**clip_spec(ctx.cfg), "resize": RESIZE}
+        spec["clip"] = {**clip_spec(job.cfg), "resize": RESIZE}
     elif TX in artifacts:
-        spec["tx_embeddings"] = embed_images(ctx).key
+        spec["tx_embeddings"] = job.inputs["tx_embeddings"].key
     return spec
 
 
@@ -86,8 +98,9 @@ def load_multimodal(ctx: Context, artifact: Artifact):
     return module.eval()
 
 
-def load_teachers(ctx: Context, artifacts: dict[str, Artifact]):
-    """A :class:`~relaxkd.distill.TeacherSet` of the trained teachers: T_m's members, then T_x."""
+def load_teachers(ctx: Context, artifacts: dict[str, Artifact], tx_embeddings: Artifact | None = None):
+    """A :class:`~relaxkd.distill.TeacherSet` of the trained teachers: T_m's members, then T_x (with
+    CLIP online, or reading ``tx_embeddings``, the embed-images artifact, with ``distill.tx_input=cached``)."""
     from relaxkd.data.transforms import IMAGENET_STATS
     from relaxkd.distill import TeacherSet
     from relaxkd.models import TeacherEnsemble, build_backbone
@@ -109,7 +122,7 @@ def load_teachers(ctx: Context, artifacts: dict[str, Artifact]):
 
             tx["clip_encoder"] = OnlineClip(ctx.clip, IMAGENET_STATS)
         else:
-            emb = load_file(str(embed_images(ctx).file("embeddings.safetensors")))
+            emb = load_file(str(tx_embeddings.file("embeddings.safetensors")))
             tx["cached_embeddings"] = {"train": emb["train"], "val": emb["val"]}
     ensemble = TeacherEnsemble(image_models, compiled=ctx.cfg.distill.compile_teachers) if image_models else None
     members = dict(zip(names, image_models))

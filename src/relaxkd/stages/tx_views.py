@@ -17,49 +17,47 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
-from relaxkd.artifacts import Artifact, write_json
-from relaxkd.stages.context import Context, device, log
+from relaxkd.artifacts import write_json
+from relaxkd.stages.context import device, log
+from relaxkd.stages.graph import Job, StageRecord, no_inputs, register
 from relaxkd.stages.specs import clip_spec, views_spec
 
-STAGE = "tx-views"
-
-
-def tx_views_spec(ctx: Context) -> dict[str, Any]:
-    m = ctx.cfg.multimodal
+def spec(job: Job) -> dict[str, Any]:
+    m = job.cfg.multimodal
     return {
-        **views_spec(ctx),
-        "clip": clip_spec(ctx.cfg),
+        **views_spec(job.ctx),
+        "clip": clip_spec(job.cfg),
         "augment": m.augment,
         "epochs": m.optim.epochs,
         "batch_size": m.optim.batch_size,  # T_x's batches: the same CLIP forward passes as online
-        "seed": ctx.cfg.seed,
+        "seed": job.cfg.seed,
     }
 
 
-def tx_views(ctx: Context) -> Artifact:
-    m = ctx.cfg.multimodal
-    spec = tx_views_spec(ctx)
+def build(job: Job, out: Path) -> None:
+    from relaxkd.clip.online import OnlineClip
+    from relaxkd.data.transforms import CLIP_STATS
+    from relaxkd.distill import build_targets
 
-    def build(out: Path) -> None:
-        from relaxkd.clip.online import OnlineClip
-        from relaxkd.data.transforms import CLIP_STATS
-        from relaxkd.distill import build_targets
+    ctx, m = job.ctx, job.cfg.multimodal
+    enc = ctx.clip
+    online = OnlineClip(enc, CLIP_STATS)
+    train = ctx.augmented(ctx.raw_train, m.augment, CLIP_STATS, enc.image_size)
+    val = ctx.augmented(ctx.raw_val, "clip", CLIP_STATS, enc.image_size)
 
-        enc = ctx.clip
-        online = OnlineClip(enc, CLIP_STATS)
-        train = ctx.augmented(ctx.raw_train, m.augment, CLIP_STATS, enc.image_size)
-        val = ctx.augmented(ctx.raw_val, "clip", CLIP_STATS, enc.image_size)
+    def embed(images, targets, indices, split):
+        return [online(images).float()]
 
-        def embed(images, targets, indices, split):
-            return [online(images).float()]
+    build_targets(embed, train, val, out=out, work=job.work_dir(), epochs=m.optim.epochs,
+                  seed=ctx.cfg.seed, batch_size=m.optim.batch_size, num_workers=ctx.cfg.data.num_workers,
+                  top_k=0, temperature=1.0, device=device(), log=log)
+    write_json(out / "views.json", {"epochs": m.optim.epochs, "augment": m.augment, "num_train": len(train),
+                                    "num_val": len(val), "dim": enc.embed_dim})
 
-        build_targets(embed, train, val, out=out, work=ctx.work_dir(STAGE, spec), epochs=m.optim.epochs,
-                      seed=ctx.cfg.seed, batch_size=m.optim.batch_size, num_workers=ctx.cfg.data.num_workers,
-                      top_k=0, temperature=1.0, device=device(), log=log)
-        write_json(out / "views.json", {"epochs": m.optim.epochs, "augment": m.augment, "num_train": len(train),
-                                        "num_val": len(val), "dim": enc.embed_dim})
 
-    return ctx.resolve(ctx.store, STAGE, spec, build)
+RECORD = register(StageRecord("tx-views", "CLIP embeddings of every epoch's augmented views for T_x (multimodal.input: cached_views)",
+                              no_inputs, spec, build))
+STAGE = RECORD.name
 
 
 class CachedViews(Dataset):
