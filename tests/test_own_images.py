@@ -105,6 +105,18 @@ def test_run_headline_says_how_much_the_method_moved_top1(capsys, monkeypatch, t
             f"top-1 by **{mean:+.1f} ± {std:.1f} points** against the no-KD student of the same recipe "
             f"(mean ± std over 2 seeds, paired by seed)") in report
     assert "`relaxkd sweep CONFIG --family table1`" in report
+    # the senses table says how each sense was chosen
+    assert re.search(r"^\| cat \| cat\.n\.01 \| .* \| 8 \| the name \(most likely pictured sense\) \|$", report, re.M)
+
+
+def test_senses_table_says_how_each_sense_was_chosen():
+    from relaxkd.report import _chosen_by
+
+    sizes = {"sense_sources": ["images", "override", "default"], "sense_runner_up": ["crane.n.04", None, None],
+             "sense_margin": [0.0461, None, None]}
+    assert [_chosen_by(sizes, i) for i in range(3)] == [
+        "its images (runner-up crane.n.04, cosine margin 0.046)", "your override", "the name (most likely pictured sense)"]
+    assert _chosen_by({}, 0) == "–"  # an artifact from before sense sources were recorded
 
 
 @pytest.mark.slow

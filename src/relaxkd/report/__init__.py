@@ -200,12 +200,27 @@ def _synset_table(sizes: dict[str, Any]) -> Table | None:
         return None
     glosses = sizes.get("glosses") or [None] * len(classes)
     senses = sizes.get("senses") or [None] * len(classes)
-    t = Table("Classes and their WordNet senses", ["class", "synset", "gloss", "noun senses of the name"], "class_synsets.csv")
-    for name, synset, gloss, count in zip(classes, synsets, glosses, senses):
-        t.add(name, synset, gloss or "–", count)
+    chosen = [_chosen_by(sizes, i) for i in range(len(classes))]
+    t = Table("Classes and their WordNet senses", ["class", "synset", "gloss", "noun senses of the name", "chosen by"],
+              "class_synsets.csv")
+    for name, synset, gloss, count, how in zip(classes, synsets, glosses, senses, chosen):
+        t.add(name, synset, gloss or "–", count, how)
     t.intro.append("The sense decides the class's place in WordNet (neighbourhood candidates, hierarchy). A wrong sense "
                    "is fixed with a `class_name: synset.n.NN` line in the file named by `data.synset_overrides`.")
     return t
+
+
+def _chosen_by(sizes: dict[str, Any], index: int) -> str:
+    """How class ``index``'s sense was chosen (classes.json's sense_sources; older artifacts lack them)."""
+    def at(key: str) -> Any:
+        values = sizes.get(key) or []
+        return values[index] if index < len(values) else None
+
+    source = at("sense_sources")
+    if source == "images":
+        return f"its images (runner-up {at('sense_runner_up')}, cosine margin {at('sense_margin'):.3f})"
+    return {"override": "your override", "wnid": "wnid", "built-in": "built-in override",
+            "default": "the name (most likely pictured sense)", "first sense": "the name (first sense)"}.get(source, "–")
 
 
 def _provenance(view: RunView, ctx: dict[str, Any]) -> list[str]:

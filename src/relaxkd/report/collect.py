@@ -282,6 +282,8 @@ def dataset_sizes(run_dir: Path, artifacts) -> dict[str, Any]:
         sizes["synsets"] = classes.get("synsets", [])
         sizes["glosses"] = classes.get("glosses", [])
         sizes["senses"] = classes.get("senses", [])
+        for key in ("sense_sources", "sense_runner_up", "sense_margin"):
+            sizes[key] = classes.get(key, [])
         try:
             from safetensors import safe_open
 
