@@ -26,11 +26,11 @@ def method_vs_no_kd(view: RunView) -> list[str]:
         spread = f" ± {std:.1f}" if std is not None else ""
         over = f"mean ± std over {len(seeds)} seeds, paired by seed" if len(seeds) > 1 else "1 seed"
         what = "the distilled student (this config's teachers and KD loss)" if family == COMPARE else "Table 1's ours"
-        lines = [
+        lines = [(
             f"**Did the teachers help?** On this data {what} moved top-1 by **{mean:+.1f}{spread} points** against "
             f"the no-KD student of the same recipe ({over}): {_top1([method[s] for s in seeds])} vs "
             f"{_top1([plain[s] for s in seeds])} % top-1."
-        ]
+        )]
         if "table1" not in view.trials:
             lines.append("The full Table 1 comparison (ensemble, z-score, DKD, vanilla KD, FFKD, DMAE, LFME and ours "
                          "on the same student): `relaxkd sweep CONFIG --family table1`.")

@@ -17,7 +17,8 @@ import difflib
 import re
 import unicodedata
 from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 
@@ -99,13 +100,8 @@ def class_senses(name: str, wn: WordNetCorpusReader) -> tuple[str | None, list[S
         if not senses:
             continue
         bases = _base_forms(form, wn)
-
-        def key(index: int) -> tuple:
-            synset = senses[index]
-            head = synset.lemma_names()[0].lower() in bases
-            return (_is_instance(synset), not head, -picturable_tier(synset), index)
-
-        ranked = [senses[i] for i in sorted(range(len(senses)), key=key)]
+        keys = [(_is_instance(s), s.lemma_names()[0].lower() not in bases, -picturable_tier(s), i) for i, s in enumerate(senses)]
+        ranked = [senses[key[-1]] for key in sorted(keys)]
         names = [lemma.lower() for lemma in ranked[0].lemma_names()]
         return next((n for n in names if n in bases), wn.morphy(form, "n") or form), ranked
     return None, []
@@ -126,7 +122,7 @@ def sense_text(synset: Synset) -> str:
     return f"{synset.lemma_names()[0].replace('_', ' ')}, {synset.definition()}"
 
 
-def rank_senses_by_images(mean_image: "torch.Tensor", sense_embeddings: "torch.Tensor") -> tuple[list[int], list[float]]:
+def rank_senses_by_images(mean_image: torch.Tensor, sense_embeddings: torch.Tensor) -> tuple[list[int], list[float]]:
     """Candidate senses ordered by the cosine of their text embedding to the class's mean image embedding.
 
     ``mean_image`` is ``[D]`` (the mean of the class's CLIP image embeddings), ``sense_embeddings``
