@@ -196,11 +196,18 @@ main()
 '''
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """The child's SIGINT at its default. A job started in the background (``cmd &`` without job
+    control, nohup, some CI runners) inherits SIGINT ignored, and relaxkd, like any program, then
+    leaves it ignored during start-up: the test would send a Ctrl-C nobody listens to."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_imports_is_the_documented_line(tmp_path):
     """Ctrl-C while relaxkd imports its commands (typer, ...): deterministic, whatever the machine's load."""
     script = tmp_path / "relaxkd"
     script.write_text(IMPORT_HOOK)
-    proc = subprocess.Popen([sys.executable, str(script), "validate", str(CONFIG)], env=env(),
+    proc = subprocess.Popen([sys.executable, str(script), "validate", str(CONFIG)], env=env(), preexec_fn=_ctrl_c_as_in_a_terminal,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(300, proc.kill)  # a child that never pauses fails the test, never hangs it
     watchdog.start()
@@ -222,8 +229,8 @@ def test_ctrl_c_at_any_moment_of_the_console_script(delay):
     """The real console script, interrupted after ``delay`` s. How far a loaded machine got by then is
     not the test's business: every moment has an accepted outcome."""
     entry = Path(sys.executable).with_name("relaxkd")
-    proc = subprocess.Popen([str(entry), "validate", str(CONFIG)], env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(entry), "validate", str(CONFIG)], env=env(), preexec_fn=_ctrl_c_as_in_a_terminal,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
