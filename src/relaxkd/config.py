@@ -15,7 +15,7 @@ from relaxkd.config_io import apply_overrides, default_run_name, format_validati
 from relaxkd.engine.settings import OptimConfig, TrainerConfig
 from relaxkd.errors import UserError
 from relaxkd.names import EXPERT_TEACHERS, TEXT_MODES, TX
-from relaxkd.presets import DISTILL_PRESETS, MULTIMODAL_PRESETS, RETRIEVAL_TEMPERATURE
+from relaxkd.presets import DISTILL_PRESETS, MULTIMODAL_PRESETS, RETRIEVAL_TEMPERATURE, apply_profile
 from relaxkd.launcher_config import LauncherConfig
 from relaxkd.schema import Strict, UserPath, omit_defaults
 from relaxkd.trials import SWEEPS
@@ -78,10 +78,7 @@ class RelaxConfig(Strict):
     class_floor: bool = True
     #: faiss's cap on k-means points per centre; null = every point (the authors' code: faiss's 256)
     max_points_per_centroid: int | None = Field(None, gt=0)
-
-    @model_serializer(mode="wrap")
-    def _omit_new_defaults(self, handler: Any) -> Any:
-        return omit_defaults(handler(self), {"class_floor": True, "max_points_per_centroid": None})
+    stable_defaults = {"class_floor": True, "max_points_per_centroid": None}
 
     @model_validator(mode="before")
     @classmethod
@@ -131,9 +128,10 @@ class MultimodalConfig(Strict):
     #: the paper's best trial, T_x (img, 0 % gt, 100 % wn), used in Tables 1 and 3
     proportions: dict[str, float] = Field(default_factory=lambda: {"wn": 1.0})
     bank: Literal["learnable", "fixed"] = "learnable"
-    #: a noise sample: "label" (Table 2's, the released code's): relabelled once to a random class, its
-    #: text and CE target, validation clean; "text": only its text names the random class
+    #: noise samples: "label" (Table 2's, the released code's: relabelled, text and target) or "text" only
     noise: Literal["label", "text"] = "label"
+    text_split: Literal["sample", "batch"] = "sample"
+    bank_dtype: Literal["fp32", "fp16"] = "fp32"
     #: Figure 2's text-only teacher: the image half of the input is zeroed.
     text_only: bool = False
     preset: Literal["paper", "authors_code"] = "paper"
@@ -148,15 +146,15 @@ class MultimodalConfig(Strict):
     input: Literal["cached", "online", "cached_views"] = "online"
     #: augmentation of T_x's training images when input is online (the authors' --train_add_strong)
     augment: Literal["strong", "weak"] = "strong"
-    #: start of the resnet50-1x1 head: "imagenet" (torchvision's ImageNet ResNet50, all but conv1
-    #: and, unless C = 1000, fc, as the authors), "none" (random init) or a ResNet50 state-dict file. Without
-    #: reachable ImageNet weights the head starts from random weights and the report says so.
+    #: start of the resnet50-1x1 head: "imagenet" (torchvision's ResNet50 but conv1 and, unless C = 1000, fc,
+    #: as the authors), "none" (random) or a ResNet50 state-dict file; unreachable weights: random, reported
     weights: UserPath = "imagenet"
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
     @model_serializer(mode="wrap")
-    def _noise_only_with_noise(self, handler: Any) -> Any:  # other T_x keep their keys
-        return handler(self) if self.proportions.get("noise", 0) else omit_defaults(handler(self), {"noise": self.noise})
+    def _omit_new_defaults(self, handler: Any) -> Any:  # keys of T_x without these settings stay
+        omitted = {"text_split": "sample", "bank_dtype": "fp32", **({} if self.proportions.get("noise", 0) else {"noise": self.noise})}
+        return omit_defaults(handler(self), omitted)
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +216,7 @@ class DistillConfig(Strict):
     #: run the student through torch.compile (nn.Module.compile: checkpoints keep their keys; a
     #: one-off compile at the first step, and once more for a smaller last batch).
     compile_student: bool = False
+    released_code: bool = False
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(epochs=500, milestones=[300, 400]))
 
     @model_validator(mode="before")
@@ -254,6 +253,7 @@ class AttributeConfig(Strict):
 
 
 class ExperimentConfig(Strict):
+    profile: Literal["paper", "authors_code"] = "paper"  # presets.PROFILES
     name: str = "experiment"
     seed: Seed = 0
     #: seeds of sweep trials: each trial runs once per seed and the report gives mean ± std (empty: `seed` alone)
@@ -280,10 +280,10 @@ class ExperimentConfig(Strict):
     #: what `--launcher slurm` asks the cluster for, per stage kind (no effect on results)
     launcher: LauncherConfig = Field(default_factory=LauncherConfig)
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: Any) -> Any:
-        # neither changes a result: out of the dumps while at their defaults, so config hashes stay
-        return omit_defaults(handler(self), {"launcher": LauncherConfig().model_dump(mode="json"), "compare_no_kd": None})
+    # neither changes a result: out of the dumps while at their defaults, so config hashes stay
+    stable_defaults = {"launcher": LauncherConfig().model_dump(mode="json"), "compare_no_kd": None}
+
+    _profile = model_validator(mode="before")(classmethod(lambda cls, values: apply_profile(values)))
 
     @field_validator("name")
     @classmethod

@@ -21,6 +21,8 @@ from pydantic_core import PydanticUndefined
 
 #: meanings of keys whose field carries neither a description nor a ``#:`` comment
 MEANINGS: dict[str, str] = {
+    "profile": "paper (default: the paper decides) or authors_code: the released code wherever it differs, every point at once (docs/reproduction.md)",
+    "distill.released_code": "the released student loop: teachers in train mode, adaptive weights from 1/3, from the student's train-mode validation loss, per-batch means",
     "name": "run name: artifacts go to `<run_root>/<name>/`. Default: the config file's name, or the data root's folder name when `data.dataset`/`data.root` are overridden on the command line",
     "seed": "seed of everything the run trains (text-mode split, k-means, T_x, student init and views)",
     "seeds": "seeds of sweep trials: each trial runs once per seed and reports mean ± std (empty: `seed` only)",
@@ -60,6 +62,8 @@ MEANINGS: dict[str, str] = {
     "multimodal.hidden_dim": "width of the mlp head's hidden layers",
     "multimodal.dropout": "dropout of the mlp head",
     "multimodal.proportions": "share of samples per text mode: gt (class name), wn (relaxed bank), noise (random class name), none",
+    "multimodal.text_split": "gt/wn split per sample (seeded; default) or per batch (the released code: the first p of each epoch's batches gt)",
+    "multimodal.bank_dtype": "the relaxed bank's precision between steps: fp32, or fp16 as the released code",
     "multimodal.noise": "noise samples: label (relabelled once to a random class: its name and CE target, as the released code) or text (random class name only)",
     "multimodal.bank": "relaxed bank learnable (paper) or fixed at its CLIP embeddings (Table 3's n_pretrained)",
     "multimodal.preset": "eq. 6 weights: paper (λ_hier 0.1, λ_cos 0.01) or authors_code (0.2, 0.005)",

@@ -1,14 +1,20 @@
 """The base of every settings model: unknown keys, NaN and infinity are refused; and the one rule
 for every path a user types (config settings and command-line options alike)."""
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_serializer
 
 
 class Strict(BaseModel):
     # no NaN or infinity anywhere: `.nan` proportions or an `.inf` temperature are typos, not settings
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    #: settings added after artifact keys were published: left out of dumps while they hold these values
+    stable_defaults: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _omit_stable_defaults(self, handler: Any) -> Any:
+        return omit_defaults(handler(self), self.stable_defaults)
 
 
 def omit_defaults(data: Any, defaults: dict[str, Any]) -> Any:

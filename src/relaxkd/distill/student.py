@@ -41,17 +41,19 @@ def adaptive_validation_loss(logits: torch.Tensor, teacher: torch.Tensor, target
 
 
 class _Frozen(nn.Module):
-    """Holds teachers so they move with the student but stay frozen and in eval mode."""
+    """Holds teachers so they move with the student but stay frozen and in eval mode (``follow_student``:
+    in the student's mode, as the released code leaves them, BatchNorm statistics and dropout live)."""
 
-    def __init__(self, modules: dict[str, nn.Module]):
+    def __init__(self, modules: dict[str, nn.Module], follow_student: bool = False):
         super().__init__()
         self.members = nn.ModuleDict(modules)
+        self.follow_student = follow_student
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True) -> "_Frozen":
-        return super().train(False)
+        return super().train(mode and self.follow_student)
 
 
 def _resolve_method(
@@ -94,7 +96,11 @@ class StudentDistiller(ClassifierModule):
         method_state: dict[str, Any] | None = None,
         student_init: dict[str, torch.Tensor] | None = None,
         compile_student: bool = False,
+        released_code: bool = False,
     ):
+        """``released_code``: the released train_model_withCLIP / my_train_withCLIP_v3's handling,
+        where it differs from the paper: teachers left in train mode, the adaptive weights starting
+        at 1/3 each, computed from the student's validation loss in train mode, averaged per batch."""
         super().__init__(class_counts)
         method_cls, resolved, teacher_set = _resolve_method(loss, params, aggregate, teachers, class_counts)
         self.save_hyperparameters(ignore=["class_counts", "teachers", "input_stats", "method_state", "student_init", "params"])
@@ -121,10 +127,10 @@ class StudentDistiller(ClassifierModule):
         self.method.prepare_student(self.student)
         # teachers a method refines are its own copies: the frozen set then holds nothing
         frozen = {} if method_cls.updates_teachers else teacher_set.modules(include_members=bool(method_cls.teacher_features))
-        self.teachers = _Frozen(frozen)
+        self.teachers = _Frozen(frozen, follow_student=released_code)
         self._student_tap = FeatureTap(self.student, method_cls.student_features) if method_cls.student_features else None
         count = max(1, len(teacher_set.names))
-        self.register_buffer("teacher_weights", torch.full((count,), 1.0 / count))
+        self.register_buffer("teacher_weights", torch.full((count,), 1.0 / 3 if released_code else 1.0 / count))
         self.strict_loading = False  # frozen teachers are not saved with the student
         self._val_kd: list[torch.Tensor] = []
 
@@ -181,11 +187,16 @@ class StudentDistiller(ClassifierModule):
         self.store_validation(logits, targets, indices)
         temperature = getattr(self.method.params, "temperature", None)
         if self.hparams.aggregate == "adaptive" and self.teacher_set.names and temperature is not None:
-            per_teacher = [
-                adaptive_validation_loss(logits, t, targets, self.method.params) * len(targets)
-                for t in self.teacher_logits(images, targets, indices, "val")
-            ]
-            self._val_kd.append(torch.stack([p.detach() for p in per_teacher] + [logits.new_tensor(float(len(targets)))]))
+            released = self.hparams.get("released_code", False)
+            if released:  # the released code evaluates the student for these weights in train mode
+                self.student.train()
+                logits = self(images)
+                self.student.eval()
+            # per sample (each counts once), or the released code's mean of per-batch means
+            size = 1.0 if released else float(len(targets))
+            per_teacher = [adaptive_validation_loss(logits, t, targets, self.method.params) * size
+                           for t in self.teacher_logits(images, targets, indices, "val")]
+            self._val_kd.append(torch.stack([p.detach() for p in per_teacher] + [logits.new_tensor(size)]))
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from relaxkd.schema import Strict, omit_defaults
+from relaxkd.schema import Strict
 
 
 class OptimConfig(Strict):
@@ -22,6 +22,7 @@ class OptimConfig(Strict):
     #: unused), the recipe of DMAE's main_finetune.py. Left out of the dump while "sgd", so existing
     #: stable-hashed artifact keys do not change.
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    stable_defaults = {"optimizer": "sgd", "base_lr": None}
     epochs: int = Field(61, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.1, gt=0)
@@ -74,10 +75,6 @@ class OptimConfig(Strict):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr:g} is larger than lr {self.lr:g}")
         return self
-
-    @model_serializer(mode="wrap")
-    def _omit_default_optimizer(self, handler: Any) -> Any:
-        return omit_defaults(handler(self), {"optimizer": "sgd", "base_lr": None})
 
 
 class TrainerConfig(Strict):

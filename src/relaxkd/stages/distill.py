@@ -32,7 +32,8 @@ def distill_settings(d) -> dict[str, Any]:
     """The distill section as it determines this student: other methods' settings (distill.methods)
     and the sweeps' ViT choice do not; the preset is already applied."""
     # compile_student only when on (its kernels round differently): keys of eager runs unchanged
-    settings = d.model_dump(exclude={"preset", "methods", "vit_student", *(() if d.compile_student else ("compile_student",))})
+    settings = d.model_dump(exclude={"preset", "methods", "vit_student", *(() if d.compile_student else ("compile_student",)),
+                                     *(() if d.released_code else ("released_code",))})
     if d.loss in d.methods:
         settings["methods"] = {d.loss: d.methods[d.loss]}
     return settings
@@ -87,6 +88,7 @@ def build(job: Job, out: Path) -> None:
         method_state=state,
         student_init=init,
         compile_student=d.compile_student,
+        released_code=d.released_code,
     )
     work = job.work_dir()
     fit(build_trainer(ctx.cfg.trainer, work, d.optim.epochs), module, targets.student_data(ctx), work)

@@ -45,6 +45,8 @@ def spec(job: Job) -> dict[str, Any]:
         "images": job.inputs["images"].key,
         "bank": bank.key if bank is not None else None,
         "multimodal": m.model_dump(exclude={"preset"}),
+        # a batch without wn text leaves the bank alone (only mixes of wn with other modes can have one)
+        **({"bank_idle_without_wn": True} if 0 < m.proportions.get("wn", 0) < 1 else {}),
         "seed": ctx.cfg.seed,
         "train": train_spec(ctx.cfg),
     }
@@ -155,6 +157,9 @@ def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor |
         lambda_cos=m.lambda_cos,
         bank_weight_decay=m.bank_weight_decay,
         label_noise=label_noise,
+        text_split=m.text_split,
+        gt_share=m.proportions.get("gt", 0.0),
+        bank_fp16=m.bank_dtype == "fp16",
         head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout, "batch_norm": m.batch_norm} if m.head == "mlp" else {},
         num_train=num_train,
         num_val=num_val,

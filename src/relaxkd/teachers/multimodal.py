@@ -39,6 +39,9 @@ class MultimodalTeacher(ClassifierModule):
         lambda_cos: float = MULTIMODAL_PRESETS["paper"]["lambda_cos"],
         bank_weight_decay: float = 1e-4,
         label_noise: bool = False,
+        text_split: str = "sample",
+        gt_share: float = 0.0,
+        bank_fp16: bool = False,
         head_kwargs: dict | None = None,
         num_train: int = 0,
         num_val: int = 0,
@@ -51,7 +54,10 @@ class MultimodalTeacher(ClassifierModule):
         (per split: every sample's text mode and noise class) are what a new teacher trains from; a
         reloaded one gets them from its state dict instead. ``label_noise``: a ``noise`` sample's
         noise class is also its training target (the released code's relabelled samples); otherwise
-        only its text names that class and the target stays its own label."""
+        only its text names that class and the target stays its own label. ``text_split="batch"``
+        (the released code): the first int(batches · ``gt_share``) batches of each epoch take ``gt``
+        text, the rest ``wn``, instead of each sample's own mode. ``bank_fp16``: the bank is kept
+        at float16 precision after every step (the released code's ``.half()`` parameter)."""
         super().__init__(class_counts)
         self.save_hyperparameters(ignore=["class_counts", "bank", "class_text", "text_assignment"])
         self.optim_cfg = optim.OptimConfig.model_validate(optim_cfg)
@@ -110,13 +116,20 @@ class MultimodalTeacher(ClassifierModule):
             image_emb = torch.zeros_like(image_emb)
         return torch.cat([image_emb, text], dim=1)
 
-    def logits(self, image_emb: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str) -> torch.Tensor:
+    def logits(self, image_emb: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str,
+               batch_idx: int | None = None) -> torch.Tensor:
         """T_x logits for samples of ``split`` (their text modes are looked up by index)."""
-        modes, noise = self.sample_text(indices, split)
+        modes, noise = self.sample_text(indices, split, batch_idx)
         return self.head(self.fuse(image_emb, self.text_embeddings(image_emb, targets, modes, noise)))
 
-    def sample_text(self, indices: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return getattr(self, f"{split}_modes")[indices], getattr(self, f"{split}_noise")[indices]
+    def sample_text(self, indices: torch.Tensor, split: str, batch_idx: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        modes, noise = getattr(self, f"{split}_modes")[indices], getattr(self, f"{split}_noise")[indices]
+        if batch_idx is not None and self.hparams.get("text_split", "sample") == "batch":
+            # the released code's split: gt for the first int(#batches · p) batches of the epoch, wn after
+            batches = self.trainer.num_training_batches if split == "train" else self.trainer.num_val_batches[0]
+            mode = GT if batch_idx < int(batches * self.hparams.gt_share) else WN
+            modes = torch.where((modes == GT) | (modes == WN), torch.full_like(modes, mode), modes)
+        return modes, noise
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         """Logits from the 2d fused input (what attribution differentiates)."""
@@ -132,19 +145,21 @@ class MultimodalTeacher(ClassifierModule):
     def training_step(self, batch, batch_idx):
         inputs, targets, indices = batch
         image_emb = self._embed(inputs)
-        modes, noise = self.sample_text(indices, "train")
+        modes, noise = self.sample_text(indices, "train", batch_idx)
         if self.hparams.get("label_noise", False):
             targets = torch.where(modes == NOISE, noise, targets)
         text = self.text_embeddings(image_emb, targets, modes, noise)
         logits = self.head(self.fuse(image_emb, text))
         wn = modes == WN
         bank = self.bank
+        # a batch without relaxed text leaves the bank alone: no regulariser, no step (decay, momentum)
+        self._bank_idle = bank is not None and bank.learnable and not bool(wn.any())
         terms = multimodal_teacher_loss(
             logits,
             targets,
             self.class_text[targets[wn]],
             text[wn],
-            bank.embeddings if bank is not None and bank.learnable else None,
+            bank.embeddings if bank is not None and bank.learnable and not self._bank_idle else None,
             bank.pretrained if bank is not None else None,
             lambda_hier=self.hparams.lambda_hier,
             lambda_cos=self.hparams.lambda_cos,
@@ -152,14 +167,21 @@ class MultimodalTeacher(ClassifierModule):
         self.log_train({f"train/{k}": v for k, v in terms.items()})  # epoch means on an accelerator
         return terms["loss"]
 
+    def on_after_backward(self) -> None:
+        if getattr(self, "_bank_idle", False):
+            self.bank.embeddings.grad = None  # SGD skips a parameter without a gradient
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # the relaxed bank lives on the unit sphere: project back after every optimiser step
-        if self.bank is not None and self.bank.learnable:
+        if self.bank is not None and self.bank.learnable and not getattr(self, "_bank_idle", False):
             self.bank.renormalize_()
+            if self.hparams.get("bank_fp16", False):
+                with torch.no_grad():
+                    self.bank.embeddings.copy_(self.bank.embeddings.half().float())
 
     def validation_step(self, batch, batch_idx):
         inputs, targets, indices = batch
-        self.store_validation(self.logits(self._embed(inputs), targets, indices, "val"), targets, indices)
+        self.store_validation(self.logits(self._embed(inputs), targets, indices, "val", batch_idx), targets, indices)
 
     def configure_optimizers(self):
         bank_params = [self.bank.embeddings] if self.bank is not None and self.bank.learnable else []
