@@ -252,6 +252,8 @@ def test_default_sense_is_the_pictured_thing_never_an_instance(wn):
     assert wn.synset("crane.n.01").instance_hypernyms() and picked["crane"] == "crane.n.05"
     assert picked == {"crane": "crane.n.05", "Tiger": "tiger.n.02", "seal": "seal.n.09", "bat": "bat.n.01",
                       "jaguar": "jaguar.n.01", "kite": "kite.n.04", "leopard": "leopard.n.02"}
+    # a physical first sense that most of the name's tagged uses mean stays: not the game piece, the coat of paint
+    assert class_synsets(["man", "couch", "baby"], wn=wn) == ["man.n.01", "sofa.n.01", "baby.n.01"]
     # a name whose every sense is an instance still resolves; a common-noun sense beats the person
     assert class_synsets(["Eiffel Tower", "Einstein"], wn=wn) == ["eiffel_tower.n.01", "genius.n.01"]
     # the listing keeps every other sense, the writer included

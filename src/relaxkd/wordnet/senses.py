@@ -4,9 +4,10 @@
   and ``café`` (NFD or NFC) reach the lemmas ``sea_lion``, ``fire_truck`` and ``cafe`` through
   WordNet's own morphology (``morphy``: plurals and inflections).
 - :func:`rank_senses`: a name's noun senses, most likely pictured first: common nouns before
-  instances (one person or place), senses whose head lemma is the name, then picturable
-  lexicographer files (animals, artefacts, food, plants, other physical things) before abstract
-  ones, WordNet's order (by frequency) last. ``benchmarks/bench_senses.py`` measures it.
+  instances (one person or place), a first sense that is physical and most of the name's tagged
+  uses, senses whose head lemma is the name, then picturable lexicographer files (animals,
+  artefacts, food, plants, other physical things) before abstract ones, WordNet's order last.
+  ``benchmarks/bench_senses.py`` measures it.
 - :func:`rank_senses_by_images`: with real CLIP weights, the class's mean image embedding against
   each sense's ``lemma, gloss`` text embedding.
 - :func:`suggest_nouns`: the closest WordNet nouns of a name WordNet does not know.
@@ -87,20 +88,35 @@ def picturable_tier(synset: Synset) -> int:
     return _TIER.get(synset.lexname(), 0)
 
 
+#: a name's first sense is kept when it is a physical thing and at least half of the name's
+#: sense-tagged uses (WordNet's SemCor counts; at least DOMINANT_MIN_USES of them) are that sense:
+#: ``man`` the adult male (not the game piece), ``couch`` the sofa, ``baby`` the child
+DOMINANT_SHARE, DOMINANT_MIN_USES = 0.5, 5
+
+
+def _dominant(senses: list[Synset], bases: set[str]) -> bool:
+    uses = [sum(lemma.count() for lemma in s.lemmas() if lemma.name().lower() in bases) for s in senses]
+    total = sum(uses)
+    return total >= DOMINANT_MIN_USES and uses[0] >= DOMINANT_SHARE * total and picturable_tier(senses[0]) > 0
+
+
 def class_senses(name: str, wn: WordNetCorpusReader) -> tuple[str | None, list[Synset]]:
     """The lemma a class name means and its noun senses, the one an image class most likely means first.
 
     ``crane`` → the bird before the machine and the writer (an instance); ``Tigers`` → the animal
     before "a fierce person" and the Tamil Tigers; ``seal`` → the animal before sealing wax. Order:
-    common nouns before instances, senses whose head lemma is the name, picturable lexicographer
-    files (:data:`PICTURABLE_TIERS`), WordNet's order. ``(None, [])`` when WordNet knows no form.
+    common nouns before instances, a dominant physical first sense (:data:`DOMINANT_SHARE`), senses
+    whose head lemma is the name, picturable lexicographer files (:data:`PICTURABLE_TIERS`),
+    WordNet's order. ``(None, [])`` when WordNet knows no form.
     """
     for form in name_forms(name):
         senses = wn.synsets(form, pos="n")  # all of morphy's analyses
         if not senses:
             continue
         bases = _base_forms(form, wn)
-        keys = [(_is_instance(s), s.lemma_names()[0].lower() not in bases, -picturable_tier(s), i) for i, s in enumerate(senses)]
+        dominant = _dominant(senses, bases)
+        keys = [(_is_instance(s), not (i == 0 and dominant), s.lemma_names()[0].lower() not in bases, -picturable_tier(s), i)
+                for i, s in enumerate(senses)]
         ranked = [senses[key[-1]] for key in sorted(keys)]
         names = [lemma.lower() for lemma in ranked[0].lemma_names()]
         return next((n for n in names if n in bases), wn.morphy(form, "n") or form), ranked
