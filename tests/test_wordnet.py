@@ -193,6 +193,13 @@ def test_every_cifar100_class_resolves_to_a_distinct_sensible_synset(wn):
         # First senses that are a person (tiger) or a fur (otter) are what the overrides fix.
         assert (lexname == "noun.person") == (name in CIFAR100_PEOPLE), (name, synset)
         assert lexname != "noun.substance", (name, synset)
+    # the classes without an override: their first sense, which is also the default pick
+    from relaxkd.wordnet.senses import class_senses
+
+    pinned = load_overrides(builtin_override_path("cifar100"))
+    for name in CIFAR100_CLASSES:
+        if name not in pinned:
+            assert by_class[name] == wn.synsets(name, pos="n")[0].name() == class_senses(name, wn)[1][0].name(), name
     # CIFAR-100-LT shares the classes and hence the overrides.
     assert class_synsets(CIFAR100_CLASSES, dataset="cifar100_lt", wn=wn) == names
 
