@@ -208,7 +208,7 @@ def test_table1_sweep_runs_the_new_baselines_on_the_demo_data(root):
     from relaxkd.stages.plan import run_sweep
 
     ctx = pipeline(root, *LONG_TAILED, "sweep_students=true", "distill.methods={dmae: {pretrain_epochs: 1, pretrain_batch_size: 64, "
-                   "pretrain_warmup_epochs: 0, decoder_dim: 32, decoder_depth: 1, decoder_heads: 2}}")
+                   "pretrain_warmup_epochs: 0, decoder_dim: 32, decoder_depth: 1, decoder_heads: 2, finetune_epochs: 2}}")
     run_sweep(ctx, "table1", "lfme,ffkd,dmae")
     record = json.loads((ctx.cfg.run_dir / "sweep-table1.json").read_text())
     assert set(record) == {"lfme", "ffkd", "dmae"}

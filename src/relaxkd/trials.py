@@ -34,15 +34,18 @@ TABLE1_ROWS = {
     "lfme": "LFME", "dmae": "DMAE", "ffkd": "FFKD", "zscore-kd": "z-score KD", "ensemble-kd": "ensemble KD",
     "dkd": "DKD", "vanilla-kd": "vanilla KD", "no-kd": "no KD", "ours": "ours",
 }
-_PLACEHOLDER = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)+)\}")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)+)(?:\?([^{}]*))?\}")
 
 
 def resolve_overrides(overrides: list[str], base: dict) -> list[str]:
-    """Fill ``{section.key}`` placeholders with the base config's values."""
+    """Fill ``{section.key}`` placeholders with the base config's values (``{section.key?default}``:
+    the default where the config does not set the key)."""
 
     def value(match: re.Match) -> str:
         node = base
         for part in match.group(1).split("."):
+            if match.group(2) is not None and (not isinstance(node, dict) or part not in node):
+                return match.group(2)
             node = node[part]
         return str(node)
 
@@ -96,10 +99,10 @@ def table3_trials() -> list[Trial]:
 
 
 #: DMAE's fine-tuning recipe (finetune.sh / main_finetune.py): AdamW, lr = blr 5e-4 · batch / 256,
-#: weight decay 0.05, 100 epochs, 5 warm-up epochs then a half cosine to 1e-6; the method's own
+#: weight decay 0.05, 100 epochs (distill.methods.dmae.finetune_epochs), 5 warm-up epochs then a half cosine to 1e-6; the method's own
 #: recipe (DMAEParams) adds layer decay, drop path, mixup/cutmix, random erasing, label smoothing
 DMAE_FINETUNE = ["distill.optim.optimizer=adamw", "distill.optim.base_lr=0.0005", "distill.optim.weight_decay=0.05",
-                 "distill.optim.epochs=100", "distill.optim.schedule=warmup_cosine", "distill.optim.milestones=[]",
+                 "distill.optim.epochs={distill.methods.dmae.finetune_epochs?100}", "distill.optim.schedule=warmup_cosine", "distill.optim.milestones=[]",
                  "distill.optim.warmup_epochs=5", "distill.optim.min_lr=0.000001"]
 
 

@@ -54,6 +54,8 @@ class DMAEParams(MethodParams):
     mixup_prob: float = Field(1.0, ge=0, le=1)
     mixup_switch_prob: float = Field(0.5, ge=0, le=1)
     random_erasing: float = Field(0.25, ge=0, le=1)
+    #: the table1 trial's fine-tuning epochs (finetune.sh --epochs 100; its distill.optim.epochs)
+    finetune_epochs: int = Field(100, gt=0)
     #: pre-training (pretrain.sh / main_distill.py)
     mask_ratio: float = Field(0.75, gt=0, lt=1)
     norm_pix_loss: bool = True
