@@ -35,7 +35,7 @@ class DataConfig(Strict):
     download: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
     image_size: int = Field(224, gt=0)
-    #: augmentation family for the strong pipeline: AutoAugment+Cutout ("cifar") or RandAugment.
+    #: augmentation family for the strong pipeline: AutoAugment+Cutout ("cifar") or the authors' ImageNet one (timm RandAugment).
     policy: Literal["cifar", "imagenet"] = "cifar"
     #: Cutout's hole length in pixels in the "cifar" strong policy (0 = no Cutout). The reference
     #: policy (the authors' DataLoaderCIFAR.py: Cutout(n_holes=1, length=16)) keeps 16 px at 224 px.

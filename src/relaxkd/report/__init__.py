@@ -29,7 +29,8 @@ GLOSSARY = [
     ("gt", "T_x's text is the exact class name: it leaks the label (the teacher looks perfect, teaches little)."),
     ("wn", "T_x's text is a soft retrieval, with the sample's own image embedding, from the WordNet-relaxed bank "
            "(nouns near each image cluster, Algorithm 1): no label is used."),
-    ("noise", "T_x's text is the name of a random class."),
+    ("noise", "the sample's label is replaced once by a random class, whose name is T_x's text and its training target "
+              "(the released code's label noise; validation stays clean); with multimodal.noise=text only the text."),
     ("image share", "share of T_x's Integrated-Gradients attribution on the image half of its input (text share = 1 − image share)."),
     ("ours", "the method: S_s taught by T_m + T_x with 0 % gt / 100 % wn text (eq. 1: mean of the teachers' logits)."),
 ]
