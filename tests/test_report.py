@@ -47,19 +47,23 @@ class FakeRun:
             metrics.update(many_shot=80.0, medium_shot=60.0, few_shot=40.0)
         return metrics
 
+    def _classes(self) -> dict:
+        """What every teacher.json / student.json holds (records.ModelInfo)."""
+        return {"dataset": self.dataset, "num_classes": len(self.classes), "classes": list(self.classes)}
+
     def member(self, name: str, aug: str, top1: float) -> str:
-        info = {"kind": "unimodal", "name": name, "arch": "tiny_cnn", "aug": aug, "num_classes": len(self.classes)}
+        info = {"kind": "unimodal", "name": name, "arch": "tiny_cnn", "aug": aug, **self._classes()}
         return self._write("teacher-unimodal", {"member": name}, {"teacher.json": info, "metrics.json": self._metrics(top1, 4, 0)})[0]
 
     def tx(self, proportions: dict, top1: float, seed: int, share: float) -> tuple[str, str, str]:
-        info = {"kind": "multimodal", "num_classes": len(self.classes)}
+        info = {"kind": "multimodal", **self._classes()}
         key, path = self._write("teacher-multimodal", {"seed": seed, "p": proportions},
                                 {"teacher.json": info, "metrics.json": self._metrics(top1, 6, seed, proportions=proportions, bank="learnable")}, seed)
         _, att = self._write("attribute", {"teacher": key}, {"attribution.json": {"image_share": share, "text_share": 1 - share, "num_samples": 90}}, seed)
         return key, str(path), str(att)
 
     def student(self, teachers: dict[str, str], loss: str, top1: float, seed: int) -> str:
-        info = {"kind": "student", "arch": "tiny_cnn", "num_classes": len(self.classes)}
+        info = {"kind": "student", "arch": "tiny_cnn", **self._classes()}
         metrics = self._metrics(top1, 5, seed, teachers=list(teachers) if loss != "none" else [], loss=loss)
         return str(self._write("distill", {"teachers": teachers, "seed": seed}, {"student.json": info, "metrics.json": metrics}, seed)[1])
 

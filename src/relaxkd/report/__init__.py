@@ -114,20 +114,20 @@ def _figures(view: RunView, out: Path, chance: float | None) -> list[tuple[str, 
 
 def _num_classes(view: RunView) -> int | None:
     for model in view.models:
-        if model.info.get("num_classes"):
-            return int(model.info["num_classes"])
+        if model.info.num_classes:
+            return int(model.info.num_classes)
     return None
 
 
 def _at_a_glance(view: RunView, ctx: dict[str, Any]) -> list[str]:
     sizes, prov = ctx["sizes"], view.provenance
-    parts = [f"Dataset `{prov.get('dataset', '?')}`"]
+    parts = [f"Dataset `{prov.dataset if prov else '?'}`"]
     if ctx["num_classes"]:
         parts.append(f"{ctx['num_classes']} classes")
     if sizes.get("num_train") is not None:
         parts.append(f"{sizes['num_train']:,} training / {sizes['num_val']:,} validation images")
     else:
-        val = next((m.metrics.get("num_samples") for m in view.models if m.metrics.get("num_samples")), None)
+        val = next((m.metrics.num_samples for m in view.models if m.metrics.num_samples), None)
         if val:
             parts.append(f"{val:,} validation images")
     line = ", ".join(parts) + "."
@@ -141,7 +141,7 @@ def _at_a_glance(view: RunView, ctx: dict[str, Any]) -> list[str]:
 
 
 def _has(view: RunView, key: str) -> bool:
-    return any(isinstance(m.metrics.get(key), (int, float)) and not math.isnan(m.metrics[key]) for m in view.models)
+    return any(isinstance(getattr(m.metrics, key), (int, float)) and not math.isnan(getattr(m.metrics, key)) for m in view.models)
 
 
 _ORDER = {UNIMODAL: 0, MULTIMODAL: 1, STUDENT: 2}
@@ -166,8 +166,8 @@ def _models_table(view: RunView, ctx: dict[str, Any]) -> Table:
             if m.key == main_tx:
                 taught = "★ taught the main run's student; " + taught
         uses = "; ".join(m.uses) or "–"
-        row = [m.role, uses, m.seed, m.prov.get("epochs"), m.top1] + ([m.metrics.get("top5")] if top5 else [])
-        row += [m.metrics.get(k) for k in shots] + [taught or "", m.key]
+        row = [m.role, uses, m.seed, m.prov.epochs, m.top1] + ([m.metrics.top5] if top5 else [])
+        row += [getattr(m.metrics, k) for k in shots] + [taught or "", m.key]
         t.add(*row)
     t.intro.append("Rows: T_m members, then T_x teachers (by text mix), then students (by teachers). "
                    "★ marks the T_x that taught the main run's student.")
@@ -227,21 +227,21 @@ def _chosen_by(sizes: dict[str, Any], index: int) -> str:
 def _provenance(view: RunView, ctx: dict[str, Any]) -> list[str]:
     prov = view.provenance
     lines = []
-    clip = prov.get("clip", "?")
-    lines.append(f"CLIP: {clip}" + (" (random-weight CLIP: not the paper's)" if prov.get("random_weight_clip") else ""))
-    lines.append(f"dataset: {prov.get('dataset', '?')}" + (" (bundled demo data)" if prov.get("demo_data") else ""))
+    if prov is not None:
+        lines.append(f"CLIP: {prov.clip}" + (" (random-weight CLIP: not the paper's)" if prov.random_weight_clip else ""))
+        lines.append(f"dataset: {prov.dataset}" + (" (bundled demo data)" if prov.demo_data else ""))
     families = {UNIMODAL: "T_m members", MULTIMODAL: "T_x teachers", STUDENT: "students"}
     for kind, label in families.items():
-        epochs = sorted({m.prov.get("epochs") for m in view.models if m.kind == kind and m.prov.get("epochs")})
+        epochs = sorted({m.prov.epochs for m in view.models if m.kind == kind and m.prov.epochs})
         if epochs:
-            archs = sorted({m.info.get("arch") for m in view.models if m.kind == kind and m.info.get("arch")})
+            archs = sorted({m.info.arch for m in view.models if m.kind == kind and m.info.arch})
             what = f" ({', '.join(archs)})" if archs else ""
             lines.append(f"{label}{what}: trained {', '.join(map(str, epochs))} epochs each")
-    inits = sorted({m.prov["head_init"]["note"] for m in view.models
-                    if m.kind == MULTIMODAL and isinstance(m.prov.get("head_init"), dict) and m.prov.get("head") == "resnet50-1x1"})
+    inits = sorted({m.prov.head_init["note"] for m in view.models
+                    if m.kind == MULTIMODAL and m.prov.head_init and m.prov.head == "resnet50-1x1"})
     for note in inits:  # the authors start it from ImageNet weights: say when this run could not
         lines.append(f"T_x resnet50-1x1 head: {note}")
-    losses = sorted({LOSS_NAMES.get(m.prov.get("loss"), m.prov.get("loss")) for m in view.models if m.kind == STUDENT and m.prov.get("loss")})
+    losses = sorted({LOSS_NAMES.get(m.prov.loss, m.prov.loss) for m in view.models if m.kind == STUDENT and m.prov.loss})
     if losses:
         lines.append(f"student losses: {', '.join(losses)}")
     lines.append(f"seeds: {', '.join(map(str, view.seeds)) or '?'}")

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from relaxkd.names import TX
+from relaxkd.records import Metrics, ModelInfo, Provenance
 
 #: the record files of trained models (a validation history): ``kind`` says what the model is
 MODEL_RECORDS = ("student.json", "teacher.json")
@@ -21,6 +23,7 @@ UNIMODAL, MULTIMODAL, STUDENT = "unimodal", "multimodal", "student"
 #: the paper's names for the default T_m members (T1s T2w T3s: ResNet50, strong/weak/strong augmentation)
 MEMBER_ALIASES = {"strong": "T1s", "weak": "T2w", "strong2": "T3s",
                   "expert_many": "E_many", "expert_medium": "E_medium", "expert_few": "E_few"}
+R = TypeVar("R", Metrics, ModelInfo)
 LOSS_NAMES = {"kd": "KD", "zscore": "z-score KD", "dkd": "DKD", "none": "no KD", "lfme": "LFME", "ffkd": "FFKD", "dmae": "DMAE"}
 
 
@@ -56,6 +59,20 @@ def _as_manifest_says(target: Path, data: bytes) -> bool:
             and files.get(target.name) == hashlib.sha256(data).hexdigest())
 
 
+def typed(model: type[R], data: dict[str, Any], path: Path) -> R | None:
+    """A record file's contents as its typed model; None (said on stderr, naming the key) when it is
+    not one: a renamed or retyped key is seen, not read as an empty cell."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(the file)"
+        print(f"[relaxkd] report: {path} left out: {where}: {first['msg']}", file=sys.stderr)
+        return None
+
+
 def member_alias(name: str) -> str:
     return MEMBER_ALIASES.get(name, name)
 
@@ -76,24 +93,24 @@ class Model:
     kind: str
     key: str
     path: Path
-    metrics: dict[str, Any]
-    info: dict[str, Any]
+    metrics: Metrics
+    info: ModelInfo
     manifest: dict[str, Any]
     #: where it appears: "main run", "table1 ours (seed 1)", ...
     uses: list[str] = field(default_factory=list)
 
     @property
-    def prov(self) -> dict[str, Any]:
-        return self.metrics.get("provenance", {})
+    def prov(self) -> Provenance:
+        return self.metrics.provenance
 
     @property
     def top1(self) -> float | None:
-        value = self.metrics.get("top1")
+        value = self.metrics.top1
         return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
     @property
     def seed(self) -> Any:
-        return self.prov.get("seed", self.manifest.get("seed"))
+        return self.prov.seed
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -107,14 +124,14 @@ class Model:
     def role(self) -> str:
         """What it is, in the glossary's words."""
         if self.kind == UNIMODAL:
-            name = self.info.get("name", "?")
-            return f"T_m member {member_alias(name)} ({self.info.get('arch', '?')}, {self.info.get('aug', '?')} aug.)"
+            name = self.info.name or "?"
+            return f"T_m member {member_alias(name)} ({self.info.arch or '?'}, {self.info.aug or '?'} aug.)"
         if self.kind == MULTIMODAL:
-            bank = self.prov.get("bank", "learnable")
-            return f"T_x [{mix_label(self.prov.get('proportions'), self.prov.get('text_only', False))}]" + (
+            bank = self.prov.bank or "learnable"
+            return f"T_x [{mix_label(self.prov.proportions, bool(self.prov.text_only))}]" + (
                 " fixed bank" if bank == "fixed" else ""
             )
-        return f"S_s {self.info.get('arch', '')} ← {teachers_label(self.prov.get('teachers', []), self.prov.get('loss'))}"
+        return f"S_s {self.info.arch or ''} ← {teachers_label(self.prov.teachers or [], self.prov.loss)}"
 
 
 def teachers_label(teachers: list[str], loss: str | None) -> str:
@@ -187,10 +204,14 @@ class RunView:
         self.by_path: dict[str, Model] = {}
         self.other = artifacts
         for art in artifacts:
-            info = next((found for name in MODEL_RECORDS if (found := read_json(art.path, name))), {})
-            if info.get("kind") not in (UNIMODAL, MULTIMODAL, STUDENT) or info.get("subset"):
-                continue  # not a trained model, or an LFME subset expert (its student reports it)
-            model = Model(info["kind"], art.key, Path(art.path), read_json(art.path, "metrics.json"), info, art.manifest)
+            found = next(((name, data) for name in MODEL_RECORDS if (data := read_json(art.path, name))), None)
+            if found is None:
+                continue  # not a trained model
+            info = typed(ModelInfo, found[1], Path(art.path) / found[0])
+            metrics = typed(Metrics, read_json(art.path, "metrics.json"), Path(art.path) / "metrics.json")
+            if info is None or metrics is None or info.subset:
+                continue  # a record this version cannot read (said on stderr), or an LFME expert (its student reports it)
+            model = Model(info.kind, art.key, Path(art.path), metrics, info, art.manifest)
             self.models.append(model)
             self.by_key[art.key] = model
             self.by_path[str(Path(art.path).resolve())] = model
@@ -244,15 +265,12 @@ class RunView:
         return sorted(seeds)
 
     @property
-    def provenance(self) -> dict[str, Any]:
-        for model in self.models:
-            if model.prov:
-                return model.prov
-        return {}
+    def provenance(self) -> Provenance | None:
+        return self.models[0].prov if self.models else None
 
     @property
     def caveat(self) -> bool:
-        return any(m.prov.get("random_weight_clip") or m.prov.get("demo_data") for m in self.models)
+        return any(m.prov.random_weight_clip or m.prov.demo_data for m in self.models)
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

@@ -114,8 +114,8 @@ def figure3(view: RunView, out: Path) -> list[str]:
             tx = trial.models(view, TX)
             if shares and tx:
                 model = next(iter(tx.values()))
-                label = mix_label(model.prov.get("proportions"), model.prov.get("text_only", False))
-                if model.prov.get("bank") == "fixed":
+                label = mix_label(model.prov.proportions, bool(model.prov.text_only))
+                if model.prov.bank == "fixed":
                     label += ", fixed bank"
                 rows.append((label, list(shares.values())))
     if not rows:
@@ -156,7 +156,7 @@ def _curve_label(model: Model) -> str:
     # a sweep trial names the curve (its seeds are averaged); "main run" only when no trial uses the model
     trials = sorted({u.split(" (seed")[0] for u in model.uses}, key=lambda u: (u == "main run", u))
     if model.kind == STUDENT:
-        who = teachers_label(model.prov.get("teachers", []), model.prov.get("loss"))
+        who = teachers_label(model.prov.teachers or [], model.prov.loss)
         return f"{trials[0]}: {who}" if trials else who
     return model.role
 
@@ -170,7 +170,7 @@ def history_figures(view: RunView, out: Path, chance: float | None, max_lines: i
         for model in view.models:
             if model.kind != kind:
                 continue
-            history = model.metrics.get("history", [])
+            history = model.metrics.history
             if history:
                 groups.setdefault(_curve_label(model), []).append([(h["epoch"] + 1, h["top1"]) for h in history])
         if not groups:

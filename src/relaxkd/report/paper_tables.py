@@ -53,9 +53,9 @@ def table1(view: RunView, ctx: dict[str, Any]) -> tuple[Table | None, list[str]]
         students = trial.models(view, "distill")
         values = {s: m.top1 for s, m in students.items() if m.top1 is not None}
         first = next(iter(students.values()), None)
-        teachers = teachers_label(first.prov.get("teachers", []), first.prov.get("loss")) if first else "–"
+        teachers = teachers_label(first.prov.teachers or [], first.prov.loss) if first else "–"
         tx = _tx_of(view, first) if first else None
-        mix = mix_label(tx.prov.get("proportions")) if tx else "–"
+        mix = mix_label(tx.prov.proportions) if tx else "–"
         diff = _paired(values, base_values) if baseline and trial is not baseline else None
         t.add(trial.name, teachers, mix, fmt_mean_std(list(values.values())), _seed_cells(values),
               diff or "–", _paper(trial.name), _keys(students))
@@ -89,7 +89,7 @@ def table1_paper_layout(view: RunView, ctx: dict[str, Any]) -> tuple[Table | Non
     trials = {t.name: t for t in view.trials.get("table1", [])}
     if not trials:
         return None, []
-    dataset = next((m.prov.get("dataset") for t in trials.values() for m in t.models(view, "distill").values()), None)
+    dataset = next((m.prov.dataset for t in trials.values() for m in t.models(view, "distill").values()), None)
     columns = list(TABLE1_DATASETS) + ([dataset] if dataset and dataset not in TABLE1_DATASETS else [])
     labels = [TABLE1_COLUMN_LABELS.get(c, f"{c} (this run)") for c in columns]
     t = Table("Table 1 in the paper's layout: student top-1 % by method (rows) and dataset (columns)",

@@ -93,8 +93,8 @@ def build(job: Job, out: Path) -> None:
     work = job.work_dir()
     fit(build_trainer(ctx.cfg.trainer, work, d.optim.epochs), module, targets.student_data(ctx), work)
     save_file(contiguous(module.student.state_dict()), str(out / "student.safetensors"))
-    info = model_info(ctx, "student", arch=d.student)
-    write_json(out / "student.json", {**info, "input_stats": "imagenet", "image_size": ctx.cfg.data.image_size})
+    info = model_info(ctx, "student", arch=d.student, input_stats="imagenet", image_size=ctx.cfg.data.image_size)
+    write_json(out / "student.json", info)
     tx_input = d.tx_input if TX in teachers else None
     record = metrics(ctx.cfg, module, epochs=d.optim.epochs, teachers=list(teachers), loss=d.loss,
                      params=params.model_dump(), aggregate=d.aggregate, tx_input=tx_input, targets=d.targets if teachers else None)

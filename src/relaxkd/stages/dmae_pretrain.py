@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.errors import UserError
 from relaxkd.names import DMAE_PRETRAIN_STAGE, TX
+from relaxkd.records import Metrics, written
 from relaxkd.stages.context import Context
 from relaxkd.stages.specs import provenance, train_spec, views_spec
 from relaxkd.stages.specs import check_teacher
@@ -53,7 +54,7 @@ def build(job: Job, out: Path) -> None:
     params = d.method_params()
     ((teacher_name, artifact_),) = teachers_of(job).items()
     info = check_teacher(ctx, artifact_, teacher_name)
-    teacher = build_backbone(info["arch"], ctx.num_classes, "none")
+    teacher = build_backbone(info.arch, ctx.num_classes, "none")
     teacher.load_state_dict(load_file(str(artifact_.file("model.safetensors"))))
     seed_everything(ctx.cfg.seed)
     student = build_backbone(d.student, ctx.num_classes, "none")
@@ -67,8 +68,8 @@ def build(job: Job, out: Path) -> None:
     save_file(module.encoder_state(), str(out / "student.safetensors"))
     final = dict(module.history[-1]) if module.history else {}
     final.pop("epoch", None)
-    record = {**final, "history": module.history, "teacher": teacher_name, "teacher_layer": module.teacher_layer,
-              "student_block": module.student_block, "provenance": provenance(ctx.cfg)}
+    record = written(Metrics, **final, history=module.history, teacher=teacher_name, teacher_layer=module.teacher_layer,
+                     student_block=module.student_block, provenance=provenance(ctx.cfg))
     write_json(out / "metrics.json", record)
 
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.errors import UserError
 from relaxkd.names import EXPERT_STAGE
+from relaxkd.records import Metrics, read_record
 from relaxkd.stages.context import Context, device
 from relaxkd.stages.graph import Job, Node, StageRecord, artifact, no_inputs, register
 from relaxkd.stages.specs import contiguous, metrics, model_info, train_spec, views_spec, weights_file_hash
@@ -86,10 +87,10 @@ def lfme_state(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
         if name not in artifacts:
             continue
         info = check_teacher(ctx, artifacts[name], name)
-        model = build_backbone(info["arch"], ctx.num_classes, "none")
+        model = build_backbone(info.arch, ctx.num_classes, "none")
         model.load_state_dict(load_file(str(artifacts[name].file("model.safetensors"))))
         experts[subset] = model.eval().to(dev)
-        accuracy[subset] = float(artifacts[name].read_json("metrics.json")["top1"])
+        accuracy[subset] = float(read_record(Metrics, artifacts[name].file("metrics.json")).top1)
         classes[subset] = subsets[subset]
     data = ctx.augmented(ctx.raw_train, "test", IMAGENET_STATS)
     loader = torch.utils.data.DataLoader(

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from relaxkd.errors import UserError
+from relaxkd.records import ModelInfo, read_record
 from relaxkd.stages.predict import EXPORT_MANIFEST, INFO, ONNX, TORCHSCRIPT, WEIGHTS, load_student, quiet_torchscript
 from relaxkd.stages.distill import STAGE
 
@@ -29,14 +30,20 @@ def _find_student(ctx, artifact: Path | None = None):
                 raise UserError(f"distill artifact {artifact} is damaged ({reason}); rerun `relaxkd distill` to rebuild it")
         if not found:
             raise UserError(f"{str(artifact)!r} is not a complete distill artifact; pass a distill-* directory of a run")
-        return found[0]
+        return _typed(found[0])
     artifacts = ctx.store.artifacts(STAGE, verify=True, damaged=damaged)  # every byte as the manifest says
     if not artifacts and damaged:
         path, reason = damaged[0]
         raise UserError(f"distill artifact {path} is damaged ({reason}); rerun `relaxkd distill` to rebuild it")
     if not artifacts:
         raise UserError(f"no trained student in {str(ctx.cfg.run_dir)!r}; run `relaxkd distill` first")
-    return max(artifacts, key=lambda a: a.manifest.get("created", ""))
+    return _typed(max(artifacts, key=lambda a: a.manifest.get("created", "")))
+
+
+def _typed(art):
+    """The student artifact, its record (student.json) read as the distill stage wrote it (records.ModelInfo)."""
+    read_record(ModelInfo, art.file(INFO))
+    return art
 
 
 def export_student(ctx, out: Path, fmt: str = "torchscript", artifact: Path | None = None) -> list[Path]:

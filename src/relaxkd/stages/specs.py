@@ -10,6 +10,7 @@ import torch
 from relaxkd.artifacts import file_sha256
 from relaxkd.config import ExperimentConfig
 from relaxkd.errors import UserError
+from relaxkd.records import Metrics, ModelInfo, read_record, written
 
 #: datasets shipped with a dependency, used for the offline demo (reports must say so)
 DEMO_DATASETS = ("digits",)
@@ -97,27 +98,27 @@ def provenance(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def model_info(ctx, kind: str, **extra) -> dict[str, Any]:
-    """``teacher.json`` / ``student.json``: what a trained model is and the classes it predicts."""
-    return {"kind": kind, "dataset": ctx.cfg.data.dataset, "num_classes": ctx.num_classes, "classes": ctx.classes, **extra}
+    """``teacher.json`` / ``student.json`` (records.ModelInfo): what a trained model is and the classes it predicts."""
+    return written(ModelInfo, kind=kind, dataset=ctx.cfg.data.dataset, num_classes=ctx.num_classes, classes=ctx.classes, **extra)
 
 
-def check_teacher(ctx, artifact, name: str) -> dict[str, Any]:
+def check_teacher(ctx, artifact, name: str) -> ModelInfo:
     """``teacher.json`` of a teacher artifact, refused when it predicts another dataset's classes."""
-    info = artifact.read_json("teacher.json")
-    if info["num_classes"] != ctx.num_classes or info["dataset"] != ctx.cfg.data.dataset:
+    info = read_record(ModelInfo, artifact.file("teacher.json"))
+    if info.num_classes != ctx.num_classes or info.dataset != ctx.cfg.data.dataset:
         raise UserError(
-            f"teacher {name!r} ({artifact.path}) was trained on {info['dataset']} with {info['num_classes']} classes, "
+            f"teacher {name!r} ({artifact.path}) was trained on {info.dataset} with {info.num_classes} classes, "
             f"but this run is {ctx.cfg.data.dataset} with {ctx.num_classes} classes; retrain it for this dataset"
         )
     return info
 
 
 def metrics(cfg: ExperimentConfig, module, **extra) -> dict[str, Any]:
-    """``metrics.json``: the last epoch's validation numbers, the history and the provenance."""
+    """``metrics.json`` (records.Metrics): the last epoch's validation numbers, the history and the provenance."""
     history = module.history
     final = dict(history[-1]) if history else {}
     final.pop("epoch", None)
-    return {**final, "history": history, "provenance": {**provenance(cfg), **extra}}
+    return written(Metrics, **final, history=history, provenance={**provenance(cfg), **extra})
 
 
 def contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

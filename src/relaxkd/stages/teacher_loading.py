@@ -93,7 +93,7 @@ def load_multimodal(ctx: Context, artifact: Artifact):
     from relaxkd.teachers import MultimodalTeacher
 
     info = check_teacher(ctx, artifact, TX)
-    module = MultimodalTeacher(**info["hparams"])
+    module = MultimodalTeacher(**info.hparams)
     module.load_state_dict(load_file(str(artifact.file("model.safetensors"))))
     return module.eval()
 
@@ -108,8 +108,8 @@ def load_teachers(ctx: Context, artifacts: dict[str, Artifact], tx_embeddings: A
     image_models, names = [], []
     for name, art in artifacts.items():
         info = check_teacher(ctx, art, name)
-        if info["kind"] == "unimodal":
-            model = build_backbone(info["arch"], ctx.num_classes, "none")
+        if info.kind == "unimodal":
+            model = build_backbone(info.arch, ctx.num_classes, "none")
             model.load_state_dict(load_file(str(art.file("model.safetensors"))))
             image_models.append(model)
             names.append(name)
