@@ -225,3 +225,14 @@ def test_a_student_on_two_devices_is_one_two_task_job_under_srun(cluster, tmp_pa
     assert "#SBATCH --ntasks-per-node=2" in (run_dir / "jobs" / "scripts" / "student.sh").read_text()
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
     assert len(list(run_dir.glob("distill-*/metrics.json"))) == 1 and graph_status(run_dir)[0].state == "done"
+
+
+def test_run_with_the_local_launcher_equals_the_inline_run(tmp_path):
+    """`relaxkd run`: the experiment's own graph (here one teacher and the student), then its report."""
+    small = ["distill.teachers=[strong]", "distill.loss=kd", SMALL]
+    for launcher, root in (("inline", tmp_path / "inline"), ("local", tmp_path / "local")):
+        done = relaxkd("run", REPO / "configs" / "demo.yaml", *tiny_overrides(root), *small, "--launcher", launcher, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    local, inline = tmp_path / "local" / "demo", tmp_path / "inline" / "demo"
+    assert sorted(built(local)) == sorted(p.name for p in inline.iterdir() if p.name.startswith(("teacher-", "distill-")))
+    assert (local / "report" / "report.md").read_text() == (inline / "report" / "report.md").read_text()
