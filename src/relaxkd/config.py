@@ -180,6 +180,7 @@ class MultimodalConfig(Strict):
 
 
 class DistillConfig(Strict):
+    stable_defaults = {"compile_student": False, "released_code": False}  # the key rule (schema.Strict)
     student: str = "resnet18"
     #: names of unimodal members and/or "tx" (the multimodal teacher, ``relaxkd.names.TX``).
     teachers: list[str] = Field(default_factory=lambda: ["strong", "weak", TX])
@@ -228,10 +229,8 @@ class DistillConfig(Strict):
         return values
 
     def method_params(self):
-        """The method's parameters resolved once, as its typed ``Params`` object: ``distill.params``
-        over ``distill.methods[<loss>]`` over the shared fields (``distill.temperature``, ...,
-        ``relaxkd.methods.SHARED_FIELDS``) over the method's recipe. The student, the teacher-targets
-        and pre-training stages and the student's record all read this one object."""
+        """The method's typed ``Params``, resolved once: ``distill.params`` over ``distill.methods[<loss>]``
+        over the shared fields (``methods.SHARED_FIELDS``) over the method's recipe."""
         from relaxkd.methods import SHARED_FIELDS, method_params
 
         shared = {param: getattr(self, field) for param, field in SHARED_FIELDS.items()}

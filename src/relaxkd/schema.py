@@ -10,6 +10,7 @@ class Strict(BaseModel):
     # no NaN or infinity anywhere: `.nan` proportions or an `.inf` temperature are typos, not settings
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     #: settings added after artifact keys were published: left out of dumps while they hold these values
+    #: (the key rule, docs/architecture.md "Artifact keys")
     stable_defaults: ClassVar[dict[str, Any]] = {}
 
     @model_serializer(mode="wrap")

@@ -31,9 +31,8 @@ def inputs(ctx: Context, arg: str | None) -> dict[str, Node]:
 def distill_settings(d) -> dict[str, Any]:
     """The distill section as it determines this student: other methods' settings (distill.methods)
     and the sweeps' ViT choice do not; the preset is already applied."""
-    # compile_student only when on (its kernels round differently): keys of eager runs unchanged
-    settings = d.model_dump(exclude={"preset", "methods", "vit_student", *(() if d.compile_student else ("compile_student",)),
-                                     *(() if d.released_code else ("released_code",))})
+    # settings added later (compile_student, released_code) follow the key rule: DistillConfig.stable_defaults
+    settings = d.model_dump(exclude={"preset", "methods", "vit_student"})
     if d.loss in d.methods:
         settings["methods"] = {d.loss: d.methods[d.loss]}
     return settings
