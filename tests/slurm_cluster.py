@@ -102,7 +102,7 @@ class SlurmCluster:
             "",
         ]))
 
-    def start(self, timeout: float = 60) -> "SlurmCluster":
+    def start(self, timeout: float = 60) -> SlurmCluster:
         self.write_config()
         f = self.folder
         munge = f / "munge"
@@ -113,7 +113,7 @@ class SlurmCluster:
         self._spawn("slurmd", ["slurmd", "-f", str(self.conf)])
         deadline = time.time() + timeout
         while time.time() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=self.env, capture_output=True, text=True)
+            out = subprocess.run(["sinfo", "-h", "-o", "%t"], check=False, env=self.env, capture_output=True, text=True)
             if out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc"):
                 return self
             time.sleep(0.5)

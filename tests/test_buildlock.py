@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import REPO
+
 from relaxkd.buildlock import BuildLock, read_holder
 
 RACER = """

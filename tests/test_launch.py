@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import relaxkd
+
 from relaxkd.config import load_config
 from relaxkd.errors import UserError
 from relaxkd.launch import launch
@@ -118,7 +118,7 @@ def test_graph_nodes_become_jobs_with_their_inputs_and_a_multi_task_student(tmp_
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     cfg = load_config(demo, [f"run_root={tmp_path}", "trainer.devices=4", "trainer.num_nodes=2"])
-    node = lambda stage, ident, inputs=(), overrides=(), arg=None: SimpleNamespace(  # noqa: E731 - plan.GraphNode's fields
+    node = lambda stage, ident, inputs=(), overrides=(), arg=None: SimpleNamespace(
         node=SimpleNamespace(stage=stage, arg=arg), id=ident, path=str(tmp_path / "demo" / ident),
         inputs={f"in{i}": name for i, name in enumerate(inputs)}, overrides=tuple(overrides))
     nodes = [node("embed-images", "embed-images-1"), node("teacher-unimodal", "teacher-unimodal-2", arg="strong"),

@@ -18,13 +18,14 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Self
 
 #: seconds between heartbeats, and without one before a lock counts as abandoned (above NFS's
 #: attribute cache, 60 s at most by default); the environment overrides them (tests, odd file systems)
-HEARTBEAT = float(os.environ.get("RELAXKD_LOCK_HEARTBEAT", 10))
-STALE_AFTER = float(os.environ.get("RELAXKD_LOCK_STALE_AFTER", 120))
+HEARTBEAT = float(os.environ.get("RELAXKD_LOCK_HEARTBEAT", "10"))
+STALE_AFTER = float(os.environ.get("RELAXKD_LOCK_STALE_AFTER", "120"))
 POLL = 0.5
 
 
@@ -109,7 +110,7 @@ class BuildLock:
         if (read_holder(self.path) or {}).get("token") == self.token:  # never remove a lock taken over from us
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "BuildLock":
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

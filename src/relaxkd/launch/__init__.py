@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from relaxkd.artifacts import stable_hash
 from relaxkd.launch import slurm
 from relaxkd.launch.jobs import JobRecord, JobSpec, LaunchFolder, artifact_done, now, trains
 from relaxkd.launcher_config import SlurmSettings
+
 
 def launch(jobs: list[JobSpec], run_dir: Path, settings: SlurmSettings, launcher: str,
            say: Callable[[str], None]) -> list[str]:
@@ -72,7 +73,7 @@ def run_local(folder: LaunchFolder, names: list[str], say: Callable[[str], None]
         folder.update(name, state="running", job_id=f"local-{os.getpid()}")
         say(f"{name}: running (log {record.log})")
         with open(record.log, "ab") as log:
-            code = subprocess.run(["bash", record.script], stdout=log, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(["bash", record.script], check=False, stdout=log, stderr=subprocess.STDOUT).returncode
         folder.update(name, state="done" if code == 0 else "failed")
         if code != 0:
             say(f"{name}: failed (exit {code}); log {record.log}")

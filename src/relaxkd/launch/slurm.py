@@ -28,7 +28,7 @@ def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
     if shutil.which(argv[0]) is None:
         raise UserError(f"--launcher slurm needs SLURM's `{argv[0]}` on the PATH; run on a cluster's login node "
                         f"or use --launcher local")
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def submit(script: Path, after: list[str]) -> str:
