@@ -132,3 +132,16 @@ def test_graph_nodes_become_jobs_with_their_inputs_and_a_multi_task_student(tmp_
     assert jobs[1].argv[-2:] == ["--arg", "strong"] and "--expect" in jobs[2].argv
     trial_config = load_config(Path(jobs[2].argv[jobs[2].argv.index("build-node") + 1]))  # the node's whole config
     assert (trial_config.seed, trial_config.distill.loss, trial_config.run_dir) == (1, "kd", cfg.run_dir)
+
+
+def test_a_job_whose_config_no_longer_gives_its_planned_artifact_refuses_in_one_line(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    config = tmp_path / "node.yaml"
+    config.write_text(yaml.safe_dump(load_config(demo, [f"run_root={tmp_path}", f"cache_root={tmp_path}/_shared"]).to_dict()))
+    result = relaxkd(capsys, monkeypatch, "build-node", config, "--stage", "embed-images", "--expect", "embed-images-0123456789abcdef")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert result.err.strip().splitlines()[-1].startswith(
+        "error: this job was planned to build embed-images-0123456789abcdef but its config gives embed-images-")
+    assert not list(tmp_path.glob("demo/embed-images-*"))  # refused before any work
