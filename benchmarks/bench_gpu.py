@@ -94,14 +94,15 @@ def cached_targets_dir(root: Path, num_train: int, num_classes: int, epochs: int
 
 def cached_student(bench: Bench, size, root: Path, epochs: int, compile_student: bool = False):
     from relaxkd.data.transforms import IMAGENET_STATS
-    from relaxkd.distill import CachedTargets, StudentDistiller, TeacherSet
+    from relaxkd.distill import CachedTargets, StudentDistiller, StudentSettings, TeacherSet
+    from relaxkd.engine.settings import OptimConfig
 
     replay = CachedTargets(root, num_teachers=NUM_TEACHERS, num_classes=size.num_classes, epochs=epochs, seed=0)
     torch.manual_seed(0)
+    optim = OptimConfig(epochs=epochs, batch_size=bench.batch(size), lr=0.05, warmup_epochs=0, milestones=[epochs])
     return StudentDistiller(
-        arch=size.student, num_classes=size.num_classes, input_stats=IMAGENET_STATS, compile_student=compile_student,
-        teachers=TeacherSet(names=[*size.members, "tx"], cached=replay),
-        optim_cfg={"epochs": epochs, "batch_size": bench.batch(size), "lr": 0.05, "warmup_epochs": 0, "milestones": [epochs]},
+        StudentSettings(size.student, optim, compile_student=compile_student), num_classes=size.num_classes,
+        input_stats=IMAGENET_STATS, teachers=TeacherSet(names=[*size.members, "tx"], cached=replay),
     )
 
 

@@ -176,7 +176,8 @@ def setup(bench: Bench, size_name: str) -> Setup:
 
     from relaxkd.clip import load_clip
     from relaxkd.data.transforms import IMAGENET_STATS
-    from relaxkd.distill import StudentDistiller, TeacherSet
+    from relaxkd.distill import StudentDistiller, StudentSettings, TeacherSet
+    from relaxkd.engine.settings import OptimConfig
     from relaxkd.models import TeacherEnsemble, build_backbone
     from relaxkd.clip.online import OnlineClip
     from relaxkd.teachers import MultimodalTeacher, assign_noise_classes, assign_text_modes
@@ -204,8 +205,8 @@ def setup(bench: Bench, size_name: str) -> Setup:
     )
     optim_cfg = {"epochs": 1, "batch_size": bench.batch(size), "lr": 0.05, "warmup_epochs": 0, "milestones": [1]}
     module = StudentDistiller(
-        arch=size.student, num_classes=size.num_classes, optim_cfg=optim_cfg, input_stats=IMAGENET_STATS,
-        teachers=teachers,
+        StudentSettings(size.student, OptimConfig.model_validate(optim_cfg)), num_classes=size.num_classes,
+        input_stats=IMAGENET_STATS, teachers=teachers,
     ).to(bench.device)
     module.train()
     batch = bench.batch(size)
@@ -548,7 +549,8 @@ def epoch_seconds(bench: Bench, s: Setup, cifar_root: Path, num_train: int, repe
 
     from relaxkd.config import TrainerConfig
     from relaxkd.data import IMAGENET_STATS, build_dataset, build_transform
-    from relaxkd.distill import CachedTargets, StudentDistiller, TeacherSet, build_targets
+    from relaxkd.distill import CachedTargets, StudentDistiller, StudentSettings, TeacherSet, build_targets
+    from relaxkd.engine.settings import OptimConfig
     from relaxkd.engine.sampling import SeededAugmentation
     from relaxkd.engine.trainer import SeededDataModule, build_trainer
 
@@ -591,10 +593,9 @@ def epoch_seconds(bench: Bench, s: Setup, cifar_root: Path, num_train: int, repe
         for repeat in range(repeats):
             for name in sides if repeat % 2 == 0 else reversed(list(sides)):
                 torch.manual_seed(0)
-                module = StudentDistiller(
-                    arch=size.student, num_classes=size.num_classes, input_stats=IMAGENET_STATS, teachers=sides[name],
-                    optim_cfg={"epochs": 1, "batch_size": batch, "lr": 0.05, "warmup_epochs": 0, "milestones": [1]},
-                )
+                optim = OptimConfig(epochs=1, batch_size=batch, lr=0.05, warmup_epochs=0, milestones=[1])
+                module = StudentDistiller(StudentSettings(size.student, optim), num_classes=size.num_classes,
+                                          input_stats=IMAGENET_STATS, teachers=sides[name])
                 clock = EpochClock()
                 trainer = build_trainer(cfg, root / f"{name}-{repeat}", 1, callbacks=[clock])
                 trainer.limit_val_batches = 0

@@ -90,16 +90,18 @@ def test_ffkd_trains_end_to_end_and_writes_metrics(root):
 @pytest.mark.parametrize("update", [True, False])
 def test_ffkd_refines_a_copy_of_its_teacher_only_when_switched_on(update):
     from relaxkd.data.transforms import IMAGENET_STATS
-    from relaxkd.distill import StudentDistiller, TeacherSet
+    from relaxkd.distill import StudentDistiller, StudentSettings, TeacherSet
+    from relaxkd.engine.settings import OptimConfig
     from relaxkd.models import build_backbone
 
     torch.manual_seed(0)
     teacher = build_backbone("tiny_cnn", 10)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    settings = StudentSettings("tiny_cnn", OptimConfig(epochs=1, lr=0.1, warmup_epochs=0, milestones=[]), loss="ffkd",
+                               params={"update_teacher": update, "teacher_lr": 0.5})
     module = StudentDistiller(
-        arch="tiny_cnn", num_classes=10, optim_cfg={"epochs": 1, "lr": 0.1, "warmup_epochs": 0, "milestones": []},
-        loss="ffkd", params={"update_teacher": update, "teacher_lr": 0.5},
-        teachers=TeacherSet(names=["strong"], members={"strong": teacher}, image_stats=IMAGENET_STATS), input_stats=IMAGENET_STATS,
+        settings, num_classes=10, input_stats=IMAGENET_STATS,
+        teachers=TeacherSet(names=["strong"], members={"strong": teacher}, image_stats=IMAGENET_STATS),
     )
     optimizer = module.configure_optimizers()["optimizer"]
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))

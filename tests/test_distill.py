@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 
 from relaxkd.config import load_config
 from relaxkd.data.transforms import IMAGENET_STATS
-from relaxkd.distill import StudentDistiller, TeacherSet
+from relaxkd.distill import StudentDistiller, StudentSettings, TeacherSet
+from relaxkd.engine.settings import OptimConfig
 from relaxkd.errors import UserError
 from relaxkd.models import build_backbone
 from relaxkd.report import write_report
@@ -103,8 +104,8 @@ def test_student_from_tm_and_wn_tx_trains_offline_and_report_names_random_clip(t
 class _Recorded(StudentDistiller):
     built: list[StudentDistiller] = []
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         _Recorded.built.append(self)
 
 
@@ -232,10 +233,9 @@ def test_device_batch_stage_records_the_same_targets_and_trains_the_same_student
         recorded[stage] = load_file(str(out / "epoch-0001.safetensors"))
         replay = CachedTargets(out, num_teachers=1, num_classes=10, epochs=2, seed=0)
         torch.manual_seed(0)
-        module = StudentDistiller(
-            arch="tiny_cnn", num_classes=10, input_stats=IMAGENET_STATS, teachers=TeacherSet(names=["strong"], cached=replay),
-            optim_cfg={"epochs": 2, "batch_size": 32, "lr": 0.05, "warmup_epochs": 0, "milestones": [2]},
-        )
+        settings = StudentSettings("tiny_cnn", OptimConfig(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0, milestones=[2]))
+        module = StudentDistiller(settings, num_classes=10, input_stats=IMAGENET_STATS,
+                                  teachers=TeacherSet(names=["strong"], cached=replay))
         trainer = build_trainer(TrainerConfig(accelerator="cpu", devices=1, progress=False, logger="none"), tmp_path / stage / "fit", 2)
         trainer.limit_val_batches = 0
         trainer.fit(module, datamodule=SeededDataModule(train, None, 32, 0, seed=0))
@@ -306,10 +306,10 @@ def test_kd_without_teachers_is_refused():
         check_names(load_config(REPO / "configs" / "demo.yaml", ["distill.teachers=[]"]))
     assert "KD method 'kd' needs teachers" in one_line(err) and "distill.loss=none" in str(err.value)
     with pytest.raises(UserError) as err:
-        StudentDistiller(arch="tiny_cnn", num_classes=10, optim_cfg={}, loss="dkd", teachers=TeacherSet(names=[]))
+        StudentDistiller(StudentSettings("tiny_cnn", loss="dkd"), num_classes=10, teachers=TeacherSet(names=[]))
     assert "'dkd' needs teachers" in one_line(err)
     # no KD, no teachers: a plain supervised student is fine
-    StudentDistiller(arch="tiny_cnn", num_classes=10, optim_cfg={}, loss="none")
+    StudentDistiller(StudentSettings("tiny_cnn", loss="none"), num_classes=10)
 
 
 def test_unknown_aggregation_is_refused_listing_valid_ones():
@@ -317,7 +317,7 @@ def test_unknown_aggregation_is_refused_listing_valid_ones():
         load_config(REPO / "configs" / "demo.yaml", ["distill.aggregate=median"])
     assert "distill.aggregate" in one_line(err) and "'adaptive'" in str(err.value)
     with pytest.raises(UserError) as err:
-        StudentDistiller(arch="tiny_cnn", num_classes=10, optim_cfg={}, aggregate="median", teachers=TeacherSet(names=["a"]))
+        StudentDistiller(StudentSettings("tiny_cnn", aggregate="median"), num_classes=10, teachers=TeacherSet(names=["a"]))
     assert one_line(err) == "unknown aggregate 'median'; valid aggregates: adaptive, mean_logits, mean_losses"
 
 

@@ -210,15 +210,15 @@ def test_released_code_adaptive_validation_losses(monkeypatch):
     """my_train_withCLIP_v3 (trainer_regularizerV2.py): weights start at 1/3; the student's validation
     loss for them is computed in train mode; the per-teacher loss is the mean of per-batch means."""
     from relaxkd.data.transforms import IMAGENET_STATS
-    from relaxkd.distill import StudentDistiller, TeacherSet
+    from relaxkd.distill import StudentDistiller, StudentSettings, TeacherSet
+    from relaxkd.engine.settings import OptimConfig
 
     seen_modes = []
 
     def make(released: bool) -> StudentDistiller:
         torch.manual_seed(0)
-        module = StudentDistiller(arch="tiny_cnn", num_classes=10, input_stats=IMAGENET_STATS, aggregate="adaptive",
-                                  teachers=TeacherSet(names=["a", "b"]), released_code=released,
-                                  optim_cfg={"epochs": 1, "milestones": []})
+        settings = StudentSettings("tiny_cnn", OptimConfig(epochs=1, milestones=[]), aggregate="adaptive", released_code=released)
+        module = StudentDistiller(settings, num_classes=10, input_stats=IMAGENET_STATS, teachers=TeacherSet(names=["a", "b"]))
         monkeypatch.setattr(module, "teacher_logits", lambda images, t, i, s: [torch.ones(len(t), 10), torch.arange(10.0).repeat(len(t), 1)])
         monkeypatch.setattr(module, "store_validation", lambda *a: None)
         monkeypatch.setattr(module.student, "forward", lambda x, _f=module.student.forward: seen_modes.append(module.student.training) or _f(x))

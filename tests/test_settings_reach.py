@@ -150,3 +150,20 @@ def test_changing_a_setting_changes_the_key_of_what_it_determines(tmp_path, path
     before = graph_ids(tmp_path, context)
     after = graph_ids(tmp_path, [*context, f"{path}={changed(path, annotation, value)}"])
     assert before != after, f"{path} changes no artifact key: put it in a spec, or in NOT_IN_KEYS with the reason"
+
+
+def test_the_student_takes_its_settings_from_the_distill_section_by_name():
+    """One object, read by name: a field of StudentSettings is a field of the distill section, and its
+    value is the one inside the built module."""
+    from dataclasses import fields
+
+    from relaxkd.config import DistillConfig
+    from relaxkd.distill import StudentDistiller, StudentSettings, TeacherSet
+
+    assert {f.name for f in fields(StudentSettings)} - {"params"} <= set(DistillConfig.model_fields)
+    cfg = load_config(REPO / "configs" / "demo.yaml", ["distill.loss=dkd", "distill.methods={dkd: {beta: 3.0}}",
+                                                        "distill.aggregate=mean_losses", "distill.optim.lr=0.02", "distill.teachers=[strong]"])
+    settings = StudentSettings.of(cfg.distill)
+    module = StudentDistiller(settings, num_classes=10, teachers=TeacherSet(names=["strong"]))
+    assert (module.method.params.beta, module.method.context.aggregate, module.optim_cfg.lr) == (3.0, "mean_losses", 0.02)
+    assert module.hparams["params"]["beta"] == 3.0 and module.hparams["arch"] == cfg.distill.student

@@ -11,6 +11,8 @@ The training step stays on the device: no ``.item()``/``.tolist()`` on its path.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
+
 from typing import Any
 
 import torch
@@ -21,7 +23,6 @@ from relaxkd.distill.teacher_set import TeacherSet
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
 from relaxkd.engine.settings import OptimConfig
-from relaxkd.errors import UserError
 from relaxkd.losses import adaptive_teacher_weights, kd_loss
 from relaxkd.losses.distill import AGGREGATORS
 from relaxkd.methods import (
@@ -77,39 +78,61 @@ def _resolve_method(
     return method_cls, resolved, teacher_set
 
 
+@dataclass(frozen=True)
+class StudentSettings:
+    """The distill section's settings the student reads, as one object. :meth:`of` reads them by
+    name from the config's section (``cfg.distill``), so a setting added here and to the section
+    under the same name reaches the module with no other edit."""
+
+    student: str
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: str = "kd"
+    #: the KD method's resolved parameters (``DistillConfig.method_params()``; a mapping is validated
+    #: against the method's ``Params``); None: its recipe
+    params: MethodParams | dict[str, Any] | None = None
+    aggregate: str = "mean_logits"
+    #: run the student through torch.compile
+    compile_student: bool = False
+    #: the released train_model_withCLIP / my_train_withCLIP_v3's handling, where it differs from the
+    #: paper: teachers left in train mode, the adaptive weights starting at 1/3 each, computed from
+    #: the student's validation loss in train mode, averaged per batch
+    released_code: bool = False
+
+    @classmethod
+    def of(cls, section: Any) -> "StudentSettings":
+        """The settings of a distill section (``DistillConfig``), its method's parameters resolved."""
+        values = {f.name: getattr(section, f.name) for f in fields(cls) if f.name != "params"}
+        return cls(**values, params=section.method_params())
+
+    def hparams(self, params: MethodParams) -> dict[str, Any]:
+        """Plain values for the checkpoint (loaded with weights_only) and the resume check."""
+        return {"arch": self.student, "optim_cfg": self.optim.model_dump(), "loss": self.loss, "params": params.model_dump(),
+                "aggregate": self.aggregate, "compile_student": self.compile_student, "released_code": self.released_code}
+
+
 class StudentDistiller(ClassifierModule):
-    """The student and its KD method. ``params``: the method's resolved parameters
-    (``DistillConfig.method_params()``; a mapping is validated against the method's recipe)."""
+    """The student and its KD method, configured by one :class:`StudentSettings`."""
 
     def __init__(
         self,
+        settings: StudentSettings,
         *,
-        arch: str,
         num_classes: int,
-        optim_cfg: dict,
-        loss: str = "kd",
-        params: MethodParams | dict[str, Any] | None = None,
-        aggregate: str = "mean_logits",
         input_stats: Stats | None = None,
         class_counts: list[int] | None = None,
         teachers: TeacherSet | None = None,
         method_state: dict[str, Any] | None = None,
         student_init: dict[str, torch.Tensor] | None = None,
-        compile_student: bool = False,
-        released_code: bool = False,
     ):
-        """``released_code``: the released train_model_withCLIP / my_train_withCLIP_v3's handling,
-        where it differs from the paper: teachers left in train mode, the adaptive weights starting
-        at 1/3 each, computed from the student's validation loss in train mode, averaged per batch."""
         super().__init__(class_counts)
-        method_cls, resolved, teacher_set = _resolve_method(loss, params, aggregate, teachers, class_counts)
-        self.save_hyperparameters(ignore=["class_counts", "teachers", "input_stats", "method_state", "student_init", "params"])
-        self.hparams["params"] = resolved.model_dump()  # plain values: checkpoints load with weights_only
-        self.optim_cfg = OptimConfig.model_validate(optim_cfg)
-        self.student = build_backbone(arch, num_classes, "none")
+        s = self.settings = settings
+        method_cls, resolved, teacher_set = _resolve_method(s.loss, s.params, s.aggregate, teachers, class_counts)
+        self.save_hyperparameters({"num_classes": num_classes, **s.hparams(resolved)})
+        self.optim_cfg = s.optim
+        self.student = build_backbone(s.student, num_classes, "none")
         if student_init is not None:
             self.student.load_state_dict(student_init)
-        if compile_student:  # in place: the state dict keeps its keys (checkpoints, export)
+        if s.compile_student:  # in place: the state dict keeps its keys (checkpoints, export)
             self.student.compile()
         self.input_stats = input_stats
         self.teacher_set = teacher_set
@@ -117,7 +140,7 @@ class StudentDistiller(ClassifierModule):
             num_classes=num_classes,
             teacher_names=list(teacher_set.names),
             multimodal_index=teacher_set.multimodal_index,
-            aggregate=aggregate,
+            aggregate=s.aggregate,
             class_counts=class_counts,
             total_epochs=self.optim_cfg.epochs,
             teacher_modules=dict(teacher_set.members) if method_cls.updates_teachers else {},
@@ -127,10 +150,10 @@ class StudentDistiller(ClassifierModule):
         self.method.prepare_student(self.student)
         # teachers a method refines are its own copies: the frozen set then holds nothing
         frozen = {} if method_cls.updates_teachers else teacher_set.modules(include_members=bool(method_cls.teacher_features))
-        self.teachers = _Frozen(frozen, follow_student=released_code)
+        self.teachers = _Frozen(frozen, follow_student=s.released_code)
         self._student_tap = FeatureTap(self.student, method_cls.student_features) if method_cls.student_features else None
         count = max(1, len(teacher_set.names))
-        self.register_buffer("teacher_weights", torch.full((count,), 1.0 / 3 if released_code else 1.0 / count))
+        self.register_buffer("teacher_weights", torch.full((count,), 1.0 / 3 if s.released_code else 1.0 / count))
         self.strict_loading = False  # frozen teachers are not saved with the student
         self._val_kd: list[torch.Tensor] = []
 
@@ -187,7 +210,7 @@ class StudentDistiller(ClassifierModule):
         self.store_validation(logits, targets, indices)
         temperature = getattr(self.method.params, "temperature", None)
         if self.hparams.aggregate == "adaptive" and self.teacher_set.names and temperature is not None:
-            released = self.hparams.get("released_code", False)
+            released = self.settings.released_code
             if released:  # the released code evaluates the student for these weights in train mode
                 self.student.train()
                 logits = self(images)

@@ -57,12 +57,12 @@ def spec(job: Job) -> dict[str, Any]:
 
 def build(job: Job, out: Path) -> None:
     from relaxkd.data.transforms import IMAGENET_STATS
-    from relaxkd.distill import StudentDistiller
+    from relaxkd.distill import StudentDistiller, StudentSettings
     from relaxkd.engine.trainer import build_trainer, fit, seed_everything
     from relaxkd.methods import METHODS
 
     ctx, d = job.ctx, job.cfg.distill
-    params = d.method_params()  # resolved once: the student and its record read this object
+    settings = StudentSettings.of(d)  # the method's parameters resolved once: the student and its record read them
     method = METHODS.get(d.loss)
     teachers = teachers_of(job)
     teacher_set = _teacher_set(job, method.runs_teachers)
@@ -74,21 +74,8 @@ def build(job: Job, out: Path) -> None:
     for name in method.stages:  # a stage of the method's own may hold the student's starting weights
         if STAGES[name].student_init is not None:
             init = STAGES[name].student_init(job.inputs[name])
-    module = StudentDistiller(
-        arch=d.student,
-        num_classes=ctx.num_classes,
-        optim_cfg=d.optim.model_dump(),
-        loss=d.loss,
-        params=params,
-        aggregate=d.aggregate,
-        input_stats=IMAGENET_STATS,
-        class_counts=ctx.class_counts,
-        teachers=teacher_set,
-        method_state=state,
-        student_init=init,
-        compile_student=d.compile_student,
-        released_code=d.released_code,
-    )
+    module = StudentDistiller(settings, num_classes=ctx.num_classes, input_stats=IMAGENET_STATS, class_counts=ctx.class_counts,
+                              teachers=teacher_set, method_state=state, student_init=init)
     work = job.work_dir()
     fit(build_trainer(ctx.cfg.trainer, work, d.optim.epochs), module, targets.student_data(ctx), work)
     save_file(contiguous(module.student.state_dict()), str(out / "student.safetensors"))
@@ -96,7 +83,7 @@ def build(job: Job, out: Path) -> None:
     write_json(out / "student.json", info)
     tx_input = d.tx_input if TX in teachers else None
     record = metrics(ctx.cfg, module, epochs=d.optim.epochs, teachers=list(teachers), loss=d.loss,
-                     params=params.model_dump(), aggregate=d.aggregate, tx_input=tx_input, targets=d.targets if teachers else None)
+                     params=settings.params.model_dump(), aggregate=d.aggregate, tx_input=tx_input, targets=d.targets if teachers else None)
     write_json(out / "metrics.json", record)
 
 
