@@ -180,7 +180,7 @@ def setup(bench: Bench, size_name: str) -> Setup:
     from relaxkd.engine.settings import OptimConfig
     from relaxkd.models import TeacherEnsemble, build_backbone
     from relaxkd.clip.online import OnlineClip
-    from relaxkd.teachers import MultimodalTeacher, assign_noise_classes, assign_text_modes
+    from relaxkd.teachers import MultimodalTeacher, TxSettings, assign_noise_classes, assign_text_modes
 
     size = PAPER if size_name == PAPER.name else SIZES[size_name]
     torch.manual_seed(0)
@@ -188,9 +188,8 @@ def setup(bench: Bench, size_name: str) -> Setup:
     clip = load_clip(size.clip, "none", device="cpu", precision="auto", seed=0)
     dim = clip.embed_dim
     tx = MultimodalTeacher(
-        head="mlp", embed_dim=dim, num_classes=size.num_classes, optim_cfg={}, bank_size=size.bank_size,
-        head_kwargs={"hidden_dim": size.tx_hidden, "dropout": 0.1, "batch_norm": size.tx_batch_norm},
-        num_train=size.num_train, num_val=0,
+        TxSettings(head_kwargs={"hidden_dim": size.tx_hidden, "dropout": 0.1, "batch_norm": size.tx_batch_norm}),
+        embed_dim=dim, num_classes=size.num_classes, bank_size=size.bank_size, num_train=size.num_train, num_val=0,
     )
     tx.init_bank(F.normalize(torch.randn(size.bank_size, dim), dim=1))
     tx.class_text.copy_(F.normalize(torch.randn(size.num_classes, dim), dim=1))

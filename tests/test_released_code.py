@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from relaxkd.config import ExperimentConfig, load_config
-from relaxkd.teachers import MODE_IDS, MultimodalTeacher, assign_noise_classes, assign_text_modes
+from relaxkd.engine.settings import OptimConfig
+from relaxkd.teachers import MODE_IDS, MultimodalTeacher, TxSettings, assign_noise_classes, assign_text_modes
 
 NOISE = MODE_IDS["noise"]
 
@@ -59,8 +60,8 @@ def test_label_noise_draws_what_the_released_loader_draws(percent):
 def _teacher(label_noise: bool, modes: torch.Tensor, noise: torch.Tensor, classes: int = 4, dim: int = 8):
     torch.manual_seed(0)
     return MultimodalTeacher(
-        head="mlp", embed_dim=dim, num_classes=classes, optim_cfg={"epochs": 1, "milestones": []}, bank_size=0,
-        label_noise=label_noise, num_train=len(modes), num_val=0,
+        TxSettings(optim=OptimConfig(epochs=1, milestones=[]), label_noise=label_noise), embed_dim=dim, num_classes=classes,
+        bank_size=0, num_train=len(modes), num_val=0,
         class_text=torch.nn.functional.normalize(torch.randn(classes, dim), dim=1),
         text_assignment={"train": (modes, noise)},
     )
@@ -145,11 +146,11 @@ def test_authors_code_profile_sets_every_point_over_the_config_file(dataset):
 def _bank_teacher(modes: torch.Tensor, **kwargs) -> MultimodalTeacher:
     torch.manual_seed(0)
     bank = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    settings = TxSettings(optim=OptimConfig(epochs=1, milestones=[], warmup_epochs=0, lr=0.5), **kwargs)
     return MultimodalTeacher(
-        head="mlp", embed_dim=8, num_classes=4, optim_cfg={"epochs": 1, "milestones": [], "warmup_epochs": 0, "lr": 0.5},
-        bank_size=6, bank=bank, num_train=len(modes), num_val=0,
+        settings, embed_dim=8, num_classes=4, bank_size=6, bank=bank, num_train=len(modes), num_val=0,
         class_text=torch.nn.functional.normalize(torch.randn(4, 8), dim=1),
-        text_assignment={"train": (modes, torch.zeros_like(modes))}, **kwargs,
+        text_assignment={"train": (modes, torch.zeros_like(modes))},
     )
 
 

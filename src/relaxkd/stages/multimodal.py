@@ -136,31 +136,19 @@ def initialise_head(ctx: Context, module) -> dict[str, Any]:
 
 def new_teacher(ctx: Context, emb: dict[str, torch.Tensor], bank: torch.Tensor | None):
     """An untrained T_x for this config: its bank, class-name texts and per-sample text modes set."""
-    from relaxkd.teachers import MultimodalTeacher, assign_noise_classes, assign_text_modes
+    from relaxkd.teachers import MultimodalTeacher, TxSettings, assign_noise_classes, assign_text_modes
 
     m = ctx.cfg.multimodal
     num_train, num_val, seed = len(emb["train"]), len(emb["val"]), ctx.cfg.seed
-    label_noise = m.noise == "label" and m.proportions.get("noise", 0) > 0
-    texts = {split: (assign_text_modes(n, _split_proportions(m.proportions, split, label_noise), seed + offset),
+    settings = TxSettings.of(m)
+    texts = {split: (assign_text_modes(n, _split_proportions(m.proportions, split, settings.label_noise), seed + offset),
                      assign_noise_classes(n, ctx.num_classes, seed + offset))
              for split, n, offset in (("train", num_train, 0), ("val", num_val, 1))}
     return MultimodalTeacher(
-        head=m.head,
+        settings,
         embed_dim=emb["train"].shape[1],
         num_classes=ctx.num_classes,
-        optim_cfg=m.optim.model_dump(),
         bank_size=len(bank) if bank is not None else 0,
-        bank_learnable=m.bank == "learnable",
-        text_only=m.text_only,
-        temperature=m.temperature,
-        lambda_hier=m.lambda_hier,
-        lambda_cos=m.lambda_cos,
-        bank_weight_decay=m.bank_weight_decay,
-        label_noise=label_noise,
-        text_split=m.text_split,
-        gt_share=m.proportions.get("gt", 0.0),
-        bank_fp16=m.bank_dtype == "fp16",
-        head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout, "batch_norm": m.batch_norm} if m.head == "mlp" else {},
         num_train=num_train,
         num_val=num_val,
         class_counts=ctx.class_counts,

@@ -93,7 +93,7 @@ def load_multimodal(ctx: Context, artifact: Artifact):
     from relaxkd.teachers import MultimodalTeacher
 
     info = check_teacher(ctx, artifact, TX)
-    module = MultimodalTeacher(**info.hparams)
+    module = MultimodalTeacher.from_hparams(info.hparams)
     module.load_state_dict(load_file(str(artifact.file("model.safetensors"))))
     return module.eval()
 

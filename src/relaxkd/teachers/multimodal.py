@@ -6,12 +6,14 @@ or nothing (``none``). Trained with eq. 6: CE + λ_hier·hierarchical + λ_cos·
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 import torch
 
 from relaxkd.engine import optim
 from relaxkd.engine.evaluation import ClassifierModule
+from relaxkd.engine.settings import OptimConfig
 from relaxkd.errors import UserError
 from relaxkd.losses import multimodal_teacher_loss
 from relaxkd.models import TextBank, build_fusion_head
@@ -23,26 +25,54 @@ from relaxkd.teachers.text_modes import MODE_IDS
 GT, WN, NOISE = MODE_IDS["gt"], MODE_IDS["wn"], MODE_IDS["noise"]
 
 
+@dataclass(frozen=True)
+class TxSettings:
+    """The multimodal section's settings T_x reads, as one object (``of`` builds it from ``cfg.multimodal``).
+
+    ``label_noise``: a ``noise`` sample's noise class is also its training target (the released
+    code's relabelled samples); otherwise only its text names that class and the target stays its
+    own label. ``text_split="batch"`` (the released code): the first int(batches · ``gt_share``)
+    batches of each epoch take ``gt`` text, the rest ``wn``, instead of each sample's own mode.
+    ``bank_fp16``: the bank is kept at float16 precision after every step (the released code's
+    ``.half()`` parameter)."""
+
+    head: str = "mlp"
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    bank_learnable: bool = True
+    text_only: bool = False
+    temperature: float = DEFAULT_TEMPERATURE
+    lambda_hier: float = MULTIMODAL_PRESETS["paper"]["lambda_hier"]
+    lambda_cos: float = MULTIMODAL_PRESETS["paper"]["lambda_cos"]
+    bank_weight_decay: float = 1e-4
+    label_noise: bool = False
+    text_split: str = "sample"
+    gt_share: float = 0.0
+    bank_fp16: bool = False
+
+    @classmethod
+    def of(cls, m: Any) -> "TxSettings":
+        """The settings of a multimodal section (``MultimodalConfig``): the fields of the same name,
+        and those it implies (the bank's learnability and dtype, the noise kind, the gt share)."""
+        same = {f.name: getattr(m, f.name) for f in fields(cls) if hasattr(m, f.name) and f.name != "head_kwargs"}
+        return cls(**same, head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout, "batch_norm": m.batch_norm} if m.head == "mlp" else {},
+                   bank_learnable=m.bank == "learnable", label_noise=m.noise == "label" and m.proportions.get("noise", 0) > 0,
+                   gt_share=m.proportions.get("gt", 0.0), bank_fp16=m.bank_dtype == "fp16")
+
+    def hparams(self) -> dict[str, Any]:
+        """Flat plain values: T_x's ``teacher.json`` rebuilds it from them (:meth:`MultimodalTeacher.from_hparams`)."""
+        found = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "optim"}
+        return {**found, "optim_cfg": self.optim.model_dump()}
+
+
 class MultimodalTeacher(ClassifierModule):
     def __init__(
         self,
+        settings: TxSettings,
         *,
-        head: str,
         embed_dim: int,
         num_classes: int,
-        optim_cfg: dict,
         bank_size: int,
-        bank_learnable: bool = True,
-        text_only: bool = False,
-        temperature: float = DEFAULT_TEMPERATURE,
-        lambda_hier: float = MULTIMODAL_PRESETS["paper"]["lambda_hier"],
-        lambda_cos: float = MULTIMODAL_PRESETS["paper"]["lambda_cos"],
-        bank_weight_decay: float = 1e-4,
-        label_noise: bool = False,
-        text_split: str = "sample",
-        gt_share: float = 0.0,
-        bank_fp16: bool = False,
-        head_kwargs: dict | None = None,
         num_train: int = 0,
         num_val: int = 0,
         class_counts: list[int] | None = None,
@@ -52,15 +82,12 @@ class MultimodalTeacher(ClassifierModule):
     ):
         """``bank`` (the relaxed bank), ``class_text`` (class-name embeddings) and ``text_assignment``
         (per split: every sample's text mode and noise class) are what a new teacher trains from; a
-        reloaded one gets them from its state dict instead. ``label_noise``: a ``noise`` sample's
-        noise class is also its training target (the released code's relabelled samples); otherwise
-        only its text names that class and the target stays its own label. ``text_split="batch"``
-        (the released code): the first int(batches · ``gt_share``) batches of each epoch take ``gt``
-        text, the rest ``wn``, instead of each sample's own mode. ``bank_fp16``: the bank is kept
-        at float16 precision after every step (the released code's ``.half()`` parameter)."""
+        reloaded one gets them from its state dict instead."""
         super().__init__(class_counts)
-        self.save_hyperparameters(ignore=["class_counts", "bank", "class_text", "text_assignment"])
-        self.optim_cfg = optim.OptimConfig.model_validate(optim_cfg)
+        self.save_hyperparameters({**settings.hparams(), "embed_dim": embed_dim, "num_classes": num_classes,
+                                   "bank_size": bank_size, "num_train": num_train, "num_val": num_val})
+        self.optim_cfg = settings.optim
+        head, head_kwargs, bank_learnable = settings.head, settings.head_kwargs, settings.bank_learnable
         self.head = build_fusion_head(head, 2 * embed_dim, num_classes, **(head_kwargs or {}))
         self.bank = TextBank(torch.zeros(bank_size, embed_dim), learnable=bank_learnable) if bank_size else None
         self.init_bank(bank)
@@ -71,6 +98,15 @@ class MultimodalTeacher(ClassifierModule):
             self.register_buffer(f"{split}_noise", torch.zeros(n, dtype=torch.long) if noise is None else noise.long())
         #: maps an image batch to CLIP image embeddings in online mode; None = batches are embeddings
         self.image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> "MultimodalTeacher":
+        """The untrained T_x that ``teacher.json``'s hparams describe (its state dict fills it)."""
+        known = {f.name for f in fields(TxSettings)}
+        settings = TxSettings(**{k: v for k, v in hparams.items() if k in known},
+                              optim=OptimConfig.model_validate(hparams.get("optim_cfg") or {}))
+        data = {k: v for k, v in hparams.items() if k not in known and k != "optim_cfg"}
+        return cls(settings, **data)
 
     def check_text_modes(self) -> None:
         """``wn`` samples retrieve from the relaxed bank: refuse to run without one."""
