@@ -167,3 +167,29 @@ def test_the_student_takes_its_settings_from_the_distill_section_by_name():
     module = StudentDistiller(settings, num_classes=10, teachers=TeacherSet(names=["strong"]))
     assert (module.method.params.beta, module.method.context.aggregate, module.optim_cfg.lr) == (3.0, "mean_losses", 0.02)
     assert module.hparams["params"]["beta"] == 3.0 and module.hparams["arch"] == cfg.distill.student
+
+
+@pytest.mark.parametrize("override, field, value", [
+    ("multimodal.head=resnet50-1x1", "head", "resnet50-1x1"),
+    ("multimodal.hidden_dim=64", "head_kwargs", {"hidden_dim": 64, "dropout": 0.1, "batch_norm": True}),  # the demo: batch_norm on
+    ("multimodal.bank=fixed", "bank_learnable", False),
+    ("multimodal.text_only=true", "text_only", True),
+    ("multimodal.temperature=0.02", "temperature", 0.02),
+    ("multimodal.lambda_hier=0.3", "lambda_hier", 0.3),
+    ("multimodal.lambda_cos=0.2", "lambda_cos", 0.2),
+    ("multimodal.bank_weight_decay=0.001", "bank_weight_decay", 0.001),
+    ("multimodal.proportions={gt: 0.5, noise: 0.5}", "label_noise", True),
+    ("multimodal.text_split=batch", "text_split", "batch"),
+    ("multimodal.proportions={gt: 0.25, wn: 0.75}", "gt_share", 0.25),
+    ("multimodal.bank_dtype=fp16", "bank_fp16", True),
+    ("multimodal.optim.lr=0.02", "optim", 0.02),
+])
+def test_tx_takes_its_settings_from_the_multimodal_section(override, field, value):
+    """Each setting T_x reads reaches the built module (its hparams, which teacher.json keeps)."""
+    from relaxkd.teachers import MultimodalTeacher, TxSettings
+
+    cfg = load_config(REPO / "configs" / "demo.yaml", [override])
+    module = MultimodalTeacher(TxSettings.of(cfg.multimodal), embed_dim=4, num_classes=3, bank_size=2, num_train=3, num_val=1)
+    found = module.hparams["optim_cfg"]["lr"] if field == "optim" else module.hparams[field]
+    assert found == value
+    assert MultimodalTeacher.from_hparams(dict(module.hparams)).hparams == module.hparams  # teacher.json rebuilds it
