@@ -37,3 +37,24 @@ def test_report_names_a_record_it_cannot_read_instead_of_showing_empty_cells(tmp
     err = capsys.readouterr().err
     assert "metrics.json left out: provenance.loss_name: Extra inputs are not permitted" in err
     assert "T_m member T1s" in report
+
+
+def test_export_refuses_a_student_record_it_cannot_read_naming_the_key(tmp_path):
+    from relaxkd.artifacts import ArtifactStore
+    from relaxkd.errors import UserError
+    from relaxkd.stages.export import _typed
+
+    run = FakeRun(tmp_path / "demo")
+    run._write("distill", {"x": 1}, {"student.json": {"kind": "student", "arch": "tiny_cnn", "num_classes": 10}})
+    (art,) = ArtifactStore(tmp_path / "demo").artifacts("distill", verify=True)
+    with pytest.raises(UserError, match=r"student.json: dataset: Field required; the artifact was written by another version"):
+        _typed(art)
+
+
+def test_unknown_stage_name_lists_the_stages(capsys, monkeypatch, tmp_path):
+    from cli_helpers import assert_user_error, relaxkd
+    from conftest import REPO, tiny_overrides
+
+    result = relaxkd(capsys, monkeypatch, "stage", "nope", REPO / "configs" / "demo.yaml", *tiny_overrides(tmp_path / "runs"))
+    assert_user_error(result, "error: unknown stage 'nope'; valid stages: embed-images, embed-nouns, relax, teacher-unimodal, "
+                              "teacher-expert, tx-views, teacher-multimodal, attribute, teacher-targets, dmae-pretrain, distill")
