@@ -117,7 +117,7 @@ def test_unknown_config_key_suggests_the_close_one(capsys, monkeypatch, tiny, in
 def test_unknown_top_level_section(capsys, monkeypatch, tiny, intact):
     assert_user_error(
         relaxkd(capsys, monkeypatch, "validate", DEMO, *tiny, "foo.bar=1"),
-        "error: config: unknown key 'foo'; valid keys here: name, seed,",
+        "error: config: unknown key 'foo'; valid keys here: profile, name, seed,",
         intact=intact,
     )
 
