@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.relaxkd-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup wordnet demo docs test test-all bench bench-quick clean
+.PHONY: setup wordnet demo docs lint test test-all bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@echo "[setup 1/4] virtual environment $(VENV)"
@@ -34,6 +34,10 @@ demo: setup
 # docs/config.md from the config schema (tests/test_configdoc.py fails when it is stale)
 docs: $(STAMP)
 	$(PY) -m relaxkd.configdoc > docs/config.md
+
+# ruff (configured in pyproject.toml); .ci/run runs it before the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
-    from relaxkd.data.folders import scan_class_folders
     from relaxkd.data.files import fingerprint
+    from relaxkd.data.folders import scan_class_folders
 
     build_tree(args.root, args.classes, args.per_class)
     try:

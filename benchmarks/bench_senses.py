@@ -51,7 +51,11 @@ def evaluation_sets(wn) -> dict[str, list[tuple[str, str]]]:
     heldout = sorted(set(_wnids("imagenet12k_synsets.txt")) - set(in1k))
     random.Random(HELDOUT_SEED).shuffle(heldout)
     curated = yaml.safe_load(builtin_override_path("cifar100").read_text())
-    cifar = [(n, curated.get(n) or wn.synsets(n, pos="n")[0].name()) for n in CIFAR100_CLASSES if n in curated or wn.synsets(n, pos="n")]
+    cifar = [
+        (n, curated.get(n) or wn.synsets(n, pos="n")[0].name())
+        for n in CIFAR100_CLASSES
+        if n in curated or wn.synsets(n, pos="n")
+    ]
     imagenet = named(in1k)
     return {
         "imagenet1k": imagenet,
@@ -83,8 +87,11 @@ def main(argv: list[str] | None = None) -> None:
         new = sum(default_sense(n, wn) == s for n, s in pairs)
         print(f"{name:<22} {len(pairs):>7} {100 * old / len(pairs):>11.1f}% {100 * new / len(pairs):>8.1f}%")
     pooled = sets["imagenet1k"] + sets["cifar100"]
-    print(f"{'imagenet1k+cifar100':<22} {len(pooled):>7} {100 * sum(first_sense(n, wn) == s for n, s in pooled) / len(pooled):>11.1f}%"
-          f" {100 * sum(default_sense(n, wn) == s for n, s in pooled) / len(pooled):>8.1f}%")
+    print(
+        f"{'imagenet1k+cifar100':<22} {len(pooled):>7} "
+        f"{100 * sum(first_sense(n, wn) == s for n, s in pooled) / len(pooled):>11.1f}%"
+        f" {100 * sum(default_sense(n, wn) == s for n, s in pooled) / len(pooled):>8.1f}%"
+    )
     for name, truth in sets.get(args.misses, []):
         got = default_sense(name, wn)
         if got != truth:

@@ -44,10 +44,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 # Runs from a checkout without installing: put src/ on the path.
 _SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -160,7 +160,7 @@ def timed(bench: Bench, cases: dict[str, Callable[[], object]], rounds: int, war
 @dataclass
 class Setup:
     size: Size
-    module: "torch.nn.Module"  # StudentDistiller
+    module: torch.nn.Module  # StudentDistiller
     optimizer: torch.optim.Optimizer
     members: list  # the image teachers as separate modules (for the naive loop)
     images: torch.Tensor
@@ -169,17 +169,17 @@ class Setup:
     cached_embeddings: torch.Tensor
 
 
-@lru_cache(maxsize=None)
+@cache
 def setup(bench: Bench, size_name: str) -> Setup:
     """A StudentDistiller with a real TeacherSet, assembled as stages/teacher_loading.py does it."""
     import copy
 
     from relaxkd.clip import load_clip
+    from relaxkd.clip.online import OnlineClip
     from relaxkd.data.transforms import IMAGENET_STATS
     from relaxkd.distill import StudentDistiller, StudentSettings, TeacherSet
     from relaxkd.engine.settings import OptimConfig
     from relaxkd.models import TeacherEnsemble, build_backbone
-    from relaxkd.clip.online import OnlineClip
     from relaxkd.teachers import MultimodalTeacher, TxSettings, assign_noise_classes, assign_text_modes
 
     size = PAPER if size_name == PAPER.name else SIZES[size_name]
@@ -267,7 +267,7 @@ def parts_alone(bench: Bench, s: Setup) -> None:
     tx_online(bench, s)
 
 
-@lru_cache(maxsize=None)
+@cache
 def step_seconds(bench: Bench, size_name: str) -> dict[str, float]:
     """Median seconds of the full step and of its parts run one after another, interleaved."""
     s = setup(bench, size_name)
@@ -372,7 +372,10 @@ def loader_headroom(bench: Bench) -> None:
             else:
                 synthetic_cifar100(Path(tmp), 10_000)
                 raw = build_dataset("cifar100", tmp, "train")
-                what = "synthetic CIFAR-100 stand-in in torchvision's format (10,000 random 32x32 uint8 images), real CIFAR100Dataset"
+                what = (
+                    "synthetic CIFAR-100 stand-in in torchvision's format (10,000 random 32x32 uint8 images), real "
+                    "CIFAR100Dataset"
+                )
             transform = build_transform("strong", size.image_size, IMAGENET_STATS, policy="cifar")
             train = sampling.SeededAugmentation(raw, transform, seed=0)  # as Context.augmented
             loader = SeededDataModule(train, None, batch, size.num_workers, seed=0).train_dataloader()
@@ -503,7 +506,10 @@ def ensemble_speedup(bench: Bench) -> None:
                     fn()
             return call
 
-        note(f"{size_name}: {len(s.members)}x {s.size.teacher} forward, batch {bench.batch(s.size)}, ensemble strategy {ensemble.strategy}")
+        note(
+            f"{size_name}: {len(s.members)}x {s.size.teacher} forward, batch {bench.batch(s.size)}, ensemble strategy "
+            f"{ensemble.strategy}"
+        )
         t = timed(bench, {name: run(fn) for name, fn in cases.items()}, bench.rounds(s.size), bench.warmup(s.size))
         if context:
             note(f"{size_name}: loop over vmap {t['loop'] / t['vmap']:.2f}, "
@@ -549,8 +555,8 @@ def epoch_seconds(bench: Bench, s: Setup, cifar_root: Path, num_train: int, repe
     from relaxkd.config import TrainerConfig
     from relaxkd.data import IMAGENET_STATS, build_dataset, build_transform
     from relaxkd.distill import CachedTargets, StudentDistiller, StudentSettings, TeacherSet, build_targets
-    from relaxkd.engine.settings import OptimConfig
     from relaxkd.engine.sampling import SeededAugmentation
+    from relaxkd.engine.settings import OptimConfig
     from relaxkd.engine.trainer import SeededDataModule, build_trainer
 
     size, batch = s.size, bench.batch(s.size)
@@ -580,8 +586,17 @@ def epoch_seconds(bench: Bench, s: Setup, cifar_root: Path, num_train: int, repe
         with torch.autocast(bench.device.type, dtype=torch.bfloat16, enabled=bench.precision == "bf16"):
             build_targets(
                 lambda images, targets, indices, split: online.logits(images, targets, indices, split, IMAGENET_STATS),
-                train, torch.utils.data.Subset(train, []), out=root / "targets", work=root / "work", epochs=1, seed=0, batch_size=batch,
-                num_workers=workers, top_k=0, temperature=4.0, device=bench.device,
+                train,
+                torch.utils.data.Subset(train, []),
+                out=root / "targets",
+                work=root / "work",
+                epochs=1,
+                seed=0,
+                batch_size=batch,
+                num_workers=workers,
+                top_k=0,
+                temperature=4.0,
+                device=bench.device,
             )
         replay = CachedTargets(root / "targets", num_teachers=len(online.names), num_classes=size.num_classes, epochs=1, seed=0)
         sides = {"online": online, "cached": TeacherSet(names=online.names, cached=replay)}
@@ -604,8 +619,11 @@ def epoch_seconds(bench: Bench, s: Setup, cifar_root: Path, num_train: int, repe
     for teacher in online.modules().values():
         teacher.to(bench.device)  # Lightning's teardown moved the online teachers to the CPU
     t = {name: statistics.median(values) for name, values in seconds.items()}
-    note(f"{size.name}: one epoch of {len(train)} images, batch {batch}, {workers} workers: online {t['online']:.2f} s, "
-         f"cached {t['cached']:.2f} s (median of {repeats}; teachers {'+'.join(size.members)} x {size.teacher} + T_x on {size.clip})")
+    note(
+        f"{size.name}: one epoch of {len(train)} images, batch {batch}, {workers} workers: online {t['online']:.2f} s, "
+        f"cached {t['cached']:.2f} s (median of {repeats}; teachers {'+'.join(size.members)} x {size.teacher} + T_x on "
+        f"{size.clip})"
+    )
     return t
 
 
@@ -616,22 +634,28 @@ def demo_accuracy(bench: Bench) -> None:
     numbers, not the paper's. The exact cache replays the online run bit for bit, so its difference is 0.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import tiny_overrides
-
     from relaxkd.config import load_config
     from relaxkd.stages.context import Context
     from relaxkd.stages.distill import distill
 
+    from conftest import tiny_overrides
+
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         def top1(*extra: str) -> float:
-            overrides = tiny_overrides(Path(tmp)) + [f"trainer.accelerator={'gpu' if bench.device.type == 'cuda' else 'cpu'}", *extra]
+            overrides = tiny_overrides(Path(tmp)) + [
+                f"trainer.accelerator={'gpu' if bench.device.type == 'cuda' else 'cpu'}",
+                *extra,
+            ]
             cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", overrides)
             return float(distill(Context(cfg)).read_json("metrics.json")["top1"])
 
         online = top1()
         exact = top1("distill.targets=cached")
         top3 = top1("distill.targets=cached", "distill.cache_top_k=3")
-    note(f"demo students (tiny config, random-weight CLIP): top-1 online {online:.2f}, exact cache {exact:.2f}, top-3 cache {top3:.2f}")
+    note(
+        f"demo students (tiny config, random-weight CLIP): top-1 online {online:.2f}, exact cache {exact:.2f}, top-3 cache "
+        f"{top3:.2f}"
+    )
     emit("cached_targets_top1_diff", exact - online)
     emit("cached_targets_top3_top1_diff", top3 - online)
 
@@ -646,7 +670,9 @@ def main(argv=None) -> None:
     mode.add_argument("--full", action="store_true", help="CIFAR batch 128, more rounds")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast, as Lightning's bf16-mixed")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, i.e. the cores or OMP_NUM_THREADS)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's, i.e. the cores or OMP_NUM_THREADS)"
+    )
     parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="figures to run (default: all)")
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES), help="sizes (default: all)")
     args = parser.parse_args(argv)

@@ -63,7 +63,7 @@ class RunSnapshot:
     files: dict[str, str]
 
     @classmethod
-    def of(cls, root: Path) -> "RunSnapshot":
+    def of(cls, root: Path) -> RunSnapshot:
         return cls(root, committed_files(root))
 
     def check(self) -> None:

@@ -59,7 +59,13 @@ class CommittedRun:
         self.root = root
         self.data_root = data_root
         #: overrides that point a command at this run (3 classes of solid-colour images)
-        self.args = [*tiny_overrides(root), "data.dataset=imagefolder", f"data.root={data_root}", "distill.teachers=[strong]", "name=demo"]
+        self.args = [
+            *tiny_overrides(root),
+            "data.dataset=imagefolder",
+            f"data.root={data_root}",
+            "distill.teachers=[strong]",
+            "name=demo",
+        ]
 
     def snapshot(self):
         from cli_helpers import RunSnapshot

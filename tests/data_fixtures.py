@@ -194,7 +194,9 @@ def write_utkface(
     return root
 
 
-def write_csv_dataset(root: Path, splits: Mapping[str, Sequence[tuple[str, str]]], file_names: Mapping[str, str] | None = None) -> Path:
+def write_csv_dataset(
+    root: Path, splits: Mapping[str, Sequence[tuple[str, str]]], file_names: Mapping[str, str] | None = None
+) -> Path:
     """``root/<split>.csv`` (or ``file_names[split]``) with columns ``path,label`` and the images
     at ``root/<path>``; ``splits = {split: [(relative path, class name), ...]}``."""
     root.mkdir(parents=True, exist_ok=True)

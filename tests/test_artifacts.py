@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from relaxkd.errors import UserError
 from relaxkd.artifacts import MANIFEST, ArtifactStore, file_sha256, git_commit, run_lock
+from relaxkd.errors import UserError
 
 from conftest import REPO, tiny_overrides
 

@@ -242,7 +242,9 @@ DISK_FULL = {
     "enospc": OSError(errno.ENOSPC, "No space left on device"),
     "edquot": OSError(errno.EDQUOT, "Disk quota exceeded"),
     # safetensors reports the OS error inside its own exception's message
-    "wrapped": RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'),
+    "wrapped": RuntimeError(
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+    ),
 }
 
 

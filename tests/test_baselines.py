@@ -12,10 +12,9 @@ import torch.nn.functional as F
 
 from relaxkd.config import load_config
 from relaxkd.errors import UserError
-from relaxkd.methods import LogitMethod, LogitParams, METHODS, register_method
+from relaxkd.methods import METHODS, LogitMethod, LogitParams, register_method
 from relaxkd.stages.context import Context
 from relaxkd.stages.distill import distill
-from relaxkd.stages.unimodal import unimodal_teacher
 
 from cli_helpers import relaxkd
 from conftest import REPO, tiny_overrides
@@ -156,20 +155,47 @@ def test_dmae_pretrains_a_vit_with_feature_distillation_then_fine_tunes_it(root)
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        (["distill.loss=ffkd", "distill.targets=cached"], "error: KD method 'ffkd' updates its teachers, which cached teacher targets cannot serve; set distill.targets=online"),
-        (["distill.loss=dmae", "distill.student=vit_micro", "distill.targets=cached"], "error: KD method 'dmae' needs teacher features, which cached teacher targets cannot serve; set distill.targets=online"),
-        (["distill.loss=dmae"], "error: KD method 'dmae' needs a vit student, but distill.student=tiny_cnn is a cnn; use e.g. distill.student=vit_tiny_patch16 (vit_micro for tests)"),
-        (["distill.loss=dkd", "distill.params={gamma: 2}"], "error: distill.params: unknown key 'gamma' for KD method 'dkd'; valid keys: temperature, ce_weight, kd_weight, alpha, beta, warmup_epochs"),
-        (["distill.loss=lfme"], "error: KD method 'lfme' distils from its subset experts; set distill.teachers=[expert_many, expert_medium, expert_few] (got [strong])"),
-        (["distill.loss=ffkd", "distill.teachers=[strong, tx]"], "error: KD method 'ffkd' refines image teachers online; remove tx from distill.teachers"),
-        (["distill.loss=dmae", "distill.student=vit_micro", "distill.teachers=[tx]"], "error: KD method 'dmae' aligns the features of one image teacher; set e.g. distill.teachers=[strong] (got [tx])"),
+        (
+            ["distill.loss=ffkd", "distill.targets=cached"],
+            "error: KD method 'ffkd' updates its teachers, which cached teacher targets cannot serve; set distill.targets=online",
+        ),
+        (
+            ["distill.loss=dmae", "distill.student=vit_micro", "distill.targets=cached"],
+            "error: KD method 'dmae' needs teacher features, which cached teacher targets cannot serve; set "
+            "distill.targets=online",
+        ),
+        (
+            ["distill.loss=dmae"],
+            "error: KD method 'dmae' needs a vit student, but distill.student=tiny_cnn is a cnn; use e.g. "
+            "distill.student=vit_tiny_patch16 (vit_micro for tests)",
+        ),
+        (
+            ["distill.loss=dkd", "distill.params={gamma: 2}"],
+            "error: distill.params: unknown key 'gamma' for KD method 'dkd'; valid keys: temperature, ce_weight, kd_weight, "
+            "alpha, beta, warmup_epochs",
+        ),
+        (
+            ["distill.loss=lfme"],
+            "error: KD method 'lfme' distils from its subset experts; set distill.teachers=[expert_many, expert_medium, "
+            "expert_few] (got [strong])",
+        ),
+        (
+            ["distill.loss=ffkd", "distill.teachers=[strong, tx]"],
+            "error: KD method 'ffkd' refines image teachers online; remove tx from distill.teachers",
+        ),
+        (
+            ["distill.loss=dmae", "distill.student=vit_micro", "distill.teachers=[tx]"],
+            "error: KD method 'dmae' aligns the features of one image teacher; set e.g. distill.teachers=[strong] (got [tx])",
+        ),
         # (other test files register plug-ins too: the list is checked up to the built-ins)
         (["distill.methods={crd: {}}"], "error: unknown KD method 'crd'; valid KD methods: dkd, dmae, ffkd, kd, lfme, none, "),
     ],
 )
 def test_bad_method_inputs_are_one_line_exit_2_before_any_work(capsys, monkeypatch, tmp_path, extra, expected):
     for command in ("validate", "distill"):
-        result = relaxkd(capsys, monkeypatch, command, DEMO, *tiny_overrides(tmp_path / "runs"), "distill.teachers=[strong]", *extra)
+        result = relaxkd(
+            capsys, monkeypatch, command, DEMO, *tiny_overrides(tmp_path / "runs"), "distill.teachers=[strong]", *extra
+        )
         assert result.code == 2, result.err
         last = result.err.strip().splitlines()[-1]
         assert last == expected or (expected.endswith(", ") and last.startswith(expected) and last.endswith("zscore"))
@@ -212,8 +238,13 @@ def test_table1_sweep_runs_the_new_baselines_on_the_demo_data(root):
     """LFME (long-tailed digits), FFKD and DMAE (the demo's vit_micro) as table1 trials."""
     from relaxkd.stages.plan import run_sweep
 
-    ctx = pipeline(root, *LONG_TAILED, "sweep_students=true", "distill.methods={dmae: {pretrain_epochs: 1, pretrain_batch_size: 64, "
-                   "pretrain_warmup_epochs: 0, decoder_dim: 32, decoder_depth: 1, decoder_heads: 2, finetune_epochs: 2}}")
+    ctx = pipeline(
+        root,
+        *LONG_TAILED,
+        "sweep_students=true",
+        "distill.methods={dmae: {pretrain_epochs: 1, pretrain_batch_size: 64, "
+        "pretrain_warmup_epochs: 0, decoder_dim: 32, decoder_depth: 1, decoder_heads: 2, finetune_epochs: 2}}",
+    )
     run_sweep(ctx, "table1", "lfme,ffkd,dmae")
     record = json.loads((ctx.cfg.run_dir / "sweep-table1.json").read_text())
     assert set(record) == {"lfme", "ffkd", "dmae"}

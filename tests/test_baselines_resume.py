@@ -39,7 +39,12 @@ FFKD = ["distill.teachers=[strong]", "distill.loss=ffkd", "distill.params={teach
 CASES = {
     "teacher-expert": (LFME, [], lambda c: expert_teacher(c, "expert_few"), "model.safetensors"),
     "dmae-pretrain": (DMAE, [lambda c: unimodal_teacher(c, "strong")], dmae_pretrain, "student.safetensors"),
-    "distill-lfme": (LFME, [lambda c, n=n: expert_teacher(c, n) for n in ("expert_many", "expert_medium", "expert_few")], distill, "student.safetensors"),
+    "distill-lfme": (
+        LFME,
+        [lambda c, n=n: expert_teacher(c, n) for n in ("expert_many", "expert_medium", "expert_few")],
+        distill,
+        "student.safetensors",
+    ),
     "distill-ffkd": (FFKD, [lambda c: unimodal_teacher(c, "strong")], distill, "student.safetensors"),
     "distill-dmae": (DMAE, [lambda c: unimodal_teacher(c, "strong"), dmae_pretrain], distill, "student.safetensors"),
 }
@@ -130,7 +135,6 @@ def test_sigkilled_ffkd_distillation_resumes_to_the_same_metrics(tmp_path):
     """A real SIGKILL of `relaxkd distill` with FFKD (its refined teacher lives in the checkpoint)."""
     import os
     import signal
-    import socket
     import subprocess
     import sys
     import time
@@ -144,7 +148,9 @@ def test_sigkilled_ffkd_distillation_resumes_to_the_same_metrics(tmp_path):
     for root in (straight, killed):  # the teacher first, so the kill lands in the student's training
         torch.set_num_threads(1)
         unimodal_teacher(Context(load_config(REPO / "configs" / "demo.yaml", [*tiny_overrides(root), *FFKD])), "strong")
-    reference = subprocess.Popen(command(straight), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reference = subprocess.Popen(
+        command(straight), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     first = subprocess.Popen(command(killed), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, checkpoints = time.monotonic() + 240, []

@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import REPO
-
 from relaxkd.buildlock import BuildLock, read_holder
+
+from conftest import REPO
 
 RACER = """
 import os, sys, time

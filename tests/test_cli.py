@@ -64,7 +64,9 @@ def test_missing_config_file(capsys, monkeypatch, tmp_path):
 def test_invalid_yaml_names_the_line(capsys, monkeypatch, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: broken\ndata: [1, 2\n  foo: }\n")
-    assert_user_error(relaxkd(capsys, monkeypatch, "validate", bad), f"error: config file '{bad}' is not valid YAML at line 3; fix the syntax")
+    assert_user_error(
+        relaxkd(capsys, monkeypatch, "validate", bad), f"error: config file '{bad}' is not valid YAML at line 3; fix the syntax"
+    )
 
 
 def test_yaml_that_is_not_a_mapping(capsys, monkeypatch, tmp_path):
@@ -126,10 +128,16 @@ def test_unknown_top_level_section(capsys, monkeypatch, tiny, intact):
     "override, expected",
     [
         ("noequals", "error: override 'noequals' is not key=value; write e.g. distill.temperature=3"),
-        ("multimodal.proportions={gt: 0.5, wn: 0.6}", "error: config: multimodal.proportions: proportions must sum to 1, got 1.1"),
+        (
+            "multimodal.proportions={gt: 0.5, wn: 0.6}",
+            "error: config: multimodal.proportions: proportions must sum to 1, got 1.1",
+        ),
         ("multimodal.proportions={gt: 0.5, xx: 0.5}", "unknown text mode 'xx'; valid modes: gt, wn, noise, none"),
         ("distill.temperature=-1", "error: config: distill.temperature: Input should be greater than 0 (got -1)"),
-        ("distill.teachers=[strong, nope]", "distill.teachers names unknown teacher 'nope'; valid teachers: strong, weak, strong2, tx"),
+        (
+            "distill.teachers=[strong, nope]",
+            "distill.teachers names unknown teacher 'nope'; valid teachers: strong, weak, strong2, tx",
+        ),
         ("multimodal.temperature=0", "error: config: multimodal.temperature: Input should be greater than 0 (got 0)"),
         ("unimodal.optim.epochs=-1", "error: config: unimodal.optim.epochs: Input should be greater than 0 (got -1)"),
         ("distill.optim.batch_size=0", "error: config: distill.optim.batch_size: Input should be greater than 0 (got 0)"),
@@ -137,8 +145,15 @@ def test_unknown_top_level_section(capsys, monkeypatch, tiny, intact):
         ("data.num_workers=-1", "error: config: data.num_workers: Input should be greater than or equal to 0 (got -1)"),
     ],
     ids=[
-        "override-without-equals", "proportions-not-summing-to-one", "unknown-text-mode", "value-out-of-range",
-        "unknown-teacher", "zero-retrieval-temperature", "negative-epochs", "zero-batch-size", "zero-image-size",
+        "override-without-equals",
+        "proportions-not-summing-to-one",
+        "unknown-text-mode",
+        "value-out-of-range",
+        "unknown-teacher",
+        "zero-retrieval-temperature",
+        "negative-epochs",
+        "zero-batch-size",
+        "zero-image-size",
         "negative-workers",
     ],
 )
@@ -168,7 +183,8 @@ def test_missing_data_directory(capsys, monkeypatch, tiny, intact, tmp_path):
     missing = tmp_path / "nonexistent"
     assert_user_error(
         relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, missing)),
-        f"error: data directory {missing} for dataset 'imagefolder' does not exist: set data.root to the folder holding train/<class>/<image>",
+        f"error: data directory {missing} for dataset 'imagefolder' does not exist: set data.root to the folder holding "
+        f"train/<class>/<image>",
         after_progress=True,
         intact=intact,
     )
@@ -199,16 +215,26 @@ def test_guessed_senses_are_repicked_by_the_class_images_with_clip_weights(capsy
     weights = tmp_path / "clip.pt"
     torch.manual_seed(0)
     torch.save(open_clip.create_model(TINY_MODEL).state_dict(), weights)
-    root = write_image_folder(tmp_path / "data", {"train": {"crane": 2, "seal": 2, "goldfish": 2}, "val": {"crane": 1, "seal": 1, "goldfish": 1}})
+    root = write_image_folder(
+        tmp_path / "data", {"train": {"crane": 2, "seal": 2, "goldfish": 2}, "val": {"crane": 1, "seal": 1, "goldfish": 1}}
+    )
     args = [*image_folder_args(tiny, root), f"clip.weights={weights}"]
     result = relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *args)
     assert result.code == 0, result.err
     assert "[relaxkd] senses re-picked by the class images (2):" in result.err
-    found = re.search(r"crane +-> crane\.n\.0(\d) \(closest of 5 noun senses to the class's images; runner-up crane\.n\.0(\d) by \d\.\d{3} cosine\)", result.err)
+    found = re.search(
+        r"crane +-> crane\.n\.0(\d) \(closest of 5 noun senses to the class's images; runner-up crane\.n\.0(\d) by \d\.\d{3} "
+        r"cosine\)",
+        result.err,
+    )
     assert found and "1" not in found.groups(), result.err  # never crane.n.01, the writer (an instance)
     classes = json.loads((Path(result.out.split("image embeddings: ")[1].strip()).parent / "classes.json").read_text())
     assert classes["classes"] == ["crane", "goldfish", "seal"] and classes["sense_sources"] == ["images", "default", "images"]
-    assert classes["sense_margin"][0] >= 0 and classes["sense_margin"][1] is None and classes["sense_runner_up"][2] not in (None, classes["synsets"][2])
+    assert (
+        classes["sense_margin"][0] >= 0
+        and classes["sense_margin"][1] is None
+        and classes["sense_runner_up"][2] not in (None, classes["synsets"][2])
+    )
     assert class_synsets(Context(load_config(DEMO, args))) == classes["synsets"]
 
 
@@ -217,9 +243,15 @@ def test_hidden_and_system_folders_are_not_classes(capsys, monkeypatch, tiny, tm
     root = write_image_folder(tmp_path / "data", {"train": train, "val": {"cat": 1, "dog": 1, ".ipynb_checkpoints": 0}})
     result = relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *image_folder_args(tiny, root))
     assert result.code == 0, result.err
-    said = f"[relaxkd] skipped 3 hidden or system folder(s) in {root / 'train'}, not classes: .ipynb_checkpoints, .thumbnails, __MACOSX"
+    said = (
+        f"[relaxkd] skipped 3 hidden or system folder(s) in {root / 'train'}, not classes: .ipynb_checkpoints, .thumbnails, "
+        f"__MACOSX"
+    )
     assert result.err.count(said) == 1, result.err
-    assert result.err.count(f"[relaxkd] skipped 1 hidden or system folder(s) in {root / 'val'}, not classes: .ipynb_checkpoints") == 1
+    assert (
+        result.err.count(f"[relaxkd] skipped 1 hidden or system folder(s) in {root / 'val'}, not classes: .ipynb_checkpoints")
+        == 1
+    )
     classes = json.loads((Path(result.out.split("image embeddings: ")[1].strip()).parent / "classes.json").read_text())
     assert classes["classes"] == ["cat", "dog"] and classes["synsets"] == ["cat.n.01", "dog.n.01"]
 
@@ -331,14 +363,17 @@ def test_predict_good_image_prints_a_class(capsys, monkeypatch, export_dir, tmp_
 
 def test_predict_missing_image(capsys, monkeypatch, export_dir, tmp_path):
     missing = tmp_path / "missing.png"
-    assert_user_error(relaxkd(capsys, monkeypatch, "predict", missing, "--model", export_dir), f"error: image file '{missing}' does not exist")
+    assert_user_error(
+        relaxkd(capsys, monkeypatch, "predict", missing, "--model", export_dir), f"error: image file '{missing}' does not exist"
+    )
 
 
 @pytest.mark.parametrize("name", ["notes.txt", "garbage.jpg"])
 def test_predict_non_image_file(capsys, monkeypatch, export_dir, tmp_path, name):
     path = write_corrupt_image(tmp_path / name)
     assert_user_error(
-        relaxkd(capsys, monkeypatch, "predict", path, "--model", export_dir), f"error: image file '{path}' is not a readable image"
+        relaxkd(capsys, monkeypatch, "predict", path, "--model", export_dir),
+        f"error: image file '{path}' is not a readable image",
     )
 
 
@@ -356,8 +391,14 @@ def test_predict_with_a_folder_that_is_no_export(capsys, monkeypatch, tmp_path):
         (["bogus"], "error: No such command 'bogus'. (see `relaxkd --help`)"),
         (["validate"], "error: Missing argument 'config'. (see `relaxkd validate --help`)"),
         (["validate", DEMO, "--nope"], "error: No such option: --nope (see `relaxkd validate --help`)"),
-        (["teacher", DEMO, "--kind", "bogus"], "error: Invalid value for '--kind': 'bogus' is not one of 'unimodal', 'multimodal'."),
-        (["predict", "x.png", "--model", ".", "--top", "abc"], "error: Invalid value for '--top': Input should be a valid integer"),
+        (
+            ["teacher", DEMO, "--kind", "bogus"],
+            "error: Invalid value for '--kind': 'bogus' is not one of 'unimodal', 'multimodal'.",
+        ),
+        (
+            ["predict", "x.png", "--model", ".", "--top", "abc"],
+            "error: Invalid value for '--top': Input should be a valid integer",
+        ),
     ],
     ids=["unknown-command", "missing-argument", "unknown-option", "bad-choice", "bad-integer"],
 )

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, tiny_overrides
 from slurm_cluster import SlurmCluster, missing_tools
 
@@ -92,7 +93,8 @@ def test_time_limit_signal_requeues_and_resumes_to_the_uninterrupted_metrics(clu
     assert job_field(job_id, "JobState") == "COMPLETED", log
     assert "time limit near: stopping at the last checkpoint and requeueing" in log
     assert f"[relaxkd] job {job_id} (restart 1)" in log and "resuming from checkpoint" in log
-    metrics = lambda root: json.loads(next(root.glob("demo/distill-*/metrics.json")).read_text())
+    def metrics(root):
+        return json.loads(next(root.glob("demo/distill-*/metrics.json")).read_text())
     resumed, uninterrupted = metrics(tmp_path / "slurm"), metrics(tmp_path / "inline")
     assert {k: resumed[k] for k in ("top1", "top5")} == {k: uninterrupted[k] for k in ("top1", "top5")}
 

@@ -18,12 +18,18 @@ from conftest import REPO, tiny_overrides
 def test_one_line_per_epoch_and_no_log_interval_warning_off_a_terminal(tmp_path, capsys):
     from relaxkd.stages.unimodal import unimodal_teacher
 
-    cfg = load_config(REPO / "configs" / "demo.yaml", tiny_overrides(tmp_path / "runs") + ["trainer.progress=true", "trainer.logger=csv"])
+    cfg = load_config(
+        REPO / "configs" / "demo.yaml", tiny_overrides(tmp_path / "runs") + ["trainer.progress=true", "trainer.logger=csv"]
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         unimodal_teacher(Context(cfg), "strong")
     err = capsys.readouterr().err
-    epochs = [line for line in err.splitlines() if re.search(r"teacher-unimodal \w{8} epoch \d/2: train loss [\d.]+, val top-1 [\d.]+ %", line)]
+    epochs = [
+        line
+        for line in err.splitlines()
+        if re.search(r"teacher-unimodal \w{8} epoch \d/2: train loss [\d.]+, val top-1 [\d.]+ %", line)
+    ]
     assert len(epochs) == 2, err
     assert "it/s" not in err and "\r" not in err  # no progress-bar redraws in a log
     assert not [w for w in caught if "logging interval" in str(w.message)]

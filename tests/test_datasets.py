@@ -9,6 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from relaxkd.data import DATASETS, build_dataset, build_transform, dataset_params
+from relaxkd.data.cifar import ldam_class_sizes
+from relaxkd.data.tables import SCENE_CLASSES, UTK_AGE_GROUPS, utk_age_group
+from relaxkd.errors import UserError
+
 from data_fixtures import (
     CIFAR100_CLASSES,
     IMAGENET_SYNSETS,
@@ -24,10 +29,6 @@ from data_fixtures import (
     write_scene,
     write_utkface,
 )
-from relaxkd.data import DATASETS, build_dataset, build_transform, dataset_params
-from relaxkd.data.cifar import ldam_class_sizes
-from relaxkd.data.tables import SCENE_CLASSES, UTK_AGE_GROUPS, utk_age_group
-from relaxkd.errors import UserError
 
 WNIDS = list(IMAGENET_SYNSETS)
 

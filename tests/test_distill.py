@@ -6,7 +6,6 @@ one thread each, so they are deterministic and two of them can share the 2-core 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from relaxkd.artifacts import ArtifactStore
 from relaxkd.config import load_config
 from relaxkd.data.transforms import IMAGENET_STATS
 from relaxkd.distill import StudentDistiller, StudentSettings, TeacherSet
@@ -29,13 +29,12 @@ from relaxkd.engine.settings import OptimConfig
 from relaxkd.errors import UserError
 from relaxkd.models import build_backbone
 from relaxkd.report import write_report
-from relaxkd.artifacts import ArtifactStore
-from relaxkd.stages.export import export_student
-from relaxkd.stages.predict import load_exported, load_student
 from relaxkd.stages.context import Context
 from relaxkd.stages.distill import distill
 from relaxkd.stages.embed_images import embed_images
+from relaxkd.stages.export import export_student
 from relaxkd.stages.multimodal import multimodal_teacher
+from relaxkd.stages.predict import load_exported, load_student
 from relaxkd.stages.targets import teacher_targets
 from relaxkd.stages.teacher_loading import load_teachers
 from relaxkd.stages.unimodal import unimodal_teacher
@@ -117,7 +116,9 @@ def test_per_method_settings_reach_the_trained_student_and_its_record(teachers_r
     monkeypatch.setattr(relaxkd.distill, "StudentDistiller", _Recorded)
     _Recorded.built.clear()
     extra = ["distill.loss=dkd", "distill.teachers=[strong]", "distill.methods={dkd: {beta: 4.0, warmup_epochs: 5}}"]
-    art = distill(pipeline(copy_root(teachers_root, tmp_path / "runs"), *extra, *([f"distill.params={params}"] if params else [])))
+    art = distill(
+        pipeline(copy_root(teachers_root, tmp_path / "runs"), *extra, *([f"distill.params={params}"] if params else []))
+    )
     (module,) = _Recorded.built
     assert (module.method.params.beta, module.method.params.warmup_epochs) == (beta, 5)
     assert module.method.kd_factor(SimpleNamespace(epoch=0)) == pytest.approx(1 / 5)  # warm-up of 5 epochs, not DKD's 20
@@ -236,7 +237,9 @@ def test_device_batch_stage_records_the_same_targets_and_trains_the_same_student
         settings = StudentSettings("tiny_cnn", OptimConfig(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0, milestones=[2]))
         module = StudentDistiller(settings, num_classes=10, input_stats=IMAGENET_STATS,
                                   teachers=TeacherSet(names=["strong"], cached=replay))
-        trainer = build_trainer(TrainerConfig(accelerator="cpu", devices=1, progress=False, logger="none"), tmp_path / stage / "fit", 2)
+        trainer = build_trainer(
+            TrainerConfig(accelerator="cpu", devices=1, progress=False, logger="none"), tmp_path / stage / "fit", 2
+        )
         trainer.limit_val_batches = 0
         trainer.fit(module, datamodule=SeededDataModule(train, None, 32, 0, seed=0))
         students[stage] = module.student.state_dict()

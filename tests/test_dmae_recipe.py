@@ -37,9 +37,22 @@ def test_print_config_shows_dmaes_recipe_for_the_datasets_batch(dataset, batch, 
     o = d["optim"]
     assert (o["optimizer"], o["batch_size"], o["base_lr"]) == ("adamw", batch, 5e-4)
     assert o["lr"] == pytest.approx(5e-4 * batch / 256) == pytest.approx(lr)
-    assert (o["epochs"], o["schedule"], o["warmup_epochs"], o["min_lr"], o["weight_decay"]) == (100, "warmup_cosine", 5, 1e-6, 0.05)
+    assert (o["epochs"], o["schedule"], o["warmup_epochs"], o["min_lr"], o["weight_decay"]) == (
+        100,
+        "warmup_cosine",
+        5,
+        1e-6,
+        0.05,
+    )
     r = d["method_params"]
-    assert (r["layer_decay"], r["drop_path"], r["mixup"], r["cutmix"], r["label_smoothing"], r["random_erasing"]) == (0.7, 0.1, 0.8, 1.0, 0.1, 0.25)
+    assert (r["layer_decay"], r["drop_path"], r["mixup"], r["cutmix"], r["label_smoothing"], r["random_erasing"]) == (
+        0.7,
+        0.1,
+        0.8,
+        1.0,
+        0.1,
+        0.25,
+    )
 
 
 def test_print_config_from_the_command_line(capsys, monkeypatch):

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from relaxkd import trials
+from relaxkd.artifacts import ArtifactStore
 from relaxkd.config import load_config
 from relaxkd.errors import UserError
 from relaxkd.report import write_report
-from relaxkd.artifacts import ArtifactStore
 from relaxkd.stages.context import Context
 from relaxkd.stages.plan import run_experiment, run_sweep
-from relaxkd import trials
 
 from cli_helpers import relaxkd
 from conftest import REPO, tiny_overrides
@@ -132,7 +132,10 @@ def test_sweep_over_seeds_records_every_seed_and_reports_mean_std(tiny_cfg):
     run_sweep(ctx, "table1", "no-kd,vanilla-kd")
     record = json.loads((cfg.run_dir / "sweep-table1.json").read_text())
     assert set(record["no-kd"]["runs"]) == {"0", "1"} and record["no-kd"]["seeds"] == [0, 1]
-    students = {json.loads((Path(a["distill"]) / "metrics.json").read_text())["provenance"]["seed"] for a in record["no-kd"]["runs"].values()}
+    students = {
+        json.loads((Path(a["distill"]) / "metrics.json").read_text())["provenance"]["seed"]
+        for a in record["no-kd"]["runs"].values()
+    }
     assert students == {0, 1}
     # one T_m member for both seeds; one CLIP (and so one set of embeddings) whatever the trial's seed
     stores = ArtifactStore(cfg.run_dir)

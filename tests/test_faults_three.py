@@ -61,8 +61,14 @@ def test_config_from_stdin_and_process_substitution(tmp_path):
     assert piped.returncode == 0, piped.stderr
     resolved = yaml.safe_load(piped.stdout)
     assert (resolved["seed"], resolved["distill"]["temperature"], resolved["name"]) == (3, 2.5, "experiment")
-    substituted = subprocess.run(["bash", "-c", f'"{ENTRY_POINT}" validate <(cat "{DEMO}") seed=4'], check=False, capture_output=True,
-                                 text=True, cwd=tmp_path, timeout=120)
+    substituted = subprocess.run(
+        ["bash", "-c", f'"{ENTRY_POINT}" validate <(cat "{DEMO}") seed=4'],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert substituted.returncode == 0, substituted.stderr
     assert yaml.safe_load(substituted.stdout)["seed"] == 4
 
@@ -271,7 +277,9 @@ def test_batch_norm_guard_trains_a_batch_of_one_and_changes_nothing_else():
     assert int(conv.num_batches_tracked) == 1
 
 
-def test_training_set_of_one_more_than_a_multiple_of_the_batch_size_trains_every_stage(capsys, monkeypatch, committed_run, tmp_path):
+def test_training_set_of_one_more_than_a_multiple_of_the_batch_size_trains_every_stage(
+    capsys, monkeypatch, committed_run, tmp_path
+):
     """18 training images, batch size 17: T_m (a ResNet18 whose last stage is 1x1 at 32 px), T_x with
     batch_norm, and students from online teachers and from cached targets all finish (each used to
     stop at the end of epoch 0 with "Expected more than 1 value per channel")."""
@@ -303,7 +311,9 @@ def test_sweep_whose_students_are_all_left_out_says_so(capsys, monkeypatch, run,
         "error: sweep table1: sweep_students=false leaves out the student of every selected trial, and these trials "
         "train nothing else; set sweep_students=true, or list the trials whose students train (e.g. sweep_students=[table1/*])")
     assert not committed_files(tmp_path / "fresh")  # at most the run directory's lock file
-    patterns = relaxkd(capsys, monkeypatch, "sweep", DEMO, *args, "sweep_students=[table2/*]", "--family", "table1", "--trials", "no-kd")
+    patterns = relaxkd(
+        capsys, monkeypatch, "sweep", DEMO, *args, "sweep_students=[table2/*]", "--family", "table1", "--trials", "no-kd"
+    )
     assert assert_user_error(patterns, intact=intact).startswith("error: sweep table1: sweep_students=[table2/*] leaves out")
 
 
@@ -314,7 +324,10 @@ def test_run_warns_when_sweep_students_leaves_a_sweep_nothing(capsys, tiny_cfg):
     tiny_cfg.sweep_students = False
     capsys.readouterr()
     assert sweep_steps(Context(tiny_cfg), "table1") == []
-    assert "[relaxkd] warning: sweep table1: sweep_students=false leaves out the student of every selected trial" in capsys.readouterr().err
+    assert (
+        "[relaxkd] warning: sweep table1: sweep_students=false leaves out the student of every selected trial"
+        in capsys.readouterr().err
+    )
     tiny_cfg.sweep_students = ["table1/no-kd"]
     assert {step.name.split(" seed")[0] for step in sweep_steps(Context(tiny_cfg), "table1")} == {"table1 no-kd"}
 

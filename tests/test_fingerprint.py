@@ -7,14 +7,13 @@ synset-override file changes; an untouched tree keeps its key, wherever the run 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from relaxkd.config import load_config
 from relaxkd.stages.context import Context
-from relaxkd.stages.specs import data_spec, views_spec
+from relaxkd.stages.specs import data_spec
 
 from conftest import REPO, tiny_overrides
 from data_fixtures import write_image, write_image_folder
@@ -81,7 +80,7 @@ def test_synset_override_file_content_is_part_of_the_key(tmp_path, data):
 
 def test_csv_label_file_is_part_of_the_key(tmp_path):
     root = tmp_path / "csvdata"
-    for i, label in enumerate(["cat", "dog", "cat", "dog"]):
+    for i, _label in enumerate(["cat", "dog", "cat", "dog"]):
         write_image(root / "img" / f"{i}.png")
     (root / "train.csv").write_text("path,label\nimg/0.png,cat\nimg/1.png,dog\nimg/2.png,cat\nimg/3.png,dog\n")
     (root / "val.csv").write_text("path,label\nimg/0.png,cat\nimg/1.png,dog\n")

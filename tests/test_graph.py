@@ -38,7 +38,14 @@ def test_the_demo_graph_lists_inputs_before_the_nodes_that_read_them(tmp_path):
         assert node.id == f"{node.node.stage}-{node.id.rsplit('-', 1)[1]}" and node.path.endswith(node.id)
         seen.add(node.id)
     assert stages_of(n.node for n in nodes) == [
-        embed_images.STAGE, "embed-nouns", relax.STAGE, unimodal.STAGE, unimodal.STAGE, multimodal.STAGE, attribute.STAGE, distill.STAGE,
+        embed_images.STAGE,
+        "embed-nouns",
+        relax.STAGE,
+        unimodal.STAGE,
+        unimodal.STAGE,
+        multimodal.STAGE,
+        attribute.STAGE,
+        distill.STAGE,
     ]
     student = nodes[-1]
     assert set(student.inputs) == {"teacher:strong", "teacher:weak", "teacher:tx"} and student.overrides == ()
@@ -124,4 +131,6 @@ def test_no_method_name_is_compared_in_stages_or_config():
 def test_closure_orders_ready_nodes_by_the_registry(tmp_path):
     ctx = ctx_for(tmp_path)
     order = closure(ctx, [Node(distill.STAGE), Node(attribute.STAGE)])
-    assert order.index(Node(embed_images.STAGE)) < order.index(Node(unimodal.STAGE, "strong")) < order.index(Node(multimodal.STAGE))
+    assert (
+        order.index(Node(embed_images.STAGE)) < order.index(Node(unimodal.STAGE, "strong")) < order.index(Node(multimodal.STAGE))
+    )

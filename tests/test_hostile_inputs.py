@@ -33,7 +33,7 @@ def refused(result, *fragments: str, intact: RunSnapshot | None = None, after_pr
 
 # -- YAML with limits ---------------------------------------------------------------------------
 ALIAS_BOMB = "".join(
-    [f'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
     + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)]
 )  # ~530 bytes, 9**9 strings once expanded
 
@@ -84,17 +84,36 @@ def test_override_yaml_beyond_limits(capsys, monkeypatch, run, intact, override,
     [
         ("seed=-1", "error: config: seed: Input should be greater than or equal to 0 (got -1)"),
         (f"seed={2**70}", f"error: config: seed: Input should be less than or equal to 4294967295 (got {2**70})"),
-        ("multimodal.proportions={gt: .nan, wn: 1}", "error: config: multimodal.proportions.gt: Input should be a finite number (got nan)"),
+        (
+            "multimodal.proportions={gt: .nan, wn: 1}",
+            "error: config: multimodal.proportions.gt: Input should be a finite number (got nan)",
+        ),
         ("multimodal.temperature=.inf", "error: config: multimodal.temperature: Input should be a finite number (got inf)"),
-        ("trainer.devices=-1", "error: config: trainer.devices: must be 'auto', a positive number of devices, or device indices like '0,1'"),
-        ("trainer.devices=abc", "error: config: trainer.devices: must be 'auto', a positive number of devices, or device indices like '0,1'"),
+        (
+            "trainer.devices=-1",
+            "error: config: trainer.devices: must be 'auto', a positive number of devices, or device indices like '0,1'",
+        ),
+        (
+            "trainer.devices=abc",
+            "error: config: trainer.devices: must be 'auto', a positive number of devices, or device indices like '0,1'",
+        ),
         ("data.params={val_fraction: abc}", "error: config: data.params.val_fraction: Input should be a valid number"),
         ("name=../../x", "error: config: name: must be a plain folder name inside run_root"),
         ("name=/tmp/elsewhere", "error: config: name: must be a plain folder name inside run_root"),
         ("trainer.num_nodes=2", "error: trainer.num_nodes=2 needs a multi-node launcher"),
     ],
-    ids=["seed-negative", "seed-2**70", "nan-proportion", "inf-temperature", "devices-negative", "devices-abc",
-         "params-not-a-number", "name-escapes", "name-absolute", "nodes-without-launcher"],
+    ids=[
+        "seed-negative",
+        "seed-2**70",
+        "nan-proportion",
+        "inf-temperature",
+        "devices-negative",
+        "devices-abc",
+        "params-not-a-number",
+        "name-escapes",
+        "name-absolute",
+        "nodes-without-launcher",
+    ],
 )
 def test_bad_value_is_refused_before_any_work(capsys, monkeypatch, run, intact, override, expected):
     for var in ("SLURM_NTASKS", "SLURM_JOB_NAME", "MASTER_ADDR", "NODE_RANK", "RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK",
@@ -145,13 +164,17 @@ def test_symlink_that_loops_or_escapes_the_dataset(capsys, monkeypatch, tmp_path
     data = write_image_folder(tmp_path / "data", {"train": {"cat": 2, "dog": 2}, "val": {"cat": 1, "dog": 1}})
     if link == "loop":
         os.symlink("..", data / "train" / "dog" / "up")  # once: 8 images became 3,608 samples
-        expected = f"error: symbolic link {data / 'train' / 'dog' / 'up'} leads back to {data / 'train'}, a folder it is inside (a loop)"
+        expected = (
+            f"error: symbolic link {data / 'train' / 'dog' / 'up'} leads back to {data / 'train'}, a folder it is inside (a loop)"
+        )
     else:
         outside = write_image_folder(tmp_path / "elsewhere", {"x": {"cat": 1}})
         os.symlink(outside / "x" / "cat", data / "train" / "dog" / "more")
         expected = f"error: symbolic link {data / 'train' / 'dog' / 'more'} points outside the dataset root {data}"
     runs = tmp_path / "runs"
-    result = relaxkd(capsys, monkeypatch, "embed", "images", DEMO, *tiny_overrides(runs), "data.dataset=imagefolder", f"data.root={data}")
+    result = relaxkd(
+        capsys, monkeypatch, "embed", "images", DEMO, *tiny_overrides(runs), "data.dataset=imagefolder", f"data.root={data}"
+    )
     refused(result, expected, after_progress=True)
     assert committed_files(runs) == {}
 

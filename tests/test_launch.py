@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_helpers import relaxkd
 
 from relaxkd.config import load_config
 from relaxkd.errors import UserError
@@ -15,6 +14,8 @@ from relaxkd.launch import launch
 from relaxkd.launch.jobs import JobSpec, LaunchFolder, render_script
 from relaxkd.launch.status import graph_status
 from relaxkd.launcher_config import STAGE_DEFAULTS, SlurmSettings
+
+from cli_helpers import relaxkd
 
 SMALL = SlurmSettings(resources={"default": {"gpus": 0, "cpus": 1, "mem": "100M", "time": "5"}})
 
@@ -40,9 +41,19 @@ def test_job_script_asks_for_the_kind_and_requeues_before_the_limit(tmp_path):
     settings = SlurmSettings(partition="gpu", qos="long", signal_seconds=120, sbatch_args=["--constraint=a100"])
     job = JobSpec("distill-abc", "distill", ["python", "-m", "relaxkd", "build-node", "c.yaml", "--stage", "distill"])
     text = render_script(job, settings, tmp_path / "x.log", tmp_path)
-    for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --time=1-00:00:00", "#SBATCH --mem=32G", "#SBATCH --partition=gpu",
-                 "#SBATCH --qos=long", "#SBATCH --constraint=a100", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@120",
-                 "trap requeue USR1", 'scontrol requeue "$SLURM_JOB_ID"', "python -m relaxkd build-node c.yaml --stage distill &"):
+    for line in (
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --time=1-00:00:00",
+        "#SBATCH --mem=32G",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --qos=long",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=B:USR1@120",
+        "trap requeue USR1",
+        'scontrol requeue "$SLURM_JOB_ID"',
+        "python -m relaxkd build-node c.yaml --stage distill &",
+    ):
         assert line in text.splitlines() or line in text
     assert "--account" not in text and "srun" not in text
     multi = JobSpec("distill-abc", "distill", ["python"], tasks=4, nodes=2)
@@ -118,9 +129,10 @@ def test_graph_nodes_become_jobs_with_their_inputs_and_a_multi_task_student(tmp_
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     cfg = load_config(demo, [f"run_root={tmp_path}", "trainer.devices=4", "trainer.num_nodes=2"])
-    node = lambda stage, ident, inputs=(), overrides=(), arg=None: SimpleNamespace(
-        node=SimpleNamespace(stage=stage, arg=arg), id=ident, path=str(tmp_path / "demo" / ident),
-        inputs={f"in{i}": name for i, name in enumerate(inputs)}, overrides=tuple(overrides))
+    def node(stage, ident, inputs=(), overrides=(), arg=None):
+        return SimpleNamespace(
+            node=SimpleNamespace(stage=stage, arg=arg), id=ident, path=str(tmp_path / "demo" / ident),
+            inputs={f"in{i}": name for i, name in enumerate(inputs)}, overrides=tuple(overrides))
     nodes = [node("embed-images", "embed-images-1"), node("teacher-unimodal", "teacher-unimodal-2", arg="strong"),
              node("distill", "distill-3", ["teacher-unimodal-2", "embed-images-1"], ["distill.loss=kd", "seed=1"])]
     jobs = jobs_for(SimpleNamespace(cfg=cfg), nodes, "report", ["relaxkd", "run"])
@@ -140,7 +152,9 @@ def test_a_job_whose_config_no_longer_gives_its_planned_artifact_refuses_in_one_
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     config = tmp_path / "node.yaml"
     config.write_text(yaml.safe_dump(load_config(demo, [f"run_root={tmp_path}", f"cache_root={tmp_path}/_shared"]).to_dict()))
-    result = relaxkd(capsys, monkeypatch, "build-node", config, "--stage", "embed-images", "--expect", "embed-images-0123456789abcdef")
+    result = relaxkd(
+        capsys, monkeypatch, "build-node", config, "--stage", "embed-images", "--expect", "embed-images-0123456789abcdef"
+    )
     assert result.code == 2 and "Traceback" not in result.err
     assert result.err.strip().splitlines()[-1].startswith(
         "error: this job was planned to build embed-images-0123456789abcdef but its config gives embed-images-")

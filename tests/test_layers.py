@@ -20,8 +20,25 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "relaxkd"
 
 LAYERS = [
-    ("base", {"errors", "registry", "checkpoints", "artifacts", "buildlock", "console", "images", "names", "presets", "records", "safe_yaml", "schema", "trials",
-              "versions"}),
+    (
+        "base",
+        {
+            "errors",
+            "registry",
+            "checkpoints",
+            "artifacts",
+            "buildlock",
+            "console",
+            "images",
+            "names",
+            "presets",
+            "records",
+            "safe_yaml",
+            "schema",
+            "trials",
+            "versions",
+        },
+    ),
     ("library", {"wordnet", "data", "clip", "relax", "losses", "models", "attribute"}),
     ("engine", {"engine"}),
     ("teachers, distill and methods", {"teachers", "distill", "methods"}),

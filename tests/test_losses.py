@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from relaxkd.errors import UserError
-from relaxkd.methods import METHODS, MethodContext, Outputs, Step, build_method, method_params
 from relaxkd.config import DISTILL_PRESETS, MULTIMODAL_PRESETS
+from relaxkd.errors import UserError
 from relaxkd.losses import (
     AGGREGATORS,
     adaptive_teacher_weights,
@@ -22,12 +21,16 @@ from relaxkd.losses import (
     multimodal_teacher_loss,
     standardize_logits,
 )
+from relaxkd.methods import METHODS, MethodContext, Outputs, Step, build_method, method_params
+
 
 def distillation_loss(student, teachers, targets, *, method="kd", aggregate="mean_logits", teacher_weights=None,
                       multimodal_index=None, params=None, **shared):
     """CE + KD through the method layer, as the student's training step computes it."""
     names = [f"t{i}" for i in range(len(teachers))]
-    context = MethodContext(num_classes=student.shape[1], teacher_names=names, multimodal_index=multimodal_index, aggregate=aggregate)
+    context = MethodContext(
+        num_classes=student.shape[1], teacher_names=names, multimodal_index=multimodal_index, aggregate=aggregate
+    )
     m = build_method(method, context, method_params(method, params, shared))
     step = Step(epoch=0, step=0, images=student, targets=targets, indices=torch.arange(len(targets)),
                 student=Outputs(student), teachers={n: Outputs(t) for n, t in zip(names, teachers)},
@@ -190,7 +193,7 @@ def test_distillation_mean_losses_and_adaptive(batch):
     assert mean["kd"].item() == pytest.approx(sum(per_teacher) / 3, rel=1e-10)
     weights = [0.5, 0.3, 0.2]
     adaptive = distillation_loss(student, teachers, targets, aggregate="adaptive", teacher_weights=weights, temperature=4.0)
-    assert adaptive["kd"].item() == pytest.approx(sum(w * l for w, l in zip(weights, per_teacher)), rel=1e-10)
+    assert adaptive["kd"].item() == pytest.approx(sum(w * loss for w, loss in zip(weights, per_teacher)), rel=1e-10)
     # the training step passes the weights as a tensor (no host synchronisation)
     on_device = distillation_loss(
         student, teachers, targets, aggregate="adaptive", teacher_weights=torch.tensor(weights), temperature=4.0
@@ -249,10 +252,18 @@ def test_kd_needs_a_teacher(batch):
 def test_presets_are_defined_once_with_their_sources_and_gradient_reaches_student_only(batch):
     # the paper gives no τ or λ: KD's recipe is the authors' scripts' τ 3, CE 0.6 / KD 0.4
     authors = DISTILL_PRESETS["authors_code"]
-    assert (authors["ce_weight"], authors["kd_weight"], authors["temperature"], authors["aggregate"]) == (0.6, 0.4, 3.0, "mean_losses")
+    assert (authors["ce_weight"], authors["kd_weight"], authors["temperature"], authors["aggregate"]) == (
+        0.6,
+        0.4,
+        3.0,
+        "mean_losses",
+    )
     assert set(DISTILL_PRESETS) == {"authors_code"}  # no "paper" preset: the paper states no values
     assert METHODS.get("kd").Params().model_dump() == {"temperature": 3.0, "ce_weight": 0.6, "kd_weight": 0.4}
-    assert MULTIMODAL_PRESETS == {"paper": {"lambda_hier": 0.1, "lambda_cos": 0.01}, "authors_code": {"lambda_hier": 0.2, "lambda_cos": 0.005}}
+    assert MULTIMODAL_PRESETS == {
+        "paper": {"lambda_hier": 0.1, "lambda_cos": 0.01},
+        "authors_code": {"lambda_hier": 0.2, "lambda_cos": 0.005},
+    }
     student, teachers, targets = batch
     student = student.clone().requires_grad_(True)
     kwargs = {k: v for k, v in authors.items() if k != "aggregate"}
@@ -295,6 +306,8 @@ def test_multimodal_teacher_loss_eq6():
     assert out["cos"].item() == pytest.approx(0.5)
     assert out["loss"].item() == pytest.approx(ce + 0.2 * 1.0 + 0.1 * 0.5, rel=1e-6)
     # No wn samples and no bank: only the cross-entropy remains.
-    plain = multimodal_teacher_loss(logits, targets, torch.zeros(0, 3), torch.zeros(0, 3), None, None, lambda_hier=0.1, lambda_cos=0.01)
+    plain = multimodal_teacher_loss(
+        logits, targets, torch.zeros(0, 3), torch.zeros(0, 3), None, None, lambda_hier=0.1, lambda_cos=0.01
+    )
     assert plain["hier"].item() == 0.0 and plain["cos"].item() == 0.0
     assert plain["loss"].item() == pytest.approx(ce, rel=1e-6)

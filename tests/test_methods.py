@@ -5,8 +5,6 @@ its docstring; the method layer must reproduce it on fixed inputs.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -58,7 +56,8 @@ def ref_zscore_kd(s, t, y, tau=2.0, ce_w=0.1, kd_w=9.0):
     """sunshangquan/logit-standardization-KD, mdistiller/distillers/KD.py (LOGIT_STAND on):
     normalize(z) = (z - mean) / (1e-7 + std) (torch.std: unbiased), on student and teacher;
     loss = CE_WEIGHT·CE + KD_WEIGHT·τ²·mean_i Σ_c KL."""
-    norm = lambda z: (z - z.mean(-1, keepdims=True)) / (1e-7 + z.std(-1, ddof=1, keepdims=True))
+    def norm(z):
+        return (z - z.mean(-1, keepdims=True)) / (1e-7 + z.std(-1, ddof=1, keepdims=True))
     kd = np_kl_rows(np_log_softmax(norm(t) / tau), np_log_softmax(norm(s) / tau)).mean() * tau**2
     return ce_w * np_ce(s, y) + kd_w * kd
 
@@ -101,7 +100,9 @@ def test_dkd_applies_mdistillers_warmup_on_the_dkd_term(batch, epoch0):
     expected = ref_dkd(s.numpy(), t.numpy(), y.numpy(), epoch=epoch0 + 1)  # Lightning counts from 0
     assert out["loss"].item() == pytest.approx(expected, rel=1e-9)
     off = build_method("dkd", MethodContext(num_classes=6, teacher_names=["t"]), {"warmup_epochs": 0})
-    assert off(make_step(s, {"t": t}, y))["loss"].item() == pytest.approx(ref_dkd(s.numpy(), t.numpy(), y.numpy(), epoch=20), rel=1e-9)
+    assert off(make_step(s, {"t": t}, y))["loss"].item() == pytest.approx(
+        ref_dkd(s.numpy(), t.numpy(), y.numpy(), epoch=20), rel=1e-9
+    )
 
 
 # ---- LFME ------------------------------------------------------------------------------------
@@ -226,7 +227,9 @@ def test_method_parameters_are_typed_and_unknown_keys_list_the_valid_ones():
     with pytest.raises(UserError, match=r"unknown key 'gamma' for KD method 'dkd'; valid keys: .*warmup_epochs"):
         load_config(REPO / "configs" / "demo.yaml", ["distill.loss=dkd", "distill.params={gamma: 1}"]).distill.method_params()
     with pytest.raises(UserError, match=r"distill.params.decay_thresh of KD method 'lfme'"):
-        load_config(REPO / "configs" / "demo.yaml", ["distill.loss=lfme", "distill.params={decay_thresh: 2}"]).distill.method_params()
+        load_config(
+            REPO / "configs" / "demo.yaml", ["distill.loss=lfme", "distill.params={decay_thresh: 2}"]
+        ).distill.method_params()
     with pytest.raises(UserError, match=r"unknown KD method 'crd'; valid KD methods: .*dkd.*zscore"):
         load_config(REPO / "configs" / "demo.yaml", ["distill.loss=crd"]).distill.method_params()
 

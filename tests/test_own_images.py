@@ -88,7 +88,13 @@ def test_run_headline_says_how_much_the_method_moved_top1(capsys, monkeypatch, t
     from conftest import tiny_overrides
 
     root = write_image_folder(tmp_path / "pics", {"train": {"cat": 4, "dog": 4}, "val": {"cat": 2, "dog": 2}}, ".png")
-    args = [*tiny_overrides(tmp_path / "runs"), "data.dataset=imagefolder", f"data.root={root}", "compare_no_kd=null", "seeds=[0, 1]"]
+    args = [
+        *tiny_overrides(tmp_path / "runs"),
+        "data.dataset=imagefolder",
+        f"data.root={root}",
+        "compare_no_kd=null",
+        "seeds=[0, 1]",
+    ]
     result = relaxkd(capsys, monkeypatch, "run", str(REPO / "configs" / "demo.yaml"), *args)
     assert result.code == 0, result.err
     run_dir = tmp_path / "runs" / "pics"  # named after the data folder

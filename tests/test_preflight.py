@@ -31,17 +31,20 @@ def test_name_lists_mirror_the_registries():
 
 def test_validate_does_not_import_torch(tmp_path):
     code = (
-        "import sys; from relaxkd import cli; sys.argv = ['relaxkd', 'validate', %r]\n"
+        f"import sys; from relaxkd import cli; sys.argv = ['relaxkd', 'validate', {DEMO!r}]\n"
         "try:\n    cli.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "assert 'torch' not in sys.modules, 'validate imported torch'\n" % DEMO
+        "assert 'torch' not in sys.modules, 'validate imported torch'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_unknown_names_still_name_the_valid_choices(capsys, monkeypatch):
-    assert_user_error(relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.student=vgg99"),
-                      "error: unknown backbone 'vgg99'; valid backbones: resnet18, resnet50, tiny_cnn, vit_base_patch16, vit_micro, vit_tiny_patch16")
+    assert_user_error(
+        relaxkd(capsys, monkeypatch, "validate", DEMO, "distill.student=vgg99"),
+        "error: unknown backbone 'vgg99'; valid backbones: resnet18, resnet50, tiny_cnn, vit_base_patch16, vit_micro, "
+        "vit_tiny_patch16",
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,12 +60,16 @@ def test_unknown_names_still_name_the_valid_choices(capsys, monkeypatch):
 def test_paths_are_checked(tmp_path, overrides, message):
     missing = str(tmp_path / "nope")
     cfg = load_config(DEMO, [o.format(missing=missing) for o in overrides])
-    with pytest.raises(UserError, match=message.format(missing=missing).replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(
+        UserError, match=message.format(missing=missing).replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
         preflight.check_paths(cfg)
 
 
 def test_existing_paths_pass(tmp_path):
     (tmp_path / "overrides.yaml").write_text("zero: zero.n.02\n")
-    cfg = load_config(DEMO, ["data.dataset=imagefolder", f"data.root={tmp_path}", f"data.synset_overrides={tmp_path / 'overrides.yaml'}"])
+    cfg = load_config(
+        DEMO, ["data.dataset=imagefolder", f"data.root={tmp_path}", f"data.synset_overrides={tmp_path / 'overrides.yaml'}"]
+    )
     preflight.check_paths(cfg)
     preflight.check_paths(load_config(DEMO, ["data.dataset=cifar100", f"data.root={tmp_path / 'new'}", "data.download=true"]))

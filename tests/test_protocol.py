@@ -40,7 +40,9 @@ def authors_rates(cfg: OptimConfig) -> list[float]:
         assert cfg.warmup_epochs == 0  # the authors' cosine runs have none
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.cosine_t_max or cfg.epochs, eta_min=cfg.min_lr)
     else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: authors_lambda(e, cfg.milestones, cfg.gamma, cfg.warmup_epochs))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: authors_lambda(e, cfg.milestones, cfg.gamma, cfg.warmup_epochs)
+        )
     rates = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stepping the scheduler before the optimiser, as they do
@@ -218,7 +220,10 @@ def test_adaptive_validation_loss_is_the_authors_loss_kd():
     params = SimpleNamespace(temperature=3.0, ce_weight=0.6, kd_weight=0.4)
 
     def authors_loss_kd(outputs, teacher_outputs, labels, temp, alpha):  # trainer_regularizerV2.py, written out
-        soft = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(outputs / temp, dim=1), F.softmax(teacher_outputs / temp, dim=1)) * temp**2
+        soft = (
+            nn.KLDivLoss(reduction="batchmean")(F.log_softmax(outputs / temp, dim=1), F.softmax(teacher_outputs / temp, dim=1))
+            * temp**2
+        )
         return alpha * nn.CrossEntropyLoss()(outputs, labels) + (1 - alpha) * soft
 
     ours = [float(adaptive_validation_loss(student, t, labels, params)) for t in teachers]
@@ -226,7 +231,14 @@ def test_adaptive_validation_loss_is_the_authors_loss_kd():
     assert ours == pytest.approx(theirs, rel=1e-5)
     inverse = [1 / v for v in theirs]
     assert adaptive_teacher_weights(ours) == pytest.approx([w / sum(inverse) for w in inverse], rel=1e-5)
-    kd_only = [float(params.kd_weight * F.kl_div(F.log_softmax(student / 3, 1), F.log_softmax(t / 3, 1), reduction="batchmean", log_target=True) * 9) for t in teachers]
+    kd_only = [
+        float(
+            params.kd_weight
+            * F.kl_div(F.log_softmax(student / 3, 1), F.log_softmax(t / 3, 1), reduction="batchmean", log_target=True)
+            * 9
+        )
+        for t in teachers
+    ]
     assert adaptive_teacher_weights(kd_only) != pytest.approx(adaptive_teacher_weights(ours), rel=1e-3)
 
 
@@ -340,11 +352,10 @@ def test_tx_stage_records_and_reports_the_head_init(tiny_cfg, monkeypatch):
 
 # -- item 3: Figure 2 trains the text-only teachers' students and plots both curves --------------
 def test_figure2_sweep_trains_students_and_reports_both_curves(tiny_cfg):
+    from relaxkd.config import apply_overrides, build_config
     from relaxkd.report import write_report
     from relaxkd.stages.context import Context
     from relaxkd.stages.plan import run_sweep
-
-    from relaxkd.config import apply_overrides, build_config
 
     tiny_cfg = build_config(apply_overrides(tiny_cfg.to_dict(), ["sweep_students=true"]))
     ctx = Context(tiny_cfg)

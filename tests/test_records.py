@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from test_report import FakeRun
 
 from relaxkd.records import Metrics, ModelInfo, written
-
-from test_report import FakeRun
 
 PROV = {"dataset": "digits", "demo_data": True, "clip": "relaxkd-tiny/none", "random_weight_clip": True, "seed": 0}
 

@@ -115,8 +115,16 @@ def test_table2_noise_trials_pin_label_noise_and_validate_clean():
 # -- items 6, 7 and 9: profile=authors_code is the released code, point by point -------------------
 #: (setting, value, what the released code does and where)
 RELEASED_CODE_POINTS = [
-    ("distill.aggregate", "adaptive", "trainer_regularizerV2.py train_model_withCLIP calls my_train_withCLIP_v3 (averaging: commented-out 'orig ver')"),
-    ("distill.released_code", True, "student val loss in train mode, per-batch means, initial weights 1/3, teachers in train mode"),
+    (
+        "distill.aggregate",
+        "adaptive",
+        "trainer_regularizerV2.py train_model_withCLIP calls my_train_withCLIP_v3 (averaging: commented-out 'orig ver')",
+    ),
+    (
+        "distill.released_code",
+        True,
+        "student val loss in train mode, per-batch means, initial weights 1/3, teachers in train mode",
+    ),
     ("distill.targets", "online", "teachers run in train mode on every batch: no cached targets"),
     ("multimodal.lambda_hier", 0.2, "trainer_regularizerV2.py: hierarchical weight 0.2"),
     ("multimodal.lambda_cos", 0.005, "trainer_regularizerV2.py: cosine weight 0.005"),
@@ -220,9 +228,13 @@ def test_released_code_adaptive_validation_losses(monkeypatch):
         torch.manual_seed(0)
         settings = StudentSettings("tiny_cnn", OptimConfig(epochs=1, milestones=[]), aggregate="adaptive", released_code=released)
         module = StudentDistiller(settings, num_classes=10, input_stats=IMAGENET_STATS, teachers=TeacherSet(names=["a", "b"]))
-        monkeypatch.setattr(module, "teacher_logits", lambda images, t, i, s: [torch.ones(len(t), 10), torch.arange(10.0).repeat(len(t), 1)])
+        monkeypatch.setattr(
+            module, "teacher_logits", lambda images, t, i, s: [torch.ones(len(t), 10), torch.arange(10.0).repeat(len(t), 1)]
+        )
         monkeypatch.setattr(module, "store_validation", lambda *a: None)
-        monkeypatch.setattr(module.student, "forward", lambda x, _f=module.student.forward: seen_modes.append(module.student.training) or _f(x))
+        monkeypatch.setattr(
+            module.student, "forward", lambda x, _f=module.student.forward: seen_modes.append(module.student.training) or _f(x)
+        )
         return module
 
     batches = [(torch.randn(n, 3, 8, 8), torch.randint(10, (n,)), torch.arange(n)) for n in (6, 2)]

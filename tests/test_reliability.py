@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from relaxkd.config import load_config
 from relaxkd.artifacts import Artifact, ArtifactStore, file_sha256, stable_hash
+from relaxkd.config import load_config
 
 from conftest import REPO, tiny_overrides
 

@@ -20,8 +20,18 @@ class FakeRun:
         self.root, self.dataset, self.classes, self.shots = root, dataset, classes, shots
         self.n = 0
         root.mkdir(parents=True, exist_ok=True)
-        self._write("embed-images", {"data": dataset}, {"classes.json": {"classes": classes, "synsets": [f"{c}.n.01" for c in classes],
-                                                                         "glosses": [f"the number {c}" for c in classes], "senses": [2] * len(classes)}})
+        self._write(
+            "embed-images",
+            {"data": dataset},
+            {
+                "classes.json": {
+                    "classes": classes,
+                    "synsets": [f"{c}.n.01" for c in classes],
+                    "glosses": [f"the number {c}" for c in classes],
+                    "senses": [2] * len(classes),
+                }
+            },
+        )
 
     def _write(self, stage: str, spec: dict, files: dict, seed: int = 0) -> tuple[str, Path]:
         self.n += 1
@@ -53,19 +63,32 @@ class FakeRun:
 
     def member(self, name: str, aug: str, top1: float) -> str:
         info = {"kind": "unimodal", "name": name, "arch": "tiny_cnn", "aug": aug, **self._classes()}
-        return self._write("teacher-unimodal", {"member": name}, {"teacher.json": info, "metrics.json": self._metrics(top1, 4, 0)})[0]
+        return self._write(
+            "teacher-unimodal", {"member": name}, {"teacher.json": info, "metrics.json": self._metrics(top1, 4, 0)}
+        )[0]
 
     def tx(self, proportions: dict, top1: float, seed: int, share: float) -> tuple[str, str, str]:
         info = {"kind": "multimodal", **self._classes()}
-        key, path = self._write("teacher-multimodal", {"seed": seed, "p": proportions},
-                                {"teacher.json": info, "metrics.json": self._metrics(top1, 6, seed, proportions=proportions, bank="learnable")}, seed)
-        _, att = self._write("attribute", {"teacher": key}, {"attribution.json": {"image_share": share, "text_share": 1 - share, "num_samples": 90}}, seed)
+        key, path = self._write(
+            "teacher-multimodal",
+            {"seed": seed, "p": proportions},
+            {"teacher.json": info, "metrics.json": self._metrics(top1, 6, seed, proportions=proportions, bank="learnable")},
+            seed,
+        )
+        _, att = self._write(
+            "attribute",
+            {"teacher": key},
+            {"attribution.json": {"image_share": share, "text_share": 1 - share, "num_samples": 90}},
+            seed,
+        )
         return key, str(path), str(att)
 
     def student(self, teachers: dict[str, str], loss: str, top1: float, seed: int) -> str:
         info = {"kind": "student", "arch": "tiny_cnn", **self._classes()}
         metrics = self._metrics(top1, 5, seed, teachers=list(teachers) if loss != "none" else [], loss=loss)
-        return str(self._write("distill", {"teachers": teachers, "seed": seed}, {"student.json": info, "metrics.json": metrics}, seed)[1])
+        return str(
+            self._write("distill", {"teachers": teachers, "seed": seed}, {"student.json": info, "metrics.json": metrics}, seed)[1]
+        )
 
     def record(self, family: str, trials: dict) -> None:
         (self.root / f"sweep-{family}.json").write_text(json.dumps(trials))
@@ -73,7 +96,11 @@ class FakeRun:
 
 def story_run(root: Path, seeds=(0, 1, 2)) -> FakeRun:
     run = FakeRun(root)
-    tm = {"strong": run.member("strong", "strong", 70.0), "weak": run.member("weak", "weak", 80.0), "strong2": run.member("strong2", "strong", 72.0)}
+    tm = {
+        "strong": run.member("strong", "strong", 70.0),
+        "weak": run.member("weak", "weak", 80.0),
+        "strong2": run.member("strong2", "strong", 72.0),
+    }
     table1, table2 = {}, {}
     for seed in seeds:
         wn_key, wn_path, wn_att = run.tx({"wn": 1.0}, 85.0 + seed, seed, 0.8)
@@ -84,14 +111,20 @@ def story_run(root: Path, seeds=(0, 1, 2)) -> FakeRun:
             "no-kd": run.student({}, "none", 60.0 + seed, seed),
         }
         for name, path in students.items():
-            table1.setdefault(name, {"labels": {"method": name}, "overrides": [], "runs": {}})["runs"][str(seed)] = {"distill": path}
+            table1.setdefault(name, {"labels": {"method": name}, "overrides": [], "runs": {}})["runs"][str(seed)] = {
+                "distill": path
+            }
         for mix, (path, att, gt) in {"gt100-wn0": (gt_path, gt_att, 1.0), "gt0-wn100": (wn_path, wn_att, 0.0)}.items():
             key = gt_key if gt else wn_key
             s_tx = run.student({"tx": key}, "kd", 50.0 + 20 * (1 - gt) + seed, seed)
             s_all = run.student({"strong": tm["strong"], "weak": tm["weak"], "tx": key}, "kd", 70.0 + 8 * (1 - gt) + seed, seed)
             labels = {"gt": gt, "other": "wn", "other_share": 1 - gt}
-            table2.setdefault(f"{mix}/tx-s", {"labels": {**labels, "teachers": "T_x S_s"}, "overrides": [], "runs": {}})["runs"][str(seed)] = {"tx": path, "attribute": att, "distill": s_tx}
-            table2.setdefault(f"{mix}/tm-tx-s", {"labels": {**labels, "teachers": "T_m T_x S_s"}, "overrides": [], "runs": {}})["runs"][str(seed)] = {"distill": s_all}
+            table2.setdefault(f"{mix}/tx-s", {"labels": {**labels, "teachers": "T_x S_s"}, "overrides": [], "runs": {}})["runs"][
+                str(seed)
+            ] = {"tx": path, "attribute": att, "distill": s_tx}
+            table2.setdefault(f"{mix}/tm-tx-s", {"labels": {**labels, "teachers": "T_m T_x S_s"}, "overrides": [], "runs": {}})[
+                "runs"
+            ][str(seed)] = {"distill": s_all}
     run.record("table1", table1)
     run.record("table2", table2)
     (root / "run.json").write_text(json.dumps({"artifacts": {"distill": table1["ours"]["runs"]["0"]["distill"]}}))
@@ -152,7 +185,10 @@ def test_table2_measures_the_leakage_story(tmp_path):
     story_run(tmp_path / "demo")
     text = write_report(tmp_path / "demo").read_text()
     assert "the best teacher is T_x [gt 100 %] (100.0 %)" in text
-    assert "Its student T_x S_s reaches 51.0 %, worse than the T_x S_s of T_x [wn 100 %] (71.0 %): the leakage story holds here." in text
+    assert (
+        "Its student T_x S_s reaches 51.0 %, worse than the T_x S_s of T_x [wn 100 %] (71.0 %): the leakage story holds here."
+        in text
+    )
     table2 = text.split("## Table 2")[1].split("\n## ")[0]
     assert "| gt 100 % | 100.0 ± 0.0 |" in table2
 
@@ -193,7 +229,11 @@ def test_table1_has_the_papers_rows_and_dataset_columns(tmp_path):
     table = text.split("## Table 1 in the paper's layout")[1].split("\n## ")[0]
     header = next(line for line in table.splitlines() if line.startswith("| method |"))
     assert header == "| method | CIFAR-100 | CIFAR-100-LT | ImageNet | ImageNet-LT | Scene | UTKFace | digits (this run) |"
-    rows = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    rows = [
+        line.split(" | ")[0].removeprefix("| ")
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| method")
+    ]
     assert rows == ["LFME", "DMAE", "FFKD", "z-score KD", "ensemble KD", "DKD", "vanilla KD", "no KD", "ours"]
     ours = next(line for line in table.splitlines() if line.startswith("| ours |"))
     assert "paper 83.33" in ours and "paper 52.58" in ours and ours.rstrip(" |").endswith("79.0 ± 1.0")

@@ -124,14 +124,18 @@ def test_headline_trials_pin_their_text_mix():
     from relaxkd.config import apply_overrides, build_config
     from relaxkd.trials import select_trials
 
-    edited = load_config(ROOT / "configs" / "cifar100.yaml", ["multimodal.proportions={gt: 0.5, noise: 0.5}", "multimodal.text_only=true"])
+    edited = load_config(
+        ROOT / "configs" / "cifar100.yaml", ["multimodal.proportions={gt: 0.5, noise: 0.5}", "multimodal.text_only=true"]
+    )
     for family, name in (("table1", "ours"), ("table3", "bank-fixed"), ("table3", "bank-learnable")):
         (trial,) = select_trials(family, name)
         cfg = build_config(apply_overrides(edited.to_dict(), trial.overrides))
         assert cfg.multimodal.proportions == {"wn": 1.0} and cfg.multimodal.text_only is False, (family, name)
     for trial in select_trials("table2", None):
         cfg = build_config(apply_overrides(edited.to_dict(), trial.overrides))
-        assert cfg.multimodal.proportions == {k: v for k, v in {"gt": trial.labels["gt"], trial.labels["other"]: trial.labels["other_share"]}.items() if v > 0}
+        assert cfg.multimodal.proportions == {
+            k: v for k, v in {"gt": trial.labels["gt"], trial.labels["other"]: trial.labels["other_share"]}.items() if v > 0
+        }
 
 
 def test_figure2_trains_text_only_teachers_and_their_students():

@@ -96,11 +96,16 @@ CHANGED = {
 WHEN = {
     "nouns.hypernym_depth": ["nouns.candidates=neighbourhood"],
     "multimodal.weights": ["multimodal.head=resnet50-1x1"],
-    "multimodal.hidden_dim": [], "multimodal.noise": ["multimodal.proportions={gt: 0.5, noise: 0.5}"],
-    "distill.dkd_alpha": ["distill.loss=dkd"], "distill.dkd_beta": ["distill.loss=dkd"],
+    "multimodal.hidden_dim": [],
+    "multimodal.noise": ["multimodal.proportions={gt: 0.5, noise: 0.5}"],
+    "distill.dkd_alpha": ["distill.loss=dkd"],
+    "distill.dkd_beta": ["distill.loss=dkd"],
     "distill.cache_top_k": ["distill.targets=cached"],
     "distill.tx_input": [],
-    **{f"{s}.optim.cosine_t_max": [f"{s}.optim.schedule=cosine", f"{s}.optim.milestones=[]"] for s in ("unimodal", "multimodal", "distill")},
+    **{
+        f"{s}.optim.cosine_t_max": [f"{s}.optim.schedule=cosine", f"{s}.optim.milestones=[]"]
+        for s in ("unimodal", "multimodal", "distill")
+    },
     **{f"{s}.optim.schedule": [f"{s}.optim.milestones=[]"] for s in ("unimodal", "multimodal", "distill")},
 }
 
@@ -161,29 +166,44 @@ def test_the_student_takes_its_settings_from_the_distill_section_by_name():
     from relaxkd.distill import StudentDistiller, StudentSettings, TeacherSet
 
     assert {f.name for f in fields(StudentSettings)} - {"params"} <= set(DistillConfig.model_fields)
-    cfg = load_config(REPO / "configs" / "demo.yaml", ["distill.loss=dkd", "distill.methods={dkd: {beta: 3.0}}",
-                                                        "distill.aggregate=mean_losses", "distill.optim.lr=0.02", "distill.teachers=[strong]"])
+    cfg = load_config(
+        REPO / "configs" / "demo.yaml",
+        [
+            "distill.loss=dkd",
+            "distill.methods={dkd: {beta: 3.0}}",
+            "distill.aggregate=mean_losses",
+            "distill.optim.lr=0.02",
+            "distill.teachers=[strong]",
+        ],
+    )
     settings = StudentSettings.of(cfg.distill)
     module = StudentDistiller(settings, num_classes=10, teachers=TeacherSet(names=["strong"]))
     assert (module.method.params.beta, module.method.context.aggregate, module.optim_cfg.lr) == (3.0, "mean_losses", 0.02)
     assert module.hparams["params"]["beta"] == 3.0 and module.hparams["arch"] == cfg.distill.student
 
 
-@pytest.mark.parametrize("override, field, value", [
-    ("multimodal.head=resnet50-1x1", "head", "resnet50-1x1"),
-    ("multimodal.hidden_dim=64", "head_kwargs", {"hidden_dim": 64, "dropout": 0.1, "batch_norm": True}),  # the demo: batch_norm on
-    ("multimodal.bank=fixed", "bank_learnable", False),
-    ("multimodal.text_only=true", "text_only", True),
-    ("multimodal.temperature=0.02", "temperature", 0.02),
-    ("multimodal.lambda_hier=0.3", "lambda_hier", 0.3),
-    ("multimodal.lambda_cos=0.2", "lambda_cos", 0.2),
-    ("multimodal.bank_weight_decay=0.001", "bank_weight_decay", 0.001),
-    ("multimodal.proportions={gt: 0.5, noise: 0.5}", "label_noise", True),
-    ("multimodal.text_split=batch", "text_split", "batch"),
-    ("multimodal.proportions={gt: 0.25, wn: 0.75}", "gt_share", 0.25),
-    ("multimodal.bank_dtype=fp16", "bank_fp16", True),
-    ("multimodal.optim.lr=0.02", "optim", 0.02),
-])
+@pytest.mark.parametrize(
+    "override, field, value",
+    [
+        ("multimodal.head=resnet50-1x1", "head", "resnet50-1x1"),
+        (
+            "multimodal.hidden_dim=64",
+            "head_kwargs",
+            {"hidden_dim": 64, "dropout": 0.1, "batch_norm": True},
+        ),  # the demo: batch_norm on
+        ("multimodal.bank=fixed", "bank_learnable", False),
+        ("multimodal.text_only=true", "text_only", True),
+        ("multimodal.temperature=0.02", "temperature", 0.02),
+        ("multimodal.lambda_hier=0.3", "lambda_hier", 0.3),
+        ("multimodal.lambda_cos=0.2", "lambda_cos", 0.2),
+        ("multimodal.bank_weight_decay=0.001", "bank_weight_decay", 0.001),
+        ("multimodal.proportions={gt: 0.5, noise: 0.5}", "label_noise", True),
+        ("multimodal.text_split=batch", "text_split", "batch"),
+        ("multimodal.proportions={gt: 0.25, wn: 0.75}", "gt_share", 0.25),
+        ("multimodal.bank_dtype=fp16", "bank_fp16", True),
+        ("multimodal.optim.lr=0.02", "optim", 0.02),
+    ],
+)
 def test_tx_takes_its_settings_from_the_multimodal_section(override, field, value):
     """Each setting T_x reads reaches the built module (its hparams, which teacher.json keeps)."""
     from relaxkd.teachers import MultimodalTeacher, TxSettings

@@ -137,7 +137,11 @@ CASES = {
     "embedding": (["embed", "images"], "build:embed-images", None),
     "teacher": (["teacher", "--kind", "unimodal"], "fit:teacher-unimodal", "resuming from checkpoint"),
     "distill": (["distill", "distill.teachers=[strong]"], "fit:distill", "resuming from checkpoint"),
-    "sweep": (["sweep", "--family", "table1", "--trials", "no-kd", "sweep_students=true"], "fit:distill", "resuming from checkpoint"),
+    "sweep": (
+        ["sweep", "--family", "table1", "--trials", "no-kd", "sweep_students=true"],
+        "fit:distill",
+        "resuming from checkpoint",
+    ),
 }
 #: the default suite sends each signal once into training (what Lightning used to misreport); the
 #: whole matrix (each signal at each point, a few minutes on two cores) is marked slow
@@ -207,8 +211,15 @@ def test_ctrl_c_during_imports_is_the_documented_line(tmp_path):
     """Ctrl-C while relaxkd imports its commands (typer, ...): deterministic, whatever the machine's load."""
     script = tmp_path / "relaxkd"
     script.write_text(IMPORT_HOOK)
-    proc = subprocess.Popen([sys.executable, str(script), "validate", str(CONFIG)], env=env(), preexec_fn=_ctrl_c_as_in_a_terminal,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "validate", str(CONFIG)],
+        env=env(),
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watchdog = threading.Timer(300, proc.kill)  # a child that never pauses fails the test, never hangs it
     watchdog.start()
     try:

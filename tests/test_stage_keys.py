@@ -6,7 +6,6 @@ changes what an artifact holds) updates the list below in the same commit and sa
 """
 from __future__ import annotations
 
-
 from relaxkd.config import apply_overrides, build_config, load_config
 from relaxkd.stages import attribute, distill, multimodal, targets
 from relaxkd.stages.context import Context

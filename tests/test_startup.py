@@ -75,10 +75,18 @@ def test_predict_on_a_torchscript_export_loads_none_of_the_heavy_libraries(tmp_p
     assert loaded == []
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", DEMO], ["predict", "missing.png", "--model", "no-such-export"],
-                                  ["export", DEMO, "run_root=runs", "--out", "out"], ["report", "runs"],
-                                  ["run", DEMO, "distill.temprature=3"]],
-                         ids=["help", "validate", "predict-bad-model", "export-before-training", "report-of-nothing", "run-bad-key"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["validate", DEMO],
+        ["predict", "missing.png", "--model", "no-such-export"],
+        ["export", DEMO, "run_root=runs", "--out", "out"],
+        ["report", "runs"],
+        ["run", DEMO, "distill.temprature=3"],
+    ],
+    ids=["help", "validate", "predict-bad-model", "export-before-training", "report-of-nothing", "run-bad-key"],
+)
 def test_light_commands_load_none_of_the_heavy_libraries(tmp_path, args):
     """`export` and `report` reach their own work (here: nothing to export or report) with none of them
     loaded: the config's registry names are checked from preflight's lists, not by importing every library."""
@@ -139,7 +147,10 @@ def test_predict_matches_the_students_own_forward_on_the_test_view(capsys, monke
     with torch.no_grad():
         probs = model(build_transform("test", 8, IMAGENET_STATS)(Image.open(image).convert("RGB"))[None]).softmax(1)[0]
     values, indices = probs.topk(3)
-    assert result.out == f"{image}: " + ", ".join(f"{info['classes'][i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist())) + "\n"
+    assert (
+        result.out
+        == f"{image}: " + ", ".join(f"{info['classes'][i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist())) + "\n"
+    )
 
 
 def test_model_naming_another_file_is_refused(capsys, monkeypatch, tmp_path):

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from relaxkd.config import load_config
+from relaxkd.engine.settings import OptimConfig
 from relaxkd.errors import UserError
 from relaxkd.stages import multimodal as multimodal_stage
 from relaxkd.stages.context import Context
@@ -20,7 +21,6 @@ from relaxkd.stages.embed_images import embed_images
 from relaxkd.stages.multimodal import multimodal_teacher
 from relaxkd.stages.relax import relax
 from relaxkd.stages.teacher_loading import load_multimodal
-from relaxkd.engine.settings import OptimConfig
 from relaxkd.teachers import MODE_IDS, MultimodalTeacher, TxSettings
 
 from conftest import REPO, tiny_overrides
@@ -111,7 +111,9 @@ def test_reloaded_teacher_reproduces_its_validation_logits(run_root, monkeypatch
 
 
 def test_wn_share_without_a_bank_is_a_user_error():
-    teacher = MultimodalTeacher(TxSettings(optim=OptimConfig(epochs=1)), embed_dim=4, num_classes=3, bank_size=0, num_train=5, num_val=2)
+    teacher = MultimodalTeacher(
+        TxSettings(optim=OptimConfig(epochs=1)), embed_dim=4, num_classes=3, bank_size=0, num_train=5, num_val=2
+    )
     teacher.train_modes[2] = MODE_IDS["wn"]  # one wn sample is enough
     with pytest.raises(UserError) as err:
         teacher.check_text_modes()

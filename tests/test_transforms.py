@@ -15,11 +15,11 @@ from torchvision import transforms as T
 
 from relaxkd.data.transforms import (
     CLIP_STATS,
+    CUTOUT_LENGTH,
     IMAGENET_STATS,
     TRANSFORM_KINDS,
     Stats,
     build_transform,
-    CUTOUT_LENGTH,
     get_stats,
     renormalize,
 )
@@ -143,7 +143,9 @@ def test_fused_normalisation_matches_to_tensor_and_normalize(image):
         torch.testing.assert_close(ToNormalizedTensor(stats)(grey), reference(grey))
 
 
-@pytest.mark.parametrize(("width", "height", "size"), [(8, 8, 8), (16, 16, 8), (37, 20, 16), (20, 37, 16), (5, 3, 16), (1, 50, 8), (300, 200, 224)])
+@pytest.mark.parametrize(
+    ("width", "height", "size"), [(8, 8, 8), (16, 16, 8), (37, 20, 16), (20, 37, 16), (5, 3, 16), (1, 50, 8), (300, 200, 224)]
+)
 def test_predicts_resize_and_centre_crop_is_torchvisions(width, height, size):
     """relaxkd.images.resize_center_crop (predict's test view without torchvision's import) gives the
     pixels of torchvision's Resize(bicubic) + CenterCrop, and so the "test" transform's output."""
@@ -352,7 +354,9 @@ def test_training_transform_batches_equal_single_images(kind, policy, size):
     # normalisation: with no op and no hole, pixels come out as Normalize(ToTensor(pixels))
     pixels, draw = prepared[0]
     plain = transform.finish([(pixels, type(draw)((0,) * len(draw.ops), (0.0,) * len(draw.ops)))])
-    reference = T.Normalize(IMAGENET_STATS.mean, IMAGENET_STATS.std)(torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255)
+    reference = T.Normalize(IMAGENET_STATS.mean, IMAGENET_STATS.std)(
+        torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255
+    )
     torch.testing.assert_close(plain[0], reference)
 
 
@@ -425,7 +429,9 @@ def test_seeded_loader_batches_are_identical_across_worker_counts():
 
 
 def _prepared(transform, count: int = 48):
-    pictures = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (20 + i % 30, 24, 3), dtype=np.uint8)) for i in range(count)]
+    pictures = [
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (20 + i % 30, 24, 3), dtype=np.uint8)) for i in range(count)
+    ]
     prepared = []
     for i, picture in enumerate(pictures):
         torch.manual_seed(i)
@@ -482,7 +488,9 @@ def test_loader_with_a_device_batch_stage_hands_over_uint8_and_the_module_hook_f
 
     batches = {}
     for stage in ("loader", "device"):
-        data = SeededAugmentation(RandomImages(20), build_transform("strong", 16, IMAGENET_STATS, policy="cifar", batch_stage=stage), seed=0)
+        data = SeededAugmentation(
+            RandomImages(20), build_transform("strong", 16, IMAGENET_STATS, policy="cifar", batch_stage=stage), seed=0
+        )
         module = SeededDataModule(data, None, batch_size=8, num_workers=workers if stage == "device" else 0, seed=0)
         loader = module.train_dataloader()
         loader.sampler.set_epoch(1)
@@ -539,7 +547,12 @@ def _summary(draws: list[tuple[str, tuple]], images: int) -> dict[str, tuple[flo
         args = np.array([a[0] for n, a in draws if n == name and a], dtype=float)
         count = sum(1 for n, _ in draws if n == name)
         if len(args):
-            out[name] = (count / images, float(np.abs(args).mean()), float(np.abs(args).std() / np.sqrt(len(args))), float((args < 0).mean()))
+            out[name] = (
+                count / images,
+                float(np.abs(args).mean()),
+                float(np.abs(args).std() / np.sqrt(len(args))),
+                float((args < 0).mean()),
+            )
         else:
             out[name] = (count / images, 0.0, 0.0, 0.0)
     return out

@@ -1,13 +1,11 @@
 """WordNet layer: offline install, class → synset mapping, candidate nouns (docs/method.md §3, §13)."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
-
-from pathlib import Path
-
-import re
 import unicodedata
+from pathlib import Path
 
 import nltk
 import pytest
@@ -20,12 +18,12 @@ from relaxkd.wordnet import (
     candidate_nouns,
     class_synsets,
     ensure_wordnet,
+    install,
     lemma_to_text,
     load_overrides,
     neighbourhood_nouns,
     noun_lemma_entries,
 )
-from relaxkd.wordnet import install
 from relaxkd.wordnet.__main__ import main as wordnet_main
 from relaxkd.wordnet.synsets import builtin_override_path, synset_by_name
 

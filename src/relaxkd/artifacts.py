@@ -26,9 +26,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from relaxkd.buildlock import BuildLock
 from relaxkd.errors import UserError
@@ -71,8 +73,6 @@ def file_sha256(path: Path) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
     versions = {"python": platform.python_version()}
     for name in ("relaxkd", "torch", "torchvision", "open_clip_torch", "lightning", "faiss-cpu", "nltk"):
         try:
@@ -246,7 +246,9 @@ class ArtifactStore:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def artifacts(self, stage: str | None = None, verify: bool = False, damaged: list[tuple[Path, str]] | None = None) -> list[Artifact]:
+    def artifacts(
+        self, stage: str | None = None, verify: bool = False, damaged: list[tuple[Path, str]] | None = None
+    ) -> list[Artifact]:
         """The whole artifacts of the store (of ``stage``). Readers (report, export) pass ``verify``:
         every file is checked against its manifest; what fails is left out and, with ``damaged``,
         listed there as ``(path, reason)``."""
@@ -336,7 +338,9 @@ def run_lock(root: str | Path, wait: bool = True, setting: str = "run_root") -> 
     try:
         fh = open(root / ".lock", "w")
     except OSError as exc:
-        raise UserError(f"cannot write in run directory {root}: {exc.strerror or exc}; set {setting} to a writable folder") from None
+        raise UserError(
+            f"cannot write in run directory {root}: {exc.strerror or exc}; set {setting} to a writable folder"
+        ) from None
     with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from relaxkd.errors import UserError
 
@@ -47,8 +49,6 @@ def read_checkpoint(path: str | Path, subject: str, advice: str, mmap: bool = Fa
     path = Path(path)
     try:
         if _is_safetensors(path):
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:

@@ -113,7 +113,7 @@ class _Signals:
         self.received = signum
         raise Interrupted(signum)
 
-    def __enter__(self) -> "_Signals":
+    def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
             for signum in _STOP_LINES:
                 self.previous[signum] = signal.getsignal(signum)

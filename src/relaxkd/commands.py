@@ -6,10 +6,10 @@ from __future__ import annotations
 from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from relaxkd import __version__
 from relaxkd.errors import UserError
 
 app = typer.Typer(
@@ -27,17 +27,13 @@ def _print_version(value: bool) -> None:
         return
     import torch  # its own version string names the build (e.g. +cu130); the installed metadata does not
 
-    from relaxkd import __version__
-
     typer.echo(f"relaxkd {__version__} (torch {torch.__version__})")
     raise typer.Exit()
 
 
 @app.callback()
-def _options(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                 help="print relaxkd's version and torch's, then exit"),
-) -> None:
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                          help="print relaxkd's version and torch's, then exit")) -> None:
     pass
 
 
@@ -78,8 +74,8 @@ def _context(config: Path, overrides: list[str] | None):
 
 def _locked(ctx):
     """Exclusive use of the run directory (not in DDP workers, which share the parent's)."""
-    from relaxkd.engine.launch import is_main_process
     from relaxkd.artifacts import run_lock
+    from relaxkd.engine.launch import is_main_process
 
     return run_lock(ctx.cfg.run_dir) if is_main_process() else nullcontext()
 
@@ -101,7 +97,7 @@ def _say(line: str) -> None:
 
 
 @embed_app.command("images")
-def embed_images(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+def embed_images(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
     """CLIP image embeddings of the training and validation sets."""
     from relaxkd.stages import embed_images as stage
 
@@ -110,7 +106,7 @@ def embed_images(config: Path = ConfigArg, overrides: Optional[list[str]] = Over
 
 
 @embed_app.command("nouns")
-def embed_nouns(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+def embed_nouns(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
     """CLIP text embeddings of the candidate WordNet nouns (shared by all datasets)."""
     from relaxkd.stages import embed_nouns as stage
 
@@ -119,7 +115,7 @@ def embed_nouns(config: Path = ConfigArg, overrides: Optional[list[str]] = Overr
 
 
 @app.command()
-def relax(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+def relax(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
     """Algorithm 1: select WordNet-relaxed nouns per image cluster (the relaxed bank)."""
     from relaxkd.stages import relax as stage
 
@@ -142,10 +138,10 @@ class Aug(str, Enum):
 @app.command()
 def teacher(
     config: Path = ConfigArg,
-    overrides: Optional[list[str]] = OverridesArg,
+    overrides: list[str] | None = OverridesArg,
     kind: TeacherKind = typer.Option(TeacherKind.multimodal, help="unimodal (T_m member) or multimodal (T_x)"),
-    member: Optional[str] = typer.Option(None, help="unimodal member name from the config"),
-    aug: Optional[Aug] = typer.Option(None, help="unimodal augmentation (picks or adds a member)"),
+    member: str | None = typer.Option(None, help="unimodal member name from the config"),
+    aug: Aug | None = typer.Option(None, help="unimodal augmentation (picks or adds a member)"),
     seed: int = typer.Option(0, help="unimodal member seed, with --aug"),
 ) -> None:
     """Train a teacher: a unimodal ResNet (T_m member) or the multimodal teacher T_x."""
@@ -181,7 +177,7 @@ def _report_metrics(art) -> None:
 
 
 @app.command()
-def distill(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+def distill(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
     """Distil the student from the configured teachers (trains missing teachers first)."""
     from relaxkd.stages import distill as stage
 
@@ -190,7 +186,7 @@ def distill(config: Path = ConfigArg, overrides: Optional[list[str]] = Overrides
 
 
 @app.command()
-def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+def attribute(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
     """Integrated Gradients on T_x: image vs text attribution shares."""
     from relaxkd.stages import attribute as stage
 
@@ -204,8 +200,9 @@ def attribute(config: Path = ConfigArg, overrides: Optional[list[str]] = Overrid
 def stage_command(
     name: str = typer.Argument(..., help="a stage's name, e.g. teacher-multimodal (relaxkd graph lists a run's)"),
     config: Path = ConfigArg,
-    overrides: Optional[list[str]] = OverridesArg,
-    arg: Optional[str] = typer.Option(None, "--arg", help="which artifact of the stage: a teacher's name (teacher-unimodal, teacher-expert)"),
+    overrides: list[str] | None = OverridesArg,
+    arg: str | None = typer.Option(None, "--arg",
+                                   help="which artifact of the stage: a teacher's name (teacher-unimodal, teacher-expert)"),
 ) -> None:
     """Any one stage by its record's name; inputs it finds missing are built first."""
     art = _run_stage(config, overrides, name, arg)
@@ -215,7 +212,7 @@ def stage_command(
 @app.command("graph")
 def graph_command(
     config: Path = ConfigArg,
-    overrides: Optional[list[str]] = OverridesArg,
+    overrides: list[str] | None = OverridesArg,
     sweeps: bool = typer.Option(True, help="include the trials of the config's sweeps"),
 ) -> None:
     """The run's graph as JSON lines, inputs first: each artifact's id, stage, arg, inputs and the
@@ -236,7 +233,8 @@ class Launcher(str, Enum):
 
 LauncherOpt = typer.Option(Launcher.inline, help="inline: here, one stage after another; slurm: one sbatch job per "
                            "missing artifact (dependencies, requeue); local: the same jobs run on this machine")
-WaitOpt = typer.Option(False, "--wait", help="with --launcher slurm: block until every job has ended (exit 0 only if all succeeded)")
+WaitOpt = typer.Option(False, "--wait",
+                       help="with --launcher slurm: block until every job has ended (exit 0 only if all succeeded)")
 
 
 def _launch(config: Path, overrides: list[str] | None, launcher: Launcher, wait: bool, command: list[str],
@@ -256,7 +254,7 @@ def _launch(config: Path, overrides: list[str] | None, launcher: Launcher, wait:
 
 
 @app.command()
-def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg, launcher: Launcher = LauncherOpt,
+def run(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg, launcher: Launcher = LauncherOpt,
         wait: bool = WaitOpt) -> None:
     """The whole pipeline for one experiment, reusing every artifact that already exists."""
     if launcher != Launcher.inline:
@@ -273,11 +271,13 @@ def run(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg,
 @app.command()
 def sweep(
     config: Path = ConfigArg,
-    overrides: Optional[list[str]] = OverridesArg,
+    overrides: list[str] | None = OverridesArg,
     family: str = typer.Option("table2", help="trial family: table1, table2, table3, figure2"),
-    trials: Optional[str] = typer.Option(None, help="comma-separated trial names (default: all)"),
-    print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial that will run (skipped ones as # comments saying why) and exit"),
-    print_config: bool = typer.Option(False, "--print-config", help="print each selected trial's resolved config (YAML, with the KD method's resolved recipe) and exit; nothing runs"),
+    trials: str | None = typer.Option(None, help="comma-separated trial names (default: all)"),
+    print_commands: bool = typer.Option(False, "--print-commands", help="print one command per trial that will run "
+                                        "(skipped ones as # comments saying why) and exit"),
+    print_config: bool = typer.Option(False, "--print-config", help="print each selected trial's resolved config (YAML, "
+                                      "with the KD method's resolved recipe) and exit; nothing runs"),
     launcher: Launcher = LauncherOpt,
     wait: bool = WaitOpt,
 ) -> None:
@@ -336,8 +336,8 @@ def status(
 def build_node(
     config: Path = ConfigArg,
     stage: str = typer.Option(..., help="the node's stage"),
-    arg: Optional[str] = typer.Option(None, help="which artifact of the stage (a teacher's name)"),
-    expect: Optional[str] = typer.Option(None, help="the <stage>-<key> the job was planned to build"),
+    arg: str | None = typer.Option(None, help="which artifact of the stage (a teacher's name)"),
+    expect: str | None = typer.Option(None, help="the <stage>-<key> the job was planned to build"),
 ) -> None:
     """One node of a launched graph, built alone from its inputs on disk (what each job runs)."""
     from relaxkd.launch.graph import build_node as build
@@ -357,10 +357,10 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory, e.g. runs/
 @app.command()
 def export(
     config: Path = ConfigArg,
-    overrides: Optional[list[str]] = OverridesArg,
+    overrides: list[str] | None = OverridesArg,
     out: Path = typer.Option(Path("export"), help="output directory", callback=_home),
     format: str = typer.Option("torchscript", help="torchscript or onnx (safetensors is always written)"),
-    artifact: Optional[Path] = typer.Option(None, help="a distill-* artifact directory (default: the newest)", callback=_home),
+    artifact: Path | None = typer.Option(None, help="a distill-* artifact directory (default: the newest)", callback=_home),
 ) -> None:
     """Export the trained student: safetensors + TorchScript or ONNX."""
     ctx = _context(config, overrides)  # the config's errors before the export's imports
@@ -385,7 +385,7 @@ def predict(
 
 
 @app.command("validate")
-def validate(config: Path = ConfigArg, overrides: Optional[list[str]] = OverridesArg) -> None:
+def validate(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
     """Validate a config (keys, values, registry names, the paths it names) and print the resolved YAML."""
     import yaml
 

@@ -14,9 +14,9 @@ from pydantic import Field, ValidationError, field_validator, model_serializer, 
 from relaxkd.config_io import apply_overrides, default_run_name, format_validation_error, load_yaml
 from relaxkd.engine.settings import OptimConfig, TrainerConfig
 from relaxkd.errors import UserError
+from relaxkd.launcher_config import LauncherConfig
 from relaxkd.names import EXPERT_TEACHERS, TEXT_MODES, TX
 from relaxkd.presets import DISTILL_PRESETS, MULTIMODAL_PRESETS, RETRIEVAL_TEMPERATURE, apply_profile
-from relaxkd.launcher_config import LauncherConfig
 from relaxkd.schema import Strict, UserPath, omit_defaults
 from relaxkd.trials import SWEEPS
 
@@ -153,7 +153,8 @@ class MultimodalConfig(Strict):
 
     @model_serializer(mode="wrap")
     def _omit_new_defaults(self, handler: Any) -> Any:  # keys of T_x without these settings stay
-        omitted = {"text_split": "sample", "bank_dtype": "fp32", **({} if self.proportions.get("noise", 0) else {"noise": self.noise})}
+        noise = {} if self.proportions.get("noise", 0) else {"noise": self.noise}
+        omitted = {"text_split": "sample", "bank_dtype": "fp32", **noise}
         return omit_defaults(handler(self), omitted)
 
     @model_validator(mode="before")
@@ -237,7 +238,7 @@ class DistillConfig(Strict):
         return method_params(self.loss, {**self.methods.get(self.loss, {}), **self.params}, shared)
 
     @model_validator(mode="after")
-    def _unique_teachers(self) -> "DistillConfig":
+    def _unique_teachers(self) -> DistillConfig:
         # whether the method needs teachers is the method's to say (config.check_names asks it)
         if len(set(self.teachers)) != len(self.teachers):
             raise ValueError(f"distill.teachers lists a teacher twice: {self.teachers}")
@@ -312,7 +313,7 @@ class ExperimentConfig(Strict):
         return sweeps
 
     @model_validator(mode="after")
-    def _teachers_exist(self) -> "ExperimentConfig":
+    def _teachers_exist(self) -> ExperimentConfig:
         known = [m.name for m in self.unimodal.members] + [TX, *EXPERT_TEACHERS]
         for name in self.distill.teachers:
             if name not in known:

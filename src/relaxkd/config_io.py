@@ -71,7 +71,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise UserError(f"override {text!r} has an empty key; write e.g. distill.temperature=3")
     if len(text) > MAX_OVERRIDE_CHARS:
-        raise UserError(f"override {key}=... is longer than {MAX_OVERRIDE_CHARS} characters; put large settings in the config file")
+        raise UserError(
+            f"override {key}=... is longer than {MAX_OVERRIDE_CHARS} characters; put large settings in the config file"
+        )
     try:
         value = safe_yaml.load(raw, f"override {key}=...") if raw.strip() else None
     except yaml.YAMLError:
@@ -103,7 +105,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"config file {str(path)!r} does not exist; pass a YAML file such as configs/demo.yaml")
     if not (path.is_file() or path.is_fifo() or path.is_char_device()):
-        raise UserError(f"config file {str(path)!r} is not a regular file (a socket or block device); pass a YAML file such as configs/demo.yaml")
+        raise UserError(
+            f"config file {str(path)!r} is not a regular file (a socket or block device); pass a YAML file such as "
+            f"configs/demo.yaml"
+        )
     try:
         # a pipe (`relaxkd validate <(cat C)`, /dev/stdin) or device is read once, at most the limit and a byte
         with path.open("rb") as stream:
@@ -114,7 +119,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:  # e.g. no read permission
         raise UserError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}; check its permissions") from None
     except UnicodeDecodeError:
-        raise UserError(f"config file {str(path)!r} is not a text file (not UTF-8); pass a YAML file such as configs/demo.yaml") from None
+        raise UserError(
+            f"config file {str(path)!r} is not a text file (not UTF-8); pass a YAML file such as configs/demo.yaml"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -14,21 +14,26 @@ import re
 import sys
 import types
 import typing
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 #: meanings of keys whose field carries neither a description nor a ``#:`` comment
 MEANINGS: dict[str, str] = {
-    "profile": "paper (default: the paper decides) or authors_code: the released code wherever it differs, every point at once (docs/reproduction.md)",
-    "distill.released_code": "the released student loop: teachers in train mode, adaptive weights from 1/3, from the student's train-mode validation loss, per-batch means",
-    "name": "run name: artifacts go to `<run_root>/<name>/`. Default: the config file's name, or the data root's folder name when `data.dataset`/`data.root` are overridden on the command line",
+    "profile": "paper (default: the paper decides) or authors_code: the released code wherever it differs, every point at once "
+               "(docs/reproduction.md)",
+    "distill.released_code": "the released student loop: teachers in train mode, adaptive weights from 1/3, from the student's "
+                             "train-mode validation loss, per-batch means",
+    "name": "run name: artifacts go to `<run_root>/<name>/`. Default: the config file's name, or the data root's folder name "
+            "when `data.dataset`/`data.root` are overridden on the command line",
     "seed": "seed of everything the run trains (text-mode split, k-means, T_x, student init and views)",
     "seeds": "seeds of sweep trials: each trial runs once per seed and reports mean ± std (empty: `seed` only)",
     "run_root": "folder holding one directory per run",
     "data": "the dataset",
-    "data.dataset": "dataset format: cifar100, cifar100_lt, imagenet, imagenet_lt, scene, utkface, imagefolder, csv, digits (bundled)",
+    "data.dataset": "dataset format: cifar100, cifar100_lt, imagenet, imagenet_lt, scene, utkface, imagefolder, csv, digits "
+                    "(bundled)",
     "data.root": "dataset folder (for imagefolder: `train/<class>/*` and `val/<class>/*`); not needed for digits",
     "data.download": "download the dataset when missing (cifar100 only)",
     "data.params": "extra dataset options, e.g. `{target: race}` for utkface",
@@ -45,7 +50,8 @@ MEANINGS: dict[str, str] = {
     "nouns.hypernym_depth": "hypernym levels above each class synset (neighbourhood candidates)",
     "nouns.exclude_class_names": "drop the exact class names from the candidates",
     "relax": "Algorithm 1 (WordNet-relaxed noun selection)",
-    "relax.num_clusters": "k-means clusters M; default round(N_train / 300), never fewer than the number of classes unless relax.class_floor is false",
+    "relax.num_clusters": "k-means clusters M; default round(N_train / 300), never fewer than the number of classes unless "
+                          "relax.class_floor is false",
     "relax.top_k": "nouns kept per cluster",
     "relax.iterations": "spherical k-means iterations",
     "relax.restarts": "k-means restarts (the best inertia wins)",
@@ -61,10 +67,13 @@ MEANINGS: dict[str, str] = {
     "multimodal.head": "classifier over [image emb., text emb.]: mlp or resnet50-1x1",
     "multimodal.hidden_dim": "width of the mlp head's hidden layers",
     "multimodal.dropout": "dropout of the mlp head",
-    "multimodal.proportions": "share of samples per text mode: gt (class name), wn (relaxed bank), noise (random class name), none",
-    "multimodal.text_split": "gt/wn split per sample (seeded; default) or per batch (the released code: the first p of each epoch's batches gt)",
+    "multimodal.proportions": "share of samples per text mode: gt (class name), wn (relaxed bank), noise (random class name), "
+                              "none",
+    "multimodal.text_split": "gt/wn split per sample (seeded; default) or per batch (the released code: the first p of each "
+                             "epoch's batches gt)",
     "multimodal.bank_dtype": "the relaxed bank's precision between steps: fp32, or fp16 as the released code",
-    "multimodal.noise": "noise samples: label (relabelled once to a random class: its name and CE target, as the released code) or text (random class name only)",
+    "multimodal.noise": "noise samples: label (relabelled once to a random class: its name and CE target, as the released code) "
+                        "or text (random class name only)",
     "multimodal.bank": "relaxed bank learnable (paper) or fixed at its CLIP embeddings (Table 3's n_pretrained)",
     "multimodal.preset": "eq. 6 weights: paper (λ_hier 0.1, λ_cos 0.01) or authors_code (0.2, 0.005)",
     "multimodal.lambda_hier": "weight of the hierarchical loss (wn samples' text pulled towards the class name)",
@@ -261,7 +270,12 @@ def generate() -> str:
     sections: list[tuple[str, list]] = [("Top level", [r for r in top if not r[4]])]
     for key, _, _, text, is_section in top:
         if is_section:
-            sections.append((f"`{key}`: {text}" if text else f"`{key}`", [r for r in rows(ExperimentConfig) if r[0].startswith(key + ".") and not r[4]]))
+            sections.append(
+                (
+                    f"`{key}`: {text}" if text else f"`{key}`",
+                    [r for r in rows(ExperimentConfig) if r[0].startswith(key + ".") and not r[4]],
+                )
+            )
     for title, section_rows in sections:
         lines += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         lines += [f"| `{k}` | {t} | {d} | {m} |" for k, t, d, m, _ in section_rows]

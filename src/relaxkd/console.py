@@ -15,7 +15,7 @@ class _Lines:
         self.n, self.started = 0, time.time()
         self._last = self.started
 
-    def __enter__(self) -> "_Lines":
+    def __enter__(self) -> _Lines:
         return self
 
     def update(self, n: int = 1) -> None:
@@ -34,7 +34,7 @@ class _Lines:
 
 
 class _Off:
-    def __enter__(self) -> "_Off":
+    def __enter__(self) -> _Off:
         return self
 
     def update(self, n: int = 1) -> None:
@@ -65,7 +65,7 @@ def progress_bar(total: int, desc: str, unit: str, enabled: bool = True):
     if not enabled:
         return _Off()
     if sys.stderr.isatty():
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # noqa: PLC0415 - progress bars only when one is shown
 
         return tqdm(total=total, desc=desc, unit=unit)
     return _Lines(total, desc, unit)

@@ -9,6 +9,7 @@ existed reads with that field unset.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -101,8 +102,6 @@ def written(model: type[R], **values: Any) -> dict[str, Any]:
 
 def read_record(model: type[R], path: str | Path) -> R:
     """The record file ``path`` as ``model``; UserError naming the file and the first bad key."""
-    import json
-
     try:
         data = json.loads(Path(path).read_text())
         return model.model_validate(data)
@@ -110,5 +109,7 @@ def read_record(model: type[R], path: str | Path) -> R:
         if isinstance(err, ValidationError):
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "(the file)"
-            raise UserError(f"record {path}: {where}: {first['msg']}; the artifact was written by another version, rebuild it") from None
+            raise UserError(
+                f"record {path}: {where}: {first['msg']}; the artifact was written by another version, rebuild it"
+            ) from None
         raise UserError(f"record {path} cannot be read ({err}); rebuild its artifact") from None

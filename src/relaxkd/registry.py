@@ -1,7 +1,8 @@
 """Small named registries (datasets, models, losses, aggregators) with helpful errors."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from relaxkd.errors import UserError
 

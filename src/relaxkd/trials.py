@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from relaxkd.errors import UserError
 from relaxkd.names import TX
@@ -73,8 +73,22 @@ def table2_trials() -> list[Trial]:
             pinned = [props, "multimodal.text_only=false", "multimodal.bank=learnable"]
             if other == "noise":  # the released code's label noise (multimodal.noise=text: text-only noise)
                 pinned.append("multimodal.noise=label")
-            trials.append(Trial(f"{base}/tx-s", [*pinned, f"distill.teachers=[{TX}]"], (TX, "attribute", "distill"), {**labels, "teachers": "T_x S_s"}))
-            trials.append(Trial(f"{base}/tm-tx-s", [*pinned, f"distill.teachers=[strong, weak, {TX}]"], ("distill",), {**labels, "teachers": "T_m T_x S_s"}))
+            trials.append(
+                Trial(
+                    f"{base}/tx-s",
+                    [*pinned, f"distill.teachers=[{TX}]"],
+                    (TX, "attribute", "distill"),
+                    {**labels, "teachers": "T_x S_s"},
+                )
+            )
+            trials.append(
+                Trial(
+                    f"{base}/tm-tx-s",
+                    [*pinned, f"distill.teachers=[strong, weak, {TX}]"],
+                    ("distill",),
+                    {**labels, "teachers": "T_m T_x S_s"},
+                )
+            )
     return trials
 
 
@@ -83,7 +97,12 @@ def figure2_trials() -> list[Trial]:
     return [
         Trial(
             f"text-only-wn{int(wn * 100)}",
-            [_props(gt=round(1 - wn, 6), wn=wn), "multimodal.text_only=true", "multimodal.bank=learnable", f"distill.teachers=[{TX}]"],
+            [
+                _props(gt=round(1 - wn, 6), wn=wn),
+                "multimodal.text_only=true",
+                "multimodal.bank=learnable",
+                f"distill.teachers=[{TX}]",
+            ],
             (TX, "attribute", "distill"),
             {"wn": wn, "teachers": "T_x S_s"},
         )
@@ -93,17 +112,30 @@ def figure2_trials() -> list[Trial]:
 
 def table3_trials() -> list[Trial]:
     return [
-        Trial(f"bank-{bank}", [*OURS_TX, f"multimodal.bank={bank}", f"distill.teachers=[strong, weak, {TX}]"], (TX, "attribute", "distill"), {"bank": bank})
+        Trial(
+            f"bank-{bank}",
+            [*OURS_TX, f"multimodal.bank={bank}", f"distill.teachers=[strong, weak, {TX}]"],
+            (TX, "attribute", "distill"),
+            {"bank": bank},
+        )
         for bank in ("fixed", "learnable")
     ]
 
 
 #: DMAE's fine-tuning recipe (finetune.sh / main_finetune.py): AdamW, lr = blr 5e-4 · batch / 256,
-#: weight decay 0.05, 100 epochs (distill.methods.dmae.finetune_epochs), 5 warm-up epochs then a half cosine to 1e-6; the method's own
+#: weight decay 0.05, 100 epochs (distill.methods.dmae.finetune_epochs), 5 warm-up epochs then a half cosine to 1e-6; the method's
+#: own
 #: recipe (DMAEParams) adds layer decay, drop path, mixup/cutmix, random erasing, label smoothing
-DMAE_FINETUNE = ["distill.optim.optimizer=adamw", "distill.optim.base_lr=0.0005", "distill.optim.weight_decay=0.05",
-                 "distill.optim.epochs={distill.methods.dmae.finetune_epochs?100}", "distill.optim.schedule=warmup_cosine", "distill.optim.milestones=[]",
-                 "distill.optim.warmup_epochs=5", "distill.optim.min_lr=0.000001"]
+DMAE_FINETUNE = [
+    "distill.optim.optimizer=adamw",
+    "distill.optim.base_lr=0.0005",
+    "distill.optim.weight_decay=0.05",
+    "distill.optim.epochs={distill.methods.dmae.finetune_epochs?100}",
+    "distill.optim.schedule=warmup_cosine",
+    "distill.optim.milestones=[]",
+    "distill.optim.warmup_epochs=5",
+    "distill.optim.min_lr=0.000001",
+]
 
 
 def table1_trials() -> list[Trial]:
@@ -118,8 +150,13 @@ def table1_trials() -> list[Trial]:
         # (FFKD refines its teacher and DMAE aligns features: neither can replay cached targets)
         "ffkd": ["distill.teachers=[strong]", "distill.loss=ffkd", "distill.targets=online"],
         # DMAE fine-tunes with its own recipe (DMAE_FINETUNE)
-        "dmae": ["distill.teachers=[strong]", "distill.loss=dmae", "distill.student={distill.vit_student}", "distill.targets=online",
-                 *DMAE_FINETUNE],
+        "dmae": [
+            "distill.teachers=[strong]",
+            "distill.loss=dmae",
+            "distill.student={distill.vit_student}",
+            "distill.targets=online",
+            *DMAE_FINETUNE,
+        ],
         "lfme": ["distill.teachers=[expert_many, expert_medium, expert_few]", "distill.loss=lfme"],
     }
     requires = {"lfme": ("long_tailed",)}  # LFME is defined for long-tailed data only, as in its paper

@@ -1,7 +1,7 @@
 """Integrated Gradients (Captum) on T_x: how much of its decision comes from image vs text."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from captum.attr import IntegratedGradients

@@ -1,7 +1,7 @@
 """open_clip encoder layer: model + weights loading, image/text embedding, prompt templates."""
 from relaxkd.clip.encoder import ClipEncoder
-from relaxkd.clip.prompt_tokens import PromptTokenizer
 from relaxkd.clip.loading import TINY_MODEL, load_clip, register_tiny_model
+from relaxkd.clip.prompt_tokens import PromptTokenizer
 from relaxkd.clip.templates import TEMPLATES, check_templates, word_to_text
 
 register_tiny_model()

@@ -7,19 +7,18 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from relaxkd.console import progress_bar
 
 from relaxkd.clip.prompt_tokens import PromptTokenizer, _tokenized_batches
 from relaxkd.clip.templates import TEMPLATES, check_templates, word_to_text
 from relaxkd.clip.text_length import TextForward
+from relaxkd.console import progress_bar
 from relaxkd.errors import UserError
-
 
 _PRECISIONS = {
     "auto": "auto",
@@ -109,7 +108,7 @@ class ClipEncoder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: str | torch.device) -> "ClipEncoder":
+    def to(self, device: str | torch.device) -> ClipEncoder:
         self.model.to(check_device(device))
         return self
 
@@ -262,7 +261,7 @@ class ClipEncoder:
                     bar.update(n_words)
         return out
 
-    def _table_estimate(self, texts: Sequence[str], tokenize: "PromptTokenizer", batch_size: int) -> str:
+    def _table_estimate(self, texts: Sequence[str], tokenize: PromptTokenizer, batch_size: int) -> str:
         """How long embedding ``texts`` with every template takes on this device, timed on a sample of
         words spread over the table. The time per token of the sample's batches, times the tokens the
         table's batches hold (the table's batches hold prompts of one length; the sample's cannot)."""

@@ -9,13 +9,14 @@ import contextlib
 import difflib
 import logging
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import open_clip
 import torch
 
+from relaxkd.checkpoints import differences, read_checkpoint, tensors_of
 from relaxkd.clip.encoder import ClipEncoder, check_device, check_precision
 from relaxkd.errors import UserError
 
@@ -197,8 +198,6 @@ def _loading_error(err: Exception, model: str, weights: str, weights_kind: str) 
 
 def _weights_file_error(err: Exception, model: str, weights: str) -> UserError:
     """Why a checkpoint file failed: no checkpoint at all, or one of another model (both sides named)."""
-    from relaxkd.checkpoints import differences, read_checkpoint, tensors_of
-
     path = Path(weights).expanduser()
     advice = f"clip.weights must be an open_clip/OpenAI checkpoint of {model}"
     if _is_torchscript_archive(path):  # OpenAI's TorchScript files are no plain state dicts

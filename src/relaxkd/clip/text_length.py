@@ -19,7 +19,7 @@ against an open_clip release that changes what ``encode_text`` does.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -1,6 +1,6 @@
 """Data layer: dataset registry, on-disk format loaders, transforms and input statistics."""
-from relaxkd.data.base import SPLITS, ImageListDataset, LabelledImageDataset, load_rgb_image
 from relaxkd.data import cifar, digits, folders, tables  # noqa: F401  (each module registers its formats)
+from relaxkd.data.base import SPLITS, ImageListDataset, LabelledImageDataset, load_rgb_image
 from relaxkd.data.catalog import DATASETS, build_dataset, dataset_params
 from relaxkd.data.transforms import (
     CLIP_STATS,

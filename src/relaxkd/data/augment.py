@@ -23,9 +23,9 @@ teacher targets all see the same views.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,10 +40,16 @@ from torchvision.transforms import functional as F
 
 # the per-image draws live in draws.py; re-exported here, where callers have always found them
 from relaxkd.data.draws import (  # noqa: F401
-    IDENTITY, OP_IDS, OPS, AutoAugmentDraw, ColorJitterDraw, Draw, RandAugmentDraw, TimmRandAugmentDraw,
+    IDENTITY,
+    OP_IDS,
+    OPS,
+    AutoAugmentDraw,
+    ColorJitterDraw,
+    Draw,
+    RandAugmentDraw,
+    TimmRandAugmentDraw,
 )
 from relaxkd.data.pil_ops import apply_ops_pil
-
 
 # --- per-batch ops: torchvision's tensor ops with one magnitude per image ------------------------
 
@@ -67,9 +73,13 @@ def _base_grid(height: int, width: int, device: torch.device) -> Tensor:
 def _inverse_matrix(op: str, magnitude: float, height: int, width: int) -> list[float]:
     """The inverse affine matrix ``_apply_op`` builds for a geometric op (via F.affine / F.rotate)."""
     if op == "ShearX":  # F.affine(..., center=[0, 0]): the top-left corner, in centred coordinates
-        return F._get_inverse_affine_matrix([-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], 1.0, [math.degrees(math.atan(magnitude)), 0.0])
+        return F._get_inverse_affine_matrix(
+            [-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], 1.0, [math.degrees(math.atan(magnitude)), 0.0]
+        )
     if op == "ShearY":
-        return F._get_inverse_affine_matrix([-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], 1.0, [0.0, math.degrees(math.atan(magnitude))])
+        return F._get_inverse_affine_matrix(
+            [-width * 0.5, -height * 0.5], 0.0, [0.0, 0.0], 1.0, [0.0, math.degrees(math.atan(magnitude))]
+        )
     if op == "TranslateX":
         return F._get_inverse_affine_matrix([0.0, 0.0], 0.0, [float(int(magnitude)), 0.0], 1.0, [0.0, 0.0])
     if op == "TranslateY":
@@ -235,10 +245,10 @@ class DeviceBatch:
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def pin_memory(self, device=None) -> "DeviceBatch":
+    def pin_memory(self, device=None) -> DeviceBatch:
         return DeviceBatch(self.pixels.pin_memory(), self.ops, self.magnitudes, self.holes.pin_memory())
 
-    def to(self, device, *args, **kwargs) -> "DeviceBatch":
+    def to(self, device, *args, **kwargs) -> DeviceBatch:
         device = torch.device(device)
         move = lambda t: t.to(device, non_blocking=t.is_pinned())  # noqa: E731
         return DeviceBatch(move(self.pixels), self.ops, self.magnitudes, move(self.holes))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -69,7 +70,7 @@ class LabelledImageDataset:
 
     def synsets(self, overrides: str | Path | dict[str, str] | None = None) -> list[str]:
         """WordNet synset name of each class (wnids map directly; names via WordNet + overrides)."""
-        from relaxkd.wordnet import class_synsets
+        from relaxkd.wordnet import class_synsets  # noqa: PLC0415 - NLTK's WordNet only when senses are asked for (start-up)
 
         return class_synsets(self.classes, wnids=self.wnids, overrides=overrides, dataset=getattr(self, "name", None))
 

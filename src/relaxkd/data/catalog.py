@@ -7,8 +7,9 @@ The format modules (cifar, folders, tables, digits) register themselves; ``relax
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pickle
-import re
 from pathlib import Path
 from urllib.error import URLError
 
@@ -14,6 +13,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from relaxkd.data.base import LabelledImageDataset, check_split
 from relaxkd.data.catalog import DATASETS, Transform
 from relaxkd.errors import UserError
+
 
 @DATASETS.register("cifar100")
 class CIFAR100Dataset(LabelledImageDataset, CIFAR100):

@@ -19,7 +19,7 @@ DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", 
 @lru_cache(maxsize=4)
 def digit_images(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 digits as read-only uint8 RGB arrays [N, S, S, 3] and their labels (computed once)."""
-    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+    from sklearn.datasets import load_digits  # noqa: PLC0415 - scikit-learn only on this path: start-up; bundled with scikit-learn: no download
 
     digits = load_digits()
     grey = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # 0..16 -> 0..255

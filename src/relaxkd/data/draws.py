@@ -6,9 +6,9 @@ same distributions as torchvision's AutoAugment, RandAugment and ColorJitter. Th
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -17,6 +17,8 @@ from relaxkd.versions import require_tested
 
 require_tested("torchvision")  # before its private API (the transforms' _augmentation_space)
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy, ColorJitter, RandAugment  # noqa: E402
+
+from relaxkd.data.pil_ops import apply_ops_pil
 
 #: every op a draw can name; index = op id in :class:`Draw`
 OPS = (
@@ -60,7 +62,9 @@ class AutoAugmentDraw:
     def __call__(self, uniforms: Sequence[float]) -> tuple[list[int], list[float]]:
         u_policy, *u = uniforms
         ops, magnitudes = [], []
-        for stage, (op_id, p, magnitude, signed) in enumerate(self._policies[min(int(u_policy * len(self._policies)), len(self._policies) - 1)]):
+        for stage, (op_id, p, magnitude, signed) in enumerate(
+            self._policies[min(int(u_policy * len(self._policies)), len(self._policies) - 1)]
+        ):
             applied = u[stage] <= p
             ops.append(op_id if applied else IDENTITY)
             magnitudes.append(-magnitude if applied and signed and u[2 + stage] < 0.5 else magnitude)
@@ -144,10 +148,13 @@ class TimmRandAugmentDraw:
     IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
     def __init__(self, image_size: int, config: str = CONFIG):
-        from timm.data.auto_augment import rand_augment_transform
+        from timm.data.auto_augment import rand_augment_transform  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
 
         self.jitter = ColorJitterDraw(0.4, 0.4, 0.4)
-        hparams = {"translate_const": int(image_size * 0.45), "img_mean": tuple(min(255, round(255 * x)) for x in self.IMAGENET_MEAN)}
+        hparams = {
+            "translate_const": int(image_size * 0.45),
+            "img_mean": tuple(min(255, round(255 * x)) for x in self.IMAGENET_MEAN),
+        }
         self.rand_augment = rand_augment_transform(config, hparams)
         self.UNIFORMS = ColorJitterDraw.UNIFORMS + 2  # the jitter, and a 48-bit seed for timm
 
@@ -155,8 +162,6 @@ class TimmRandAugmentDraw:
         return [], []  # nothing for the batch stage: see apply
 
     def apply(self, image: Image.Image, uniforms: Sequence[float]) -> Image.Image:
-        from relaxkd.data.pil_ops import apply_ops_pil
-
         ops, factors = self.jitter(uniforms[: ColorJitterDraw.UNIFORMS])
         image = apply_ops_pil(image, [OPS[op] for op in ops], factors)
         high, low = (min(int(u * (1 << 24)), (1 << 24) - 1) for u in uniforms[ColorJitterDraw.UNIFORMS:])

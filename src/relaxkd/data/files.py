@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Literal
 
 from relaxkd.errors import UserError
 
@@ -141,8 +143,6 @@ def fingerprint(
     chunks = [images[i: i + _CHUNK] for i in range(0, len(images), _CHUNK)]
     describe = _content_lines if mode == "content" else _stat_lines
     if len(chunks) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as pool:
             parts = pool.map(lambda chunk: describe(chunk, prefixes), chunks)
             for part in parts:

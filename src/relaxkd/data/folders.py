@@ -8,12 +8,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
+from relaxkd.console import say_once
 from relaxkd.data.base import ImageListDataset, check_split, refuse_download, require_root
 from relaxkd.data.catalog import DATASETS, Transform
-from relaxkd.console import say_once
 from relaxkd.data.files import check_link, note_read, scan_images
 from relaxkd.errors import UserError
 from relaxkd.safe_yaml import read_text
@@ -103,7 +102,11 @@ class ImageFolderDataset(ImageListDataset):
         train_dir = root_path / "train"
         class_to_idx = None
         if split == "val" and train_dir.is_dir():
-            class_to_idx = class_folders(train_dir) if any(p.is_dir() and not is_hidden_or_system(p.name) for p in train_dir.iterdir()) else None
+            class_to_idx = (
+                class_folders(train_dir)
+                if any(p.is_dir() and not is_hidden_or_system(p.name) for p in train_dir.iterdir())
+                else None
+            )
         classes, samples = scan_class_folders(root_path / split, class_to_idx, root_path)
         super().__init__(root_path, split, samples, classes, transform=transform, params=self._params())
 
@@ -151,7 +154,9 @@ def imagenet_class_names(root: Path, wnids: list[str], synset_mapping: str | Non
     mapping = read_synset_mapping(path)
     missing = [wnid for wnid in wnids if wnid not in mapping]
     if missing:
-        raise UserError(f"synset mapping file {path} lacks {len(missing)} class(es), e.g. {missing[0]}: use the file of this dataset")
+        raise UserError(
+            f"synset mapping file {path} lacks {len(missing)} class(es), e.g. {missing[0]}: use the file of this dataset"
+        )
     return [mapping[wnid] for wnid in wnids]
 
 

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from relaxkd.data.base import (
     ImageListDataset,
@@ -19,6 +18,7 @@ from relaxkd.data.base import (
     stratified_split,
 )
 from relaxkd.data.catalog import DATASETS, Transform
+from relaxkd.data.files import check_inside
 from relaxkd.errors import UserError
 
 SCENE_CLASSES = ["buildings", "forest", "glacier", "mountain", "sea", "street"]
@@ -204,7 +204,6 @@ class CSVDataset(ImageListDataset):
         samples = [(str(root_path / row["path"]), index_of[row["label"]]) for row in rows]
         if not Path(samples[0][0]).is_file():
             raise UserError(f"image {samples[0][0]} listed in {csv_path} not found: paths are relative to data.root")
-        from relaxkd.data.files import check_inside
 
         check_inside((path for path, _ in samples), root_path, str(csv_path))  # no ../ or links out of data.root
         params = {"csv_file": dict(csv_file) if isinstance(csv_file, Mapping) else csv_file}

@@ -12,7 +12,6 @@ The training step stays on the device: no ``.item()``/``.tolist()`` on its path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-
 from typing import Any
 
 import torch
@@ -26,7 +25,15 @@ from relaxkd.engine.settings import OptimConfig
 from relaxkd.losses import adaptive_teacher_weights, kd_loss
 from relaxkd.losses.distill import AGGREGATORS
 from relaxkd.methods import (
-    METHODS, FeatureTap, KDMethod, MethodContext, MethodParams, Outputs, Step, check_method_inputs, method_params,
+    METHODS,
+    FeatureTap,
+    KDMethod,
+    MethodContext,
+    MethodParams,
+    Outputs,
+    Step,
+    check_method_inputs,
+    method_params,
 )
 from relaxkd.models import build_backbone
 
@@ -53,7 +60,7 @@ class _Frozen(nn.Module):
             p.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "_Frozen":
+    def train(self, mode: bool = True) -> _Frozen:
         return super().train(mode and self.follow_student)
 
 
@@ -99,7 +106,7 @@ class StudentSettings:
     released_code: bool = False
 
     @classmethod
-    def of(cls, section: Any) -> "StudentSettings":
+    def of(cls, section: Any) -> StudentSettings:
         """The settings of a distill section (``DistillConfig``), its method's parameters resolved."""
         values = {f.name: getattr(section, f.name) for f in fields(cls) if f.name != "params"}
         return cls(**values, params=section.method_params())
@@ -165,7 +172,9 @@ class StudentDistiller(ClassifierModule):
         logits = self.student(images)
         return Outputs(logits, self._student_tap.collect() if self._student_tap is not None else {})
 
-    def teacher_outputs(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str) -> dict[str, Outputs]:
+    def teacher_outputs(
+        self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str
+    ) -> dict[str, Outputs]:
         if not self.teacher_set.names:
             return {}
         own = self.method.teacher_outputs(images, {"split": split, "renormalize": self._to_teacher_stats})
@@ -175,7 +184,9 @@ class StudentDistiller(ClassifierModule):
             images, targets, indices, split, self.input_stats, epoch=self.current_epoch, features=self.method.teacher_features
         )
 
-    def teacher_logits(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str) -> list[torch.Tensor]:
+    def teacher_logits(
+        self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, split: str
+    ) -> list[torch.Tensor]:
         return [o.logits for o in self.teacher_outputs(images, targets, indices, split).values()]
 
     def _to_teacher_stats(self, images: torch.Tensor) -> torch.Tensor:
@@ -243,7 +254,9 @@ class StudentDistiller(ClassifierModule):
         return found
 
     def configure_optimizers(self):
-        student = self.method.student_param_groups(self.student, self.optim_cfg.weight_decay) or [{"params": self.student.parameters()}]
+        student = self.method.student_param_groups(self.student, self.optim_cfg.weight_decay) or [
+            {"params": self.student.parameters()}
+        ]
         groups = [*student, *self.method.param_groups()]
         return optim.configure(groups, self.optim_cfg)
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from relaxkd.data.transforms import Stats
 from relaxkd.engine.sampling import EpochAwareSampler, finish_batch, loader_collate_fn, sample_seed
 from relaxkd.errors import UserError
 
@@ -150,7 +149,9 @@ class CachedTargets:
         stored = load_file(str(self.root / name))
         teachers = next(v for k, v in stored.items() if k != "aug_seeds").shape[0]
         if teachers != self.num_teachers:
-            raise UserError(f"cached targets {self.root} hold {teachers} teachers, this distillation has {self.num_teachers}; rebuild them")
+            raise UserError(
+                f"cached targets {self.root} hold {teachers} teachers, this distillation has {self.num_teachers}; rebuild them"
+            )
         return stored
 
     def epoch_targets(self, epoch: int) -> dict[str, Tensor]:

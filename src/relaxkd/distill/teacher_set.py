@@ -6,20 +6,21 @@ and are replayed (see targets.py). Both paths go through ``TeacherSet.logits``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from relaxkd.data.transforms import Stats, renormalize
 from relaxkd.errors import UserError
+from relaxkd.methods import FeatureTap, Outputs
 from relaxkd.models import TeacherEnsemble
 from relaxkd.names import TX
 from relaxkd.teachers.multimodal import MultimodalTeacher
 
 if TYPE_CHECKING:
     from relaxkd.distill.targets import CachedTargets
-    from relaxkd.methods import Outputs
 
 
 
@@ -36,7 +37,7 @@ class TeacherSet:
     #: cached T_x: clean-image CLIP embeddings of the training / validation sets, by index
     cached_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     #: cached teacher targets: no teacher runs, their recorded logits are replayed
-    cached: "CachedTargets | None" = None
+    cached: CachedTargets | None = None
     #: the image teachers' own models by name (unfused): for named features and for methods that
     #: refine their teachers (these get copies)
     members: dict[str, torch.nn.Module] = field(default_factory=dict)
@@ -66,10 +67,8 @@ class TeacherSet:
         input_stats: Stats | None,
         epoch: int = 0,
         features: tuple[str, ...] = (),
-    ) -> dict[str, "Outputs"]:
+    ) -> dict[str, Outputs]:
         """Each teacher's :class:`~relaxkd.methods.Outputs` by name; named features on request."""
-        from relaxkd.methods import Outputs
-
         if not features:
             return {n: Outputs(z) for n, z in zip(self.names, self.logits(images, targets, indices, split, input_stats, epoch))}
         if self.cached is not None:
@@ -79,9 +78,7 @@ class TeacherSet:
         return self._member_outputs(images, input_stats, features)
 
     @torch.inference_mode()
-    def _member_outputs(self, images, input_stats, features) -> dict[str, "Outputs"]:
-        from relaxkd.methods import FeatureTap, Outputs
-
+    def _member_outputs(self, images, input_stats, features) -> dict[str, Outputs]:
         x = images if self.image_stats == input_stats else renormalize(images, input_stats, self.image_stats)
         out = {}
         for name in self.names:

@@ -3,7 +3,8 @@
 A training set of one more than a multiple of the batch size ends every epoch with a batch of one
 sample. The authors' code keeps that batch for T_m, T_x and the student (``DataLoaderCIFAR.py``'s
 training loader: its ``drop_last=True`` is commented out), and so does relaxkd in every stage: data
-order, batches and cached teacher targets stay the same whatever the set's size. Most layers train on it as on any batch: a BatchNorm2d over a feature map
+order, batches and cached teacher targets stay the same whatever the set's size. Most layers train on it as on any batch: a
+BatchNorm2d over a feature map
 larger than 1×1 still has several values per channel. Only a layer that sees a single value per
 channel (BatchNorm1d in T_x's MLP head with ``multimodal.batch_norm``, the 1×1 head ``resnet50-1x1``,
 a ResNet's last stage on images of 32 px) cannot compute batch statistics, and torch stops with

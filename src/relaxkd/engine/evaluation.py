@@ -61,7 +61,9 @@ class ClassifierModule(L.LightningModule):
         metrics = classification_metrics(logits, targets, self.class_counts)
         metrics = {"epoch": self.current_epoch, **metrics, **self.extra_epoch_metrics()}
         self.history.append(metrics)
-        self.log_dict({f"val/{k}": float(v) for k, v in metrics.items() if k not in ("epoch", "num_samples")}, rank_zero_only=True)
+        self.log_dict(
+            {f"val/{k}": float(v) for k, v in metrics.items() if k not in ("epoch", "num_samples")}, rank_zero_only=True
+        )
 
     def extra_epoch_metrics(self) -> dict[str, float]:
         return {}

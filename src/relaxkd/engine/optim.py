@@ -27,12 +27,11 @@ at its formula at the epoch's middle, ``e + 1/2`` (the epoch's mean rate during 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
 from relaxkd.engine.settings import OptimConfig
-
 
 #: bumped when the rate an epoch trains at changes for the same settings (2: the authors' effective
 #: rate, their formula at e + 1); training stages hash it, so older trained artifacts are not reused

@@ -7,7 +7,7 @@ teacher targets replay the same augmentation).
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler

@@ -14,7 +14,8 @@ from relaxkd.schema import Strict
 
 
 class OptimConfig(Strict):
-    """The optimiser (SGD by default, or AdamW) and its per-epoch schedule (engine/optim.py). Defaults: the authors' CIFAR-100 teachers
+    """The optimiser (SGD by default, or AdamW) and its per-epoch schedule (engine/optim.py). Defaults: the authors' CIFAR-100
+    teachers
     (``script/script_cifar100_regularizerV2.sh``: 61 epochs, ``--lr_steps 25 40 60``, batch 128;
     ``mainCLIPKD_regularizerV2.py``: lr 0.1, momentum 0.9, no weight decay, warm-up 8, γ 0.1)."""
 
@@ -69,9 +70,11 @@ class OptimConfig(Strict):
         return milestones
 
     @model_validator(mode="after")
-    def _schedule_settings(self) -> "OptimConfig":
+    def _schedule_settings(self) -> OptimConfig:
         if self.schedule != "step" and self.milestones:
-            raise ValueError(f"milestones {self.milestones} apply to schedule 'step' only; drop them for schedule {self.schedule!r}")
+            raise ValueError(
+                f"milestones {self.milestones} apply to schedule 'step' only; drop them for schedule {self.schedule!r}"
+            )
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr:g} is larger than lr {self.lr:g}")
         return self

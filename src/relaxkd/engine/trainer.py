@@ -1,9 +1,11 @@
 """Lightning Trainer construction and resumable fitting, shared by every training stage."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset
 
+from relaxkd.artifacts import file_sha256
+from relaxkd.checkpoints import differences, read_checkpoint
 from relaxkd.engine.batch_norm import guard_single_value_batches
+from relaxkd.engine.console import EpochLines, stage_label
 from relaxkd.engine.launch import check_launcher, silence_srun_hint
 from relaxkd.engine.sampling import EpochAwareSampler, finish_batch, loader_collate_fn
 from relaxkd.engine.settings import TrainerConfig
@@ -146,10 +151,12 @@ class SeededDataModule(L.LightningDataModule):
 
 def quiet_lightning() -> None:
     """Silence Lightning's start-up banners and warnings that do not apply to frozen teachers."""
-    import logging
-    import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.seed",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     # frozen teachers are deliberately in eval mode inside a training module
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -175,8 +182,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        from relaxkd.artifacts import file_sha256
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -243,8 +248,6 @@ def build_trainer(
     if bar:
         progress = [RichProgressBar(leave=True)]
     elif cfg.progress:
-        from relaxkd.engine.console import EpochLines, stage_label
-
         progress = [EpochLines(stage_label(work_dir))]
     if cfg.logger == "csv":
         logger: Any = CSVLogger(work_dir, name="logs", version=0)
@@ -303,13 +306,9 @@ def check_resumable(last: Path, module: L.LightningModule, work_dir: Path) -> No
     Lightning would fail deep inside ``fit`` with a traceback; the remedy is the same for both:
     start the stage afresh (its work dir holds nothing else of value).
     """
-    from relaxkd.checkpoints import differences, read_checkpoint
-
     advice = f"delete {work_dir} to train this stage from the start (completed artifacts are kept)"
     recorded = digest_path(last)
     if recorded.is_file():
-        from relaxkd.artifacts import file_sha256
-
         if file_sha256(last) not in recorded.read_text().split():
             raise UserError(
                 f"resume checkpoint {last} is not the file relaxkd wrote (its SHA-256 is not in {recorded.name}: "

@@ -7,13 +7,14 @@ per-teacher weights ∝ 1 / validation KD loss). KD methods (relaxkd.methods) us
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from relaxkd.errors import UserError
 from relaxkd.registry import Registry
+
 
 def aggregate_teacher_logits(teacher_logits: Sequence[Tensor], multimodal_index: int | None) -> Tensor:
     """Eq. 1: z̄ = (mean of unimodal teachers' logits + z_tx) / 2; the plain mean without T_x.

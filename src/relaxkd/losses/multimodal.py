@@ -1,7 +1,6 @@
 """Losses of the multimodal teacher T_x (docs/method.md §6, eq. 6)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

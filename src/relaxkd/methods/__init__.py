@@ -14,6 +14,7 @@ Built-in: ``kd`` (vanilla / the paper's crossmodal KD), ``zscore``, ``dkd``, ``n
 
 then ``distill.loss=mykd`` (see docs/architecture.md).
 """
+from relaxkd.methods import dkd, dmae, ffkd, kd, lfme, none, zscore  # noqa: E402,F401  (register built-ins)
 from relaxkd.methods.base import (
     METHODS,
     SHARED_FIELDS,
@@ -29,7 +30,6 @@ from relaxkd.methods.base import (
     method_params,
     register_method,
 )
-from relaxkd.methods import dkd, dmae, ffkd, kd, lfme, none, zscore  # noqa: E402,F401  (register built-ins)
 from relaxkd.methods.features import FeatureTap
 
 __all__ = [

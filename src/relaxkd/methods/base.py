@@ -19,14 +19,16 @@ Class attributes declare what a method needs, and the distillation checks them b
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
+from relaxkd.engine.metrics import is_long_tailed
 from relaxkd.errors import UserError
 from relaxkd.losses.distill import AGGREGATORS
 from relaxkd.registry import Registry
@@ -238,7 +240,6 @@ def check_method_inputs(method: type[KDMethod], *, teachers: list[str], cached: 
     if cached and not method.serves_cached_targets():
         what = "needs teacher features" if method.teacher_features else "updates its teachers"
         raise UserError(f"KD method {name!r} {what}, which cached teacher targets cannot serve; set distill.targets=online")
-    from relaxkd.engine.metrics import is_long_tailed
 
     if method.long_tailed_only and class_counts is not None and not is_long_tailed(class_counts):
         ratio = max(class_counts) / max(1, min(class_counts))

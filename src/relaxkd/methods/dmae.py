@@ -98,7 +98,7 @@ class DMAE(KDMethod):
 
     def prepare_student(self, student: nn.Module) -> None:
         """Stochastic depth rising linearly to ``drop_path`` over the blocks (timm's drop_path_rate)."""
-        from timm.layers import DropPath
+        from timm.layers import DropPath  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
 
         blocks = list(getattr(student, "blocks", []))
         for block, rate in zip(blocks, torch.linspace(0, self.params.drop_path, len(blocks)).tolist()):
@@ -107,7 +107,7 @@ class DMAE(KDMethod):
     def student_param_groups(self, student: nn.Module, weight_decay: float) -> list[dict[str, Any]] | None:
         """main_finetune.py's ``param_groups_lrd``: timm's layer-decay groups (no decay on biases,
         norms, tokens and positional embedding; lr scaled layer_decay^(depth - layer))."""
-        from timm.optim import param_groups_layer_decay
+        from timm.optim import param_groups_layer_decay  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
 
         return param_groups_layer_decay(student, weight_decay, no_weight_decay_list=student.no_weight_decay(),
                                         layer_decay=self.params.layer_decay)
@@ -115,8 +115,8 @@ class DMAE(KDMethod):
     def mix_batch(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Random erasing (pixel mode, per image) then timm's Mixup/CutMix with label smoothing, as
         main_finetune.py; an odd last batch is not mixed, its targets only smoothed."""
-        from timm.data.mixup import Mixup, mixup_target
-        from timm.data.random_erasing import RandomErasing
+        from timm.data.mixup import Mixup, mixup_target  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
+        from timm.data.random_erasing import RandomErasing  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
 
         p = self.params
         if p.random_erasing > 0:
@@ -212,7 +212,9 @@ def teacher_tokens(feature: Tensor, grid: tuple[int, int], ids_keep: Tensor, pre
         if pooled.shape[1] != grid[0] * grid[1]:
             raise UserError(f"the teacher's {pooled.shape[1]} tokens do not match the student's {grid[0]}x{grid[1]} patches")
     else:
-        raise UserError(f"DMAE needs a spatial teacher feature (got shape {tuple(feature.shape)}); set distill.params.teacher_layer")
+        raise UserError(
+            f"DMAE needs a spatial teacher feature (got shape {tuple(feature.shape)}); set distill.params.teacher_layer"
+        )
     visible = torch.gather(pooled, 1, ids_keep.unsqueeze(-1).expand(-1, -1, pooled.shape[-1]))
     return torch.cat([cls, visible], dim=1)
 
@@ -225,7 +227,7 @@ class _FrozenTeacher(nn.Module):
             p.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "_FrozenTeacher":
+    def train(self, mode: bool = True) -> _FrozenTeacher:
         return super().train(False)
 
 
@@ -234,7 +236,7 @@ class DMAEPretrainer(L.LightningModule):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, params: DMAEParams, *, teacher_stats_fn=None):
         super().__init__()
-        from timm.models.vision_transformer import Block
+        from timm.models.vision_transformer import Block  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
 
         self.params = params
         self.encoder = student
@@ -267,7 +269,7 @@ class DMAEPretrainer(L.LightningModule):
 
     # -- the student's encoder on visible patches ------------------------------------------------
     def _pos_embed(self, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        from timm.layers import resample_abs_pos_embed
+        from timm.layers import resample_abs_pos_embed  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
 
         enc = self.encoder
         prefix = enc.num_prefix_tokens
@@ -325,7 +327,9 @@ class DMAEPretrainer(L.LightningModule):
         images = batch[0]
         terms = self.losses(images)
         self.log_dict({f"pretrain/{k}": v for k, v in terms.items()}, prog_bar=False)
-        parts = torch.stack([terms["loss"].detach(), terms["reconstruction"].detach(), terms["alignment"].detach(), images.new_tensor(1.0)])
+        parts = torch.stack(
+            [terms["loss"].detach(), terms["reconstruction"].detach(), terms["alignment"].detach(), images.new_tensor(1.0)]
+        )
         self._sums = parts if self._sums is None else self._sums + parts
         return terms["loss"]
 
@@ -343,7 +347,9 @@ class DMAEPretrainer(L.LightningModule):
         for name, param in self.named_parameters():
             if not param.requires_grad or name.startswith("teacher."):
                 continue
-            (no_decay if param.ndim <= 1 or name.endswith(".bias") or "token" in name or "pos_embed" in name else decay).append(param)
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") or "token" in name or "pos_embed" in name else decay).append(
+                param
+            )
         batch = p.pretrain_batch_size * max(1, self.trainer.world_size if self.trainer else 1)
         lr = p.pretrain_blr * batch / 256
         optimizer = torch.optim.AdamW(

@@ -18,7 +18,9 @@ def classifier_of(model: nn.Module) -> nn.Module:
         layer = getattr(model, name, None)
         if isinstance(layer, nn.Module):
             return layer
-    raise UserError(f"{type(model).__name__} has no classifier named fc or head; request a submodule path instead of {PENULTIMATE!r}")
+    raise UserError(
+        f"{type(model).__name__} has no classifier named fc or head; request a submodule path instead of {PENULTIMATE!r}"
+    )
 
 
 class FeatureTap:

@@ -80,7 +80,7 @@ class _Refined(nn.Module):
             p.requires_grad_(trainable)
         self.eval()
 
-    def train(self, mode: bool = True) -> "_Refined":
+    def train(self, mode: bool = True) -> _Refined:
         return super().train(False)
 
 

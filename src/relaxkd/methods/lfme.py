@@ -34,8 +34,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from relaxkd.engine import optim
+from relaxkd.engine.evaluation import ClassifierModule
+from relaxkd.engine.metrics import FEW_SHOT, MANY_SHOT
+from relaxkd.engine.settings import OptimConfig
 from relaxkd.errors import UserError
 from relaxkd.methods.base import KDMethod, LogitParams, MethodContext, Step, register_method
+from relaxkd.models import build_backbone
 from relaxkd.names import EXPERT_STAGE, EXPERT_TEACHERS, SHOT_GROUPS
 
 #: subset name -> (teacher name, validation metric of the student)
@@ -130,7 +135,7 @@ class LFME(KDMethod):
         ce = F.cross_entropy(z, step.targets)
         weights = self.expert_weights()
         terms = []
-        for k, subset in enumerate(self.subsets):
+        for subset in self.subsets:
             cols = getattr(self, f"classes_{subset}")
             expert = step.teachers[SUBSETS[subset][0]].logits[:, cols]
             log_s = F.log_softmax(z[:, cols] / p.temperature, dim=1)
@@ -156,8 +161,6 @@ class LFME(KDMethod):
 
 def shot_subsets(class_counts: list[int]) -> dict[str, list[int]]:
     """Classes of the many (> 100 training images), medium (20-100) and few (< 20) -shot subsets."""
-    from relaxkd.engine.metrics import FEW_SHOT, MANY_SHOT
-
     return {
         "many": [c for c, n in enumerate(class_counts) if n > MANY_SHOT],
         "medium": [c for c, n in enumerate(class_counts) if FEW_SHOT <= n <= MANY_SHOT],
@@ -184,8 +187,6 @@ class ClassSubset(torch.utils.data.Dataset):
 
 
 def _expert_module_base():
-    from relaxkd.engine.evaluation import ClassifierModule
-
     return ClassifierModule
 
 
@@ -196,8 +197,6 @@ class SubsetExpert(_expert_module_base()):
 
     def __init__(self, arch: str, num_classes: int, classes: list[int], optim_cfg: dict, weights: str = "none"):
         super().__init__(None)
-        from relaxkd.engine.settings import OptimConfig
-        from relaxkd.models import build_backbone
 
         self.save_hyperparameters()
         self.optim_cfg = OptimConfig.model_validate(optim_cfg)
@@ -221,13 +220,13 @@ class SubsetExpert(_expert_module_base()):
         self.store_validation(self(images)[:, self.classes], self.position[targets], indices)
 
     def configure_optimizers(self):
-        from relaxkd.engine import optim
-
         return optim.configure([{"params": self.parameters()}], self.optim_cfg)
 
 
 @torch.no_grad()
-def instance_hardness(experts: dict[str, torch.nn.Module], subsets: dict[str, list[int]], loader, num_classes: int, device) -> tuple[Tensor, Tensor]:
+def instance_hardness(
+    experts: dict[str, torch.nn.Module], subsets: dict[str, list[int]], loader, num_classes: int, device
+) -> tuple[Tensor, Tensor]:
     """Each training sample's subset expert's softmax probability of its true class (clean images),
     and the labels (``eval_instance_hardness`` / ``concat_distill_outputs``)."""
     subset_of = torch.full((num_classes,), -1, dtype=torch.long)

@@ -7,15 +7,17 @@ is a multiple of their patch size (positional embeddings are resampled).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
+from relaxkd.checkpoints import differences, read_checkpoint, tensors_of
 from relaxkd.errors import UserError
 from relaxkd.registry import Registry
 
@@ -68,7 +70,7 @@ BACKBONES.register("tiny_cnn")(BackboneSpec(TinyCNN, input_stats="imagenet"))
 
 def _vit(patch_size: int, embed_dim: int, depth: int, num_heads: int, img_size: int = 224) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
-        from timm.models.vision_transformer import VisionTransformer
+        from timm.models.vision_transformer import VisionTransformer  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
 
         return VisionTransformer(
             img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
@@ -91,8 +93,6 @@ def _download_imagenet_state_dict(weights_name: str) -> dict[str, Any]:
 
 
 def _read_state_dict_file(name: str, path: Path) -> dict[str, Any]:
-    from relaxkd.checkpoints import read_checkpoint, tensors_of
-
     subject = f"weights file {str(path)!r} for {name}"
     loaded = read_checkpoint(path, subject, "pass a state dict saved with torch.save(model.state_dict()) or safetensors")
     state_dict = tensors_of(loaded)
@@ -114,8 +114,6 @@ def _guess_backbone(state_dict: dict[str, Any]) -> str | None:
 
 def _mismatch(name: str, state_dict: dict[str, Any], source: str) -> UserError:
     """Name both sides: what the file holds (a known backbone, or how it differs) and the model."""
-    from relaxkd.checkpoints import differences
-
     other = _guess_backbone(state_dict)
     if other is not None:
         classes = state_dict["fc.weight"].shape[0]

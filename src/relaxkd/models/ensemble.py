@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,7 @@ class _MembersConv2d(nn.Conv2d):
     _MATMUL_ROWS = 256
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, members: int) -> "_MembersConv2d":
+    def from_conv(cls, conv: nn.Conv2d, members: int) -> _MembersConv2d:
         fused = cls.__new__(cls)
         fused.__dict__.update(conv.__dict__)  # same parameters, hooks and hyper-parameters
         fused.members = members
@@ -314,7 +314,7 @@ class TeacherEnsemble(nn.Module):
             teacher._apply(fn, recurse)
         return self
 
-    def train(self, mode: bool = True) -> "TeacherEnsemble":
+    def train(self, mode: bool = True) -> TeacherEnsemble:
         # Teachers stay in eval mode (BatchNorm statistics, no dropout) whatever the parent does.
         super().train(mode)
         for teacher in self._loop_teachers:
@@ -327,7 +327,7 @@ class TeacherEnsemble(nn.Module):
             if x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's and cuDNN's fast layout
             if self._compiled:
-                import torch._inductor.config as inductor_config
+                import torch._inductor.config as inductor_config  # noqa: PLC0415 - torch's compiler settings only when compiling
 
                 # freezing is read when (re)compiling, which happens inside the call; compile(options=)
                 # did not apply it here (measured: no speed-up)

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
 from torch import nn
 
 from relaxkd.errors import UserError
+from relaxkd.models.backbones import BACKBONES, _download_imagenet_state_dict, _read_state_dict_file
 from relaxkd.registry import Registry
 
 FUSION_HEADS: Registry[Callable[..., nn.Module]] = Registry("fusion head")
@@ -89,7 +90,6 @@ def init_head_from_imagenet(head: nn.Module, weights: str = "imagenet") -> dict[
         return {"init": "random", "loaded": 0, "note": "random init (this head has no ImageNet counterpart)"}
     if weights == "none":
         return {"init": "random", "loaded": 0, "note": "random init (multimodal.weights=none)"}
-    from relaxkd.models.backbones import BACKBONES, _download_imagenet_state_dict, _read_state_dict_file
 
     if weights == "imagenet":
         name = BACKBONES.get("resnet50").imagenet_weights

@@ -158,16 +158,18 @@ def _resolve_backend(backend: str) -> str:
     if backend == "sklearn":
         return "sklearn"
     try:
-        import faiss  # noqa: F401
+        import faiss  # noqa: PLC0415, F401 - faiss only on this path: start-up
     except ImportError:
         if backend == "faiss":
-            raise UserError("k-means backend 'faiss' was requested but faiss is not installed; pip install faiss-cpu")
+            raise UserError(
+                "k-means backend 'faiss' was requested but faiss is not installed; pip install faiss-cpu"
+            ) from None
         return "sklearn"
     return "faiss"
 
 
 def _faiss_kmeans(points: np.ndarray, num_clusters, iterations, restarts, seed, threads, max_points_per_centroid=None):
-    import faiss
+    import faiss  # noqa: PLC0415 - faiss only on this path: start-up
 
     num_points, dim = points.shape
     previous_threads = faiss.omp_get_max_threads()
@@ -196,7 +198,7 @@ def _faiss_kmeans(points: np.ndarray, num_clusters, iterations, restarts, seed, 
 
 
 def _sklearn_kmeans(points: np.ndarray, num_clusters, iterations, restarts, seed):
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # noqa: PLC0415 - scikit-learn only on this path: start-up
 
     # Euclidean k-means on unit vectors, then re-normalised centres: the usual approximation
     # of spherical k-means when no spherical implementation is available.

@@ -20,18 +20,36 @@ from relaxkd.report.paper_tables import figure2_table, table1, table1_paper_layo
 from relaxkd.report.table import Table, fmt
 
 GLOSSARY = [
-    ("T_m", "the image teachers: ResNets fine-tuned on the images; T1s and T3s with strong augmentation "
-            "(AutoAugment + Cutout), T2w with weak augmentation. Ensemble KD distils from T1s T2w T3s."),
-    ("T_x", "the multimodal teacher: classifies [CLIP image embedding, text embedding]. Its text per sample is "
-            "one of gt / wn / noise in the proportions of its *text mix*."),
-    ("S_s", "the student: a plain image classifier trained with strong augmentation; no text, no CLIP at inference. "
-            "`T_x S_s` = taught by T_x alone, `T_m T_x S_s` = taught by T_m and T_x (the method)."),
+    (
+        "T_m",
+        "the image teachers: ResNets fine-tuned on the images; T1s and T3s with strong augmentation "
+        "(AutoAugment + Cutout), T2w with weak augmentation. Ensemble KD distils from T1s T2w T3s.",
+    ),
+    (
+        "T_x",
+        "the multimodal teacher: classifies [CLIP image embedding, text embedding]. Its text per sample is "
+        "one of gt / wn / noise in the proportions of its *text mix*.",
+    ),
+    (
+        "S_s",
+        "the student: a plain image classifier trained with strong augmentation; no text, no CLIP at inference. "
+        "`T_x S_s` = taught by T_x alone, `T_m T_x S_s` = taught by T_m and T_x (the method).",
+    ),
     ("gt", "T_x's text is the exact class name: it leaks the label (the teacher looks perfect, teaches little)."),
-    ("wn", "T_x's text is a soft retrieval, with the sample's own image embedding, from the WordNet-relaxed bank "
-           "(nouns near each image cluster, Algorithm 1): no label is used."),
-    ("noise", "the sample's label is replaced once by a random class, whose name is T_x's text and its training target "
-              "(the released code's label noise; validation stays clean); with multimodal.noise=text only the text."),
-    ("image share", "share of T_x's Integrated-Gradients attribution on the image half of its input (text share = 1 − image share)."),
+    (
+        "wn",
+        "T_x's text is a soft retrieval, with the sample's own image embedding, from the WordNet-relaxed bank "
+        "(nouns near each image cluster, Algorithm 1): no label is used.",
+    ),
+    (
+        "noise",
+        "the sample's label is replaced once by a random class, whose name is T_x's text and its training target "
+        "(the released code's label noise; validation stays clean); with multimodal.noise=text only the text.",
+    ),
+    (
+        "image share",
+        "share of T_x's Integrated-Gradients attribution on the image half of its input (text share = 1 − image share).",
+    ),
     ("ours", "the method: S_s taught by T_m + T_x with 0 % gt / 100 % wn text (eq. 1: mean of the teachers' logits)."),
 ]
 

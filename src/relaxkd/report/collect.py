@@ -156,7 +156,7 @@ class Trial:
     #: seed -> {"tx": path, "attribute": path, "distill": path}
     runs: dict[int, dict[str, str]]
 
-    def models(self, run: "RunView", what: str) -> dict[int, Model]:
+    def models(self, run: RunView, what: str) -> dict[int, Model]:
         """This trial's artifact of kind ``what`` (tx, distill, attribute's T_x...) per seed."""
         found = {}
         for seed, arts in sorted(self.runs.items()):
@@ -165,10 +165,10 @@ class Trial:
                 found[seed] = model
         return found
 
-    def values(self, run: "RunView", what: str) -> dict[int, float]:
+    def values(self, run: RunView, what: str) -> dict[int, float]:
         return {s: m.top1 for s, m in self.models(run, what).items() if m.top1 is not None}
 
-    def shares(self, run: "RunView") -> dict[int, float]:
+    def shares(self, run: RunView) -> dict[int, float]:
         """Image share of this trial's T_x attribution per seed."""
         out = {}
         for seed, arts in sorted(self.runs.items()):
@@ -219,7 +219,9 @@ class RunView:
         for record_path in sorted(run_dir.glob("sweep-*.json")):
             family = record_path.stem.removeprefix("sweep-")
             record = read_json(record_path)
-            trials = [Trial(family, name, t.get("labels", {}), t.get("overrides", []), trial_runs(t)) for name, t in record.items()]
+            trials = [
+                Trial(family, name, t.get("labels", {}), t.get("overrides", []), trial_runs(t)) for name, t in record.items()
+            ]
             order = _definition_order(family)
             self.trials[family] = sorted(trials, key=lambda t: order.get(t.name, len(order)))
         self.main = read_json(run_dir, "run.json").get("artifacts", {})
@@ -242,7 +244,7 @@ class RunView:
         main_student = self.model_at(self.main.get("distill"))
         if main_student is not None:
             main_student.uses.append("main run")
-            for name, key in main_student.teacher_keys().items():
+            for _name, key in main_student.teacher_keys().items():
                 if key in self.by_key:
                     self.by_key[key].uses.append("main run")
         for family, trials in self.trials.items():

@@ -73,7 +73,11 @@ def figure2(view: RunView, out: Path, chance: float | None) -> list[str]:
         return []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    lines = [(TX, "T_x (teacher)", "o"), ("T_x S_s", "student of T_x alone (T_x S_s)", "s"), ("T_m T_x S_s", "student of T_m + T_x (T_m T_x S_s)", "^")]
+    lines = [
+        (TX, "T_x (teacher)", "o"),
+        ("T_x S_s", "student of T_x alone (T_x S_s)", "s"),
+        ("T_m T_x S_s", "student of T_m + T_x (T_m T_x S_s)", "^"),
+    ]
     colours = dict(zip([k for k, _, _ in lines], _styles(3)))
     for other, points in sorted(series.items(), key=lambda kv: kv[0] != "wn"):
         linestyle = "-" if other == "wn" else "--"
@@ -108,7 +112,7 @@ def figure2(view: RunView, out: Path, chance: float | None) -> list[str]:
 def figure3(view: RunView, out: Path) -> list[str]:
     """Image vs text attribution shares of every T_x with an attribution (paper's Figure 3)."""
     rows = []
-    for family, trials in view.trials.items():
+    for _family, trials in view.trials.items():
         for trial in trials:
             shares = trial.shares(view)
             tx = trial.models(view, TX)

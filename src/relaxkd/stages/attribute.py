@@ -14,6 +14,7 @@ from relaxkd.stages.graph import Job, Node, StageRecord, artifact, register
 from relaxkd.stages.specs import provenance
 from relaxkd.stages.teacher_loading import load_multimodal
 
+
 def inputs(ctx: Context, arg: str | None) -> dict[str, Node]:
     return {"teacher": Node(multimodal.STAGE), "images": Node(embed_images.STAGE)}
 
@@ -42,7 +43,9 @@ def build(job: Job, out: Path) -> None:
     write_json(out / "attribution.json", record)
 
 
-RECORD = register(StageRecord("attribute", "Integrated Gradients on T_x: the image and text attribution shares", inputs, spec, build))
+RECORD = register(
+    StageRecord("attribute", "Integrated Gradients on T_x: the image and text attribution shares", inputs, spec, build)
+)
 STAGE = RECORD.name
 
 

@@ -9,17 +9,18 @@ list and the CLIP encoder.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
 
 from relaxkd.artifacts import Artifact, ArtifactStore, stable_hash
-from relaxkd.console import say
 from relaxkd.config import ExperimentConfig
+from relaxkd.console import say
 from relaxkd.preflight import check_names  # imports a registry only for a name it does not list
 
 #: artifacts already looked up or built in this process, by (store root, stage key)
@@ -52,7 +53,7 @@ class Context:
         #: artifacts of graph nodes (stages/graph.py) resolved in this context: built or found (True), planned (False)
         self.nodes: dict[bool, dict] = {}
 
-    def derive(self, cfg: ExperimentConfig) -> "Context":
+    def derive(self, cfg: ExperimentConfig) -> Context:
         """A context for another config (a sweep trial) that shares this one's verified artifacts and timings."""
         return Context(cfg, self.verified, self.timings)
 
@@ -175,7 +176,6 @@ class Context:
         views drawn with ``seed`` (default: the config's)."""
         from relaxkd.data.transforms import build_transform
         from relaxkd.engine.sampling import SeededAugmentation
-
         from relaxkd.stages.specs import batch_stage
 
         size = image_size or self.cfg.data.image_size

@@ -82,8 +82,17 @@ def build(job: Job, out: Path) -> None:
     info = model_info(ctx, "student", arch=d.student, input_stats="imagenet", image_size=ctx.cfg.data.image_size)
     write_json(out / "student.json", info)
     tx_input = d.tx_input if TX in teachers else None
-    record = metrics(ctx.cfg, module, epochs=d.optim.epochs, teachers=list(teachers), loss=d.loss,
-                     params=settings.params.model_dump(), aggregate=d.aggregate, tx_input=tx_input, targets=d.targets if teachers else None)
+    record = metrics(
+        ctx.cfg,
+        module,
+        epochs=d.optim.epochs,
+        teachers=list(teachers),
+        loss=d.loss,
+        params=settings.params.model_dump(),
+        aggregate=d.aggregate,
+        tx_input=tx_input,
+        targets=d.targets if teachers else None,
+    )
     write_json(out / "metrics.json", record)
 
 

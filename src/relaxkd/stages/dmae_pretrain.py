@@ -11,9 +11,8 @@ from relaxkd.errors import UserError
 from relaxkd.names import DMAE_PRETRAIN_STAGE, TX
 from relaxkd.records import Metrics, written
 from relaxkd.stages.context import Context
-from relaxkd.stages.specs import provenance, train_spec, views_spec
-from relaxkd.stages.specs import check_teacher
 from relaxkd.stages.graph import Job, Node, StageRecord, artifact, register
+from relaxkd.stages.specs import check_teacher, provenance, train_spec, views_spec
 from relaxkd.stages.teacher_loading import TEACHER, teacher_inputs, teachers_of
 
 #: the fine-tuning parameters, which do not change the pre-training
@@ -77,8 +76,17 @@ def pretrained_student(found: Artifact):
     return load_file(str(found.file("student.safetensors")))
 
 
-RECORD = register(StageRecord(DMAE_PRETRAIN_STAGE, "DMAE's MAE pre-training of the ViT student, aligned with a teacher's features",
-                              inputs, spec, build, student_init=pretrained_student, trains=True))
+RECORD = register(
+    StageRecord(
+        DMAE_PRETRAIN_STAGE,
+        "DMAE's MAE pre-training of the ViT student, aligned with a teacher's features",
+        inputs,
+        spec,
+        build,
+        student_init=pretrained_student,
+        trains=True,
+    )
+)
 STAGE = RECORD.name
 
 

@@ -106,8 +106,17 @@ def lfme_state(ctx: Context, artifacts: dict[str, Artifact]) -> dict[str, Any]:
     return {"lfme": {"classes": classes, "accuracy": accuracy, "instance_weights": weights}}
 
 
-RECORD = register(StageRecord(EXPERT_STAGE, "an LFME subset expert (expert_many, expert_medium, expert_few)", no_inputs, spec, build,
-                              method_state=lfme_state, trains=True))
+RECORD = register(
+    StageRecord(
+        EXPERT_STAGE,
+        "an LFME subset expert (expert_many, expert_medium, expert_few)",
+        no_inputs,
+        spec,
+        build,
+        method_state=lfme_state,
+        trains=True,
+    )
+)
 STAGE = RECORD.name
 
 

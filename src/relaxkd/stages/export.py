@@ -11,8 +11,8 @@ import torch
 
 from relaxkd.errors import UserError
 from relaxkd.records import ModelInfo, read_record
-from relaxkd.stages.predict import EXPORT_MANIFEST, INFO, ONNX, TORCHSCRIPT, WEIGHTS, load_student, quiet_torchscript
 from relaxkd.stages.distill import STAGE
+from relaxkd.stages.predict import EXPORT_MANIFEST, INFO, ONNX, TORCHSCRIPT, WEIGHTS, load_student, quiet_torchscript
 
 FORMATS = ("torchscript", "onnx")
 

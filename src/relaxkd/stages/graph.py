@@ -12,10 +12,10 @@ is how ``plan.graph`` lists a run or a sweep as data.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from relaxkd.artifacts import Artifact
 from relaxkd.stages.context import Context

@@ -24,6 +24,7 @@ from relaxkd.stages.specs import (
     weights_file_hash,
 )
 
+
 def needs_bank(cfg: ExperimentConfig) -> bool:
     """T_x retrieves from the relaxed bank only when some samples have the ``wn`` text mode."""
     return cfg.multimodal.proportions.get("wn", 0.0) > 0

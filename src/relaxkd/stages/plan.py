@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.config import ExperimentConfig, apply_overrides, build_config

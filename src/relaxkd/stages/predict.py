@@ -48,7 +48,9 @@ def verify_export(model_dir: Path, names: tuple[str, ...]) -> dict[str, str]:
     try:
         manifest = json.loads((model_dir / EXPORT_MANIFEST).read_text())
     except (OSError, ValueError):
-        raise UserError(f"{model_dir} has no readable {EXPORT_MANIFEST} (not written by this version of `relaxkd export`); {advice}") from None
+        raise UserError(
+            f"{model_dir} has no readable {EXPORT_MANIFEST} (not written by this version of `relaxkd export`); {advice}"
+        ) from None
     if not isinstance(manifest, dict) or manifest.get(MANIFEST_DIGEST) != manifest_digest(manifest):
         raise UserError(f"{model_dir / EXPORT_MANIFEST} was changed after export; {advice}")
     files = manifest.get("files") or {}
@@ -56,7 +58,9 @@ def verify_export(model_dir: Path, names: tuple[str, ...]) -> dict[str, str]:
         if name not in files:
             raise UserError(f"{model_dir / EXPORT_MANIFEST} does not list {name}; {advice}")
         if not (model_dir / name).is_file() or file_sha256(model_dir / name) != files[name]:
-            raise UserError(f"{model_dir / name} does not match the export's manifest (changed or replaced after export); {advice}")
+            raise UserError(
+                f"{model_dir / name} does not match the export's manifest (changed or replaced after export); {advice}"
+            )
     return files
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from relaxkd.artifacts import Artifact, write_json
-from relaxkd.stages.context import Context, log
 from relaxkd.stages import embed_images, embed_nouns
+from relaxkd.stages.context import Context, log
 from relaxkd.stages.graph import Job, Node, StageRecord, artifact, register
 
 
@@ -47,9 +47,12 @@ def build(job: Job, out: Path) -> None:
     raised = result.info.get("clusters_raised_from")
     if raised is not None:
         how = "relax.num_clusters" if r.num_clusters is not None else f"round({len(train)} images / 300)"
-        log(f"warning: {how} gives {raised} cluster(s), fewer than the {ctx.num_classes} classes (too few clusters give a "
-            f"bank of generic nouns such as entity, abstraction); using {result.info['num_clusters']} clusters (set relax.num_clusters "
-            f"to at least {ctx.num_classes} to choose, or relax.class_floor=false for round(N / 300) alone)")
+        log(
+            f"warning: {how} gives {raised} cluster(s), fewer than the {ctx.num_classes} classes (too few clusters give a "
+            f"bank of generic nouns such as entity, abstraction); using {result.info['num_clusters']} clusters (set "
+            f"relax.num_clusters "
+            f"to at least {ctx.num_classes} to choose, or relax.class_floor=false for round(N / 300) alone)"
+        )
     tensors = {
         "bank": result.bank.float(),
         "indices": result.indices.long(),
@@ -63,7 +66,9 @@ def build(job: Job, out: Path) -> None:
     write_json(out / "info.json", result.info)
 
 
-RECORD = register(StageRecord("relax", "Algorithm 1: the WordNet-relaxed noun bank and its per-cluster listing", inputs, spec, build))
+RECORD = register(
+    StageRecord("relax", "Algorithm 1: the WordNet-relaxed noun bank and its per-cluster listing", inputs, spec, build)
+)
 STAGE = RECORD.name
 
 

@@ -71,8 +71,11 @@ def build(job: Job, out: Path) -> None:
     write_json(out / "targets.json", {"teachers": teacher_set.names, "epochs": d.optim.epochs, "top_k": d.cache_top_k})
 
 
-RECORD = register(StageRecord("teacher-targets", "every teacher's logits on every epoch's student views (distill.targets: cached)",
-                              inputs, spec, build))
+RECORD = register(
+    StageRecord(
+        "teacher-targets", "every teacher's logits on every epoch's student views (distill.targets: cached)", inputs, spec, build
+    )
+)
 STAGE = RECORD.name
 
 

@@ -22,6 +22,7 @@ from relaxkd.stages.context import device, log
 from relaxkd.stages.graph import Job, StageRecord, no_inputs, register
 from relaxkd.stages.specs import clip_spec, views_spec
 
+
 def spec(job: Job) -> dict[str, Any]:
     m = job.cfg.multimodal
     return {
@@ -55,8 +56,15 @@ def build(job: Job, out: Path) -> None:
                                     "num_val": len(val), "dim": enc.embed_dim})
 
 
-RECORD = register(StageRecord("tx-views", "CLIP embeddings of every epoch's augmented views for T_x (multimodal.input: cached_views)",
-                              no_inputs, spec, build))
+RECORD = register(
+    StageRecord(
+        "tx-views",
+        "CLIP embeddings of every epoch's augmented views for T_x (multimodal.input: cached_views)",
+        no_inputs,
+        spec,
+        build,
+    )
+)
 STAGE = RECORD.name
 
 

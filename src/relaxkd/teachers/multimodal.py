@@ -6,8 +6,9 @@ or nothing (``none``). Trained with eq. 6: CE + λ_hier·hierarchical + λ_cos·
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -51,13 +52,18 @@ class TxSettings:
     bank_fp16: bool = False
 
     @classmethod
-    def of(cls, m: Any) -> "TxSettings":
+    def of(cls, m: Any) -> TxSettings:
         """The settings of a multimodal section (``MultimodalConfig``): the fields of the same name,
         and those it implies (the bank's learnability and dtype, the noise kind, the gt share)."""
         same = {f.name: getattr(m, f.name) for f in fields(cls) if hasattr(m, f.name) and f.name != "head_kwargs"}
-        return cls(**same, head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout, "batch_norm": m.batch_norm} if m.head == "mlp" else {},
-                   bank_learnable=m.bank == "learnable", label_noise=m.noise == "label" and m.proportions.get("noise", 0) > 0,
-                   gt_share=m.proportions.get("gt", 0.0), bank_fp16=m.bank_dtype == "fp16")
+        return cls(
+            **same,
+            head_kwargs={"hidden_dim": m.hidden_dim, "dropout": m.dropout, "batch_norm": m.batch_norm} if m.head == "mlp" else {},
+            bank_learnable=m.bank == "learnable",
+            label_noise=m.noise == "label" and m.proportions.get("noise", 0) > 0,
+            gt_share=m.proportions.get("gt", 0.0),
+            bank_fp16=m.bank_dtype == "fp16",
+        )
 
     def hparams(self) -> dict[str, Any]:
         """Flat plain values: T_x's ``teacher.json`` rebuilds it from them (:meth:`MultimodalTeacher.from_hparams`)."""
@@ -100,7 +106,7 @@ class MultimodalTeacher(ClassifierModule):
         self.image_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
-    def from_hparams(cls, hparams: dict[str, Any]) -> "MultimodalTeacher":
+    def from_hparams(cls, hparams: dict[str, Any]) -> MultimodalTeacher:
         """The untrained T_x that ``teacher.json``'s hparams describe (its state dict fills it)."""
         known = {f.name for f in fields(TxSettings)}
         settings = TxSettings(**{k: v for k, v in hparams.items() if k in known},

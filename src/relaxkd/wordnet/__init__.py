@@ -16,9 +16,9 @@ from relaxkd.wordnet.install import (
 from relaxkd.wordnet.synsets import (
     ambiguity_warning,
     builtin_override_datasets,
+    class_synsets,
     describe_class_senses,
     format_senses,
-    class_synsets,
     load_overrides,
     resolve_class_synsets,
     shared_sense_warning,

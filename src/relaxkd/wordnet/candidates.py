@@ -7,7 +7,8 @@ is identical from run to run.
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 

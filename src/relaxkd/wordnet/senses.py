@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import unicodedata
-from functools import lru_cache
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
@@ -145,7 +146,7 @@ def rank_senses_by_images(mean_image: torch.Tensor, sense_embeddings: torch.Tens
     ``[S, D]`` (each sense's :func:`sense_text` through the prompt templates). Returns the order,
     best first, and the cosine of each sense in that order.
     """
-    import torch
+    import torch  # noqa: PLC0415 - the wordnet package stays torch-free (validate's start-up)
 
     image = torch.nn.functional.normalize(mean_image.float(), dim=-1)
     texts = torch.nn.functional.normalize(sense_embeddings.float(), dim=-1)
@@ -181,9 +182,11 @@ def _short(gloss: str, width: int = 60) -> str:
 
 def yaml_key(name: str) -> str:
     """A class name as a YAML mapping key that pastes safely (quoted when YAML would misread it)."""
-    import json
-
-    return name if re.fullmatch(r"[A-Za-z][\w .-]*", name) and not name.endswith((" ", ".")) else json.dumps(name, ensure_ascii=False)
+    return (
+        name
+        if re.fullmatch(r"[A-Za-z][\w .-]*", name) and not name.endswith((" ", "."))
+        else json.dumps(name, ensure_ascii=False)
+    )
 
 
 def unknown_names_message(names: Sequence[str], wn: WordNetCorpusReader, config_key: str) -> str:

@@ -8,13 +8,15 @@ by the class's images).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import yaml
 from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 
+from relaxkd import safe_yaml
 from relaxkd.errors import UserError
 from relaxkd.wordnet.install import ensure_wordnet
 from relaxkd.wordnet.senses import (
@@ -74,7 +76,6 @@ def _read_overrides_file(path: Path) -> dict[str, str]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"synset override file {path} does not exist (set by {OVERRIDES_CONFIG_KEY})")
-    from relaxkd import safe_yaml
 
     try:
         loaded = safe_yaml.load(safe_yaml.read_text(path, "synset override file"), f"synset override file {path}")
@@ -240,8 +241,8 @@ def describe_class_senses(
 
 def rerank_by_images(
     rows: list[dict[str, object]],
-    mean_images: "torch.Tensor",
-    embed_texts: Callable[[list[str]], "torch.Tensor"],
+    mean_images: torch.Tensor,
+    embed_texts: Callable[[list[str]], torch.Tensor],
     wn: WordNetCorpusReader | None = None,
 ) -> list[dict[str, object]]:
     """Re-pick each guessed sense by the class's images: the sense whose ``lemma, gloss`` text
