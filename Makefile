@@ -27,7 +27,7 @@ wordnet: $(STAMP)
 	@echo "[setup] WordNet 3.0 for NLTK"
 	@$(PY) -m relaxkd.wordnet
 
-# 4-5 min on 2 idle CPU cores (estimated; ~17 min measured on busy shared cores: README "Quick start"); prints the report path last
+# the measured run time and the machine it was measured on: README "Quick start"; prints the report path last
 demo: setup
 	$(VENV)/bin/relaxkd run configs/demo.yaml
 
