@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from relaxkd.errors import UserError
-from relaxkd.models.backbones import BACKBONES, _download_imagenet_state_dict, _read_state_dict_file
+from relaxkd.models import backbones  # its functions looked up when called (tests stand in for the download)
 from relaxkd.registry import Registry
 
 FUSION_HEADS: Registry[Callable[..., nn.Module]] = Registry("fusion head")
@@ -92,9 +92,9 @@ def init_head_from_imagenet(head: nn.Module, weights: str = "imagenet") -> dict[
         return {"init": "random", "loaded": 0, "note": "random init (multimodal.weights=none)"}
 
     if weights == "imagenet":
-        name = BACKBONES.get("resnet50").imagenet_weights
+        name = backbones.BACKBONES.get("resnet50").imagenet_weights
         try:
-            state_dict = _download_imagenet_state_dict(name)
+            state_dict = backbones._download_imagenet_state_dict(name)
         except Exception as error:  # offline without a cached copy, hash mismatch, ...
             reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
             return {
@@ -105,7 +105,8 @@ def init_head_from_imagenet(head: nn.Module, weights: str = "imagenet") -> dict[
             }
         init, source = "imagenet", name
     else:
-        state_dict, init, source = _read_state_dict_file("resnet50-1x1", Path(weights).expanduser()), "file", str(weights)
+        state_dict = backbones._read_state_dict_file("resnet50-1x1", Path(weights).expanduser())
+        init, source = "file", str(weights)
     own, fresh = resnet.state_dict(), fresh_prefixes(resnet)
     keep = {k: v for k, v in state_dict.items() if not k.startswith(fresh)}
     missing = [k for k in own if not k.startswith(fresh) and k not in keep]
