@@ -306,7 +306,7 @@ def test_resnet_head_is_the_authors_7x7_conv1_and_keeps_imagenet_fc_for_1000_cla
     conv = head.resnet.conv1
     assert (conv.kernel_size, conv.stride, conv.padding, conv.bias) == ((7, 7), (2, 2), (3, 3), None)
     # torch's default init over 49 · 1024 inputs: std 1 / sqrt(3 · 49 · 1024) = 0.0026 (a 1×1 conv: 0.018)
-    assert float(conv.weight.std()) == pytest.approx(1 / math.sqrt(3 * 49 * 1024), rel=0.02)
+    assert float(conv.weight.detach().std()) == pytest.approx(1 / math.sqrt(3 * 49 * 1024), rel=0.02)
     # on a 1×1 input only the centre tap counts: the same output as a 1×1 conv with those weights
     x = torch.randn(4, 1024, 1, 1)
     centre = torch.nn.functional.conv2d(x, conv.weight[:, :, 3:4, 3:4])
