@@ -84,10 +84,9 @@ def _run_stage(config: Path, overrides: list[str] | None, stage: str, arg: str |
     """The artifact of the stage named ``stage`` (its record's name), under the run lock; inputs
     missing are built first. The stages are imported after the config is validated."""
     ctx = _context(config, overrides)
-    from relaxkd.stages.graph import STAGES, Node, artifact
+    from relaxkd.stages.graph import Node, artifact, check_stage
 
-    if stage not in STAGES:
-        raise UserError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+    check_stage(stage)
     with _locked(ctx):
         return artifact(ctx, Node(stage, arg))
 

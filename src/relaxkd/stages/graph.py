@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from relaxkd.artifacts import Artifact
+from relaxkd.errors import UserError
 from relaxkd.stages.context import Context
 
 
@@ -121,6 +122,12 @@ STAGES = _Registry()
 def register(record: StageRecord) -> StageRecord:
     STAGES.add(record)
     return record
+
+
+def check_stage(name: str) -> None:
+    """One line listing the stages when ``name`` is none of them (a name typed on the command line)."""
+    if name not in STAGES:
+        raise UserError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
 
 
 def no_inputs(ctx: Context, arg: str | None) -> dict[str, Node]:

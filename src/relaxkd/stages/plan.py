@@ -22,7 +22,7 @@ from relaxkd.errors import UserError
 from relaxkd.names import TX
 from relaxkd.stages import attribute, distill
 from relaxkd.stages.context import Context, log
-from relaxkd.stages.graph import STAGES, Node, artifact, closure, inputs_of, planned
+from relaxkd.stages.graph import Node, artifact, check_stage, closure, inputs_of, planned
 from relaxkd.stages.teacher_loading import teacher_node, used_teachers
 from relaxkd.trials import COMPARE, TABLE1_DATASETS, Trial, resolve_overrides, select_trials, sweep_commands
 
@@ -351,8 +351,7 @@ def _id(art: Artifact) -> str:
 def build_node(ctx: Context, node: Node) -> Artifact:
     """``node``'s artifact alone (``ctx``: the run's config with the node's overrides): reused when
     present, else built from its inputs, which must be on disk already (a scheduler builds them first)."""
-    if node.stage not in STAGES:
-        raise UserError(f"unknown stage {node.stage!r}; valid stages: {', '.join(STAGES)}")
+    check_stage(node.stage)
     for name, needed in inputs_of(ctx, node).items():
         art = planned(ctx, needed)
         if not Path(art.path).is_dir():  # committed artifacts only: a build in progress sits in a temporary directory
