@@ -9,10 +9,9 @@ from safetensors.torch import load_file, save_file
 from relaxkd.artifacts import Artifact, write_json
 from relaxkd.errors import UserError
 from relaxkd.names import DMAE_PRETRAIN_STAGE, TX
-from relaxkd.records import Metrics, written
 from relaxkd.stages.context import Context
 from relaxkd.stages.graph import Job, Node, StageRecord, artifact, register
-from relaxkd.stages.specs import check_teacher, provenance, train_spec, views_spec
+from relaxkd.stages.specs import check_teacher, metrics, train_spec, views_spec
 from relaxkd.stages.teacher_loading import TEACHER, teacher_inputs, teachers_of
 
 #: the fine-tuning parameters, which do not change the pre-training
@@ -65,10 +64,9 @@ def build(job: Job, out: Path) -> None:
     work = job.work_dir()
     fit(build_trainer(ctx.cfg.trainer, work, params.pretrain_epochs), module, data, work)
     save_file(module.encoder_state(), str(out / "student.safetensors"))
-    final = dict(module.history[-1]) if module.history else {}
-    final.pop("epoch", None)
-    record = written(Metrics, **final, history=module.history, teacher=teacher_name, teacher_layer=module.teacher_layer,
-                     student_block=module.student_block, provenance=provenance(ctx.cfg))
+    # the aligned layers sit beside the numbers, not in the provenance (where specs.metrics puts its extras)
+    record = {**metrics(ctx.cfg, module), "teacher": teacher_name, "teacher_layer": module.teacher_layer,
+              "student_block": module.student_block}
     write_json(out / "metrics.json", record)
 
 
