@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
+from relaxkd.console import say
 from relaxkd.errors import UserError
 from relaxkd.records import ModelInfo, read_record
 from relaxkd.stages.distill import STAGE
@@ -131,8 +131,7 @@ def _drop_previous(out: Path, previous: list[str], written: list[Path]) -> None:
     for name in stale:
         (out / name).unlink()
     removed = f"; removed {', '.join(stale)}, which this export does not have" if stale else ""
-    print(f"[relaxkd] export: replaced the previous export in {out} ({', '.join(previous)}){removed}",
-          file=sys.stderr, flush=True)
+    say(f"export: replaced the previous export in {out} ({', '.join(previous)}){removed}")
 
 
 #: the manifest's kind: what tells an export folder's manifest.json from a user's file
