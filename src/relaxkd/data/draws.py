@@ -19,6 +19,7 @@ require_tested("torchvision")  # before its private API (the transforms' _augmen
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy, ColorJitter, RandAugment  # noqa: E402
 
 from relaxkd.data.pil_ops import apply_ops_pil
+from relaxkd.images import IMAGENET_STATS
 
 #: every op a draw can name; index = op id in :class:`Draw`
 OPS = (
@@ -143,17 +144,16 @@ class TimmRandAugmentDraw:
 
     pil_only = True
     CONFIG = "rand-n2-m10-mstd0.5"
-    #: the authors' ra_params: translate_const int(224 * 0.45) (timm's absolute translations, unused
-    #: by this op list), img_mean = the ImageNet mean in 0-255
-    IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
     def __init__(self, image_size: int, config: str = CONFIG):
         from timm.data.auto_augment import rand_augment_transform  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
 
         self.jitter = ColorJitterDraw(0.4, 0.4, 0.4)
+        # the authors' ra_params: translate_const int(224 * 0.45) (timm's absolute translations, unused
+        # by this op list), img_mean = the ImageNet mean in 0-255
         hparams = {
             "translate_const": int(image_size * 0.45),
-            "img_mean": tuple(min(255, round(255 * x)) for x in self.IMAGENET_MEAN),
+            "img_mean": tuple(min(255, round(255 * x)) for x in IMAGENET_STATS.mean),
         }
         self.rand_augment = rand_augment_transform(config, hparams)
         self.UNIFORMS = ColorJitterDraw.UNIFORMS + 2  # the jitter, and a 48-bit seed for timm
