@@ -144,6 +144,7 @@ class TimmRandAugmentDraw:
 
     pil_only = True
     CONFIG = "rand-n2-m10-mstd0.5"
+    UNIFORMS = ColorJitterDraw.UNIFORMS + 2  # the jitter, and a 48-bit seed for timm
 
     def __init__(self, image_size: int, config: str = CONFIG):
         from timm.data.auto_augment import rand_augment_transform  # noqa: PLC0415 - timm only on this path (ViTs, timm's RandAugment): start-up
@@ -156,7 +157,6 @@ class TimmRandAugmentDraw:
             "img_mean": tuple(min(255, round(255 * x)) for x in IMAGENET_STATS.mean),
         }
         self.rand_augment = rand_augment_transform(config, hparams)
-        self.UNIFORMS = ColorJitterDraw.UNIFORMS + 2  # the jitter, and a 48-bit seed for timm
 
     def __call__(self, uniforms: Sequence[float]) -> tuple[list[int], list[float]]:
         return [], []  # nothing for the batch stage: see apply
