@@ -52,7 +52,7 @@ class OptimConfig(Strict):
     @classmethod
     def _lr_from_base_lr(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("base_lr") is not None:
-            values = {**values, "lr": values["base_lr"] * values.get("batch_size", 128) / 256}
+            values = {**values, "lr": values["base_lr"] * values.get("batch_size", cls.model_fields["batch_size"].default) / 256}
         return values
 
     @model_validator(mode="before")
