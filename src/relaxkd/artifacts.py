@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from relaxkd.buildlock import BuildLock
+from relaxkd.buildlock import BuildLock, pid_alive
 from relaxkd.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -131,7 +131,7 @@ class ArtifactStore:
         for path in self.root.glob(f"{prefix}*"):
             host, _, rest = path.name[len(prefix):].partition("-")
             pid = rest.partition("-")[0]
-            if host == _HOST and pid.isdigit() and not _pid_alive(int(pid)):
+            if host == _HOST and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
 
     def key(self, stage: str, spec: dict[str, Any]) -> str:
@@ -292,16 +292,6 @@ def disk_full(exc: BaseException | None) -> bool:
 
 #: the host in temporary names: a hash, since host names may hold '-' and shared file systems span hosts
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
 
 
 @contextlib.contextmanager

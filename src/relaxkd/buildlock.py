@@ -55,7 +55,7 @@ class BuildLock:
             beat = (holder["mtime"], holder.get("token", ""))
             if beat != seen:
                 seen, since = beat, time.monotonic()
-            dead_here = holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid", -1))
+            dead_here = holder.get("host") == socket.gethostname() and not pid_alive(holder.get("pid", -1))
             if dead_here or time.monotonic() - since > self.stale_after:
                 self._take_over(holder.get("token", ""))
                 continue
@@ -130,13 +130,14 @@ def read_holder(path: Path) -> dict | None:
     return {**holder, "mtime": mtime} if isinstance(holder, dict) else {"mtime": mtime}
 
 
-def _pid_alive(pid: object) -> bool:
+def pid_alive(pid: object) -> bool:
+    """Whether process ``pid`` of this host may still run (an unknown or foreign PID counts as alive)."""
     if not isinstance(pid, int) or pid <= 0:  # unknown holder: only its heartbeat can tell
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError):
+    except (PermissionError, OverflowError):  # exists, owned by another user; or no such PID can exist
         return True
     return True

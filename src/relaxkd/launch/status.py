@@ -1,12 +1,12 @@
 """``relaxkd status RUN_DIR``: the state of every job of a run's launched graph, and waiting for its end."""
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from relaxkd.buildlock import pid_alive
 from relaxkd.errors import UserError
 from relaxkd.launch import slurm
 from relaxkd.launch.jobs import JobRecord, LaunchFolder, artifact_done
@@ -46,7 +46,7 @@ def _status(record: JobRecord, states: dict[str, tuple[str, str]]) -> JobStatus:
     else:
         state = record.state or "unknown"
         runner = (record.job_id or "").removeprefix("local-")
-        if state == "running" and runner.isdigit() and not _alive(int(runner)):
+        if state == "running" and runner.isdigit() and not pid_alive(int(runner)):
             state, reason = "failed", "the local launcher stopped"
     if state == "cancelled" and "Dependency" in reason:
         reason = "an input failed"
@@ -80,13 +80,3 @@ def wait(run_dir: Path, say: Callable[[str], None], poll: float = 5.0) -> list[J
         if not any(s.state in ACTIVE for s in statuses):
             return statuses
         time.sleep(poll)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
