@@ -34,8 +34,8 @@ def launch(jobs: list[JobSpec], run_dir: Path, settings: SlurmSettings, launcher
                 continue
             pending = _still_pending(records.get(job.name), launcher)
             if pending is not None:
-                waiting_for[job.name] = pending
-                say(f"{job.name}: already {slurm.job_state(pending)[0]} as job {pending}")
+                waiting_for[job.name], state = pending
+                say(f"{job.name}: already {state} as job {pending[0]}")
                 continue
             script = folder.write_script(job, settings)
             record = JobRecord(job.name, job.kind, job.deps, job.path, str(script), str(folder.log_path(job.name)),
@@ -54,11 +54,12 @@ def launch(jobs: list[JobSpec], run_dir: Path, settings: SlurmSettings, launcher
     return started
 
 
-def _still_pending(record: JobRecord | None, launcher: str) -> str | None:
-    """The SLURM job id of an earlier launch's job for this artifact that is still queued or running."""
+def _still_pending(record: JobRecord | None, launcher: str) -> tuple[str, str] | None:
+    """``(SLURM job id, state)`` of an earlier launch's job for this artifact that is still queued or running."""
     if launcher != "slurm" or record is None or record.launcher != "slurm" or not record.job_id:
         return None
-    return record.job_id if slurm.job_state(record.job_id)[0] in ("queued", "running") else None
+    state = slurm.job_state(record.job_id)[0]
+    return (record.job_id, state) if state in ("queued", "running") else None
 
 
 def run_local(folder: LaunchFolder, names: list[str], say: Callable[[str], None]) -> None:
