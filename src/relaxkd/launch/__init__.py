@@ -65,8 +65,9 @@ def _still_pending(record: JobRecord | None, launcher: str) -> tuple[str, str] |
 def run_local(folder: LaunchFolder, names: list[str], say: Callable[[str], None]) -> None:
     """Run the scripts one after the other on this machine; a job whose input failed is cancelled."""
     for name in names:
-        record = folder.records()[name]
-        broken = [d for d in record.deps if folder.records().get(d) and folder.records()[d].state in ("failed", "cancelled")]
+        records = folder.records()
+        record = records[name]
+        broken = [d for d in record.deps if d in records and records[d].state in ("failed", "cancelled")]
         if broken:
             folder.update(name, state="cancelled")
             say(f"{name}: cancelled, its input {broken[0]} failed")
