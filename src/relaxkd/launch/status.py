@@ -30,14 +30,15 @@ def graph_status(run_dir: Path) -> list[JobStatus]:
     if not records:
         raise UserError(f"{run_dir} has no launched jobs ({folder.record_path} is missing); "
                         f"start them with `relaxkd run|sweep ... --launcher slurm`")
-    asked = [r.job_id for r in records.values() if r.launcher == "slurm" and r.job_id and not artifact_done(r.path)]
+    done = {name for name, r in records.items() if artifact_done(r.path)}
+    asked = [r.job_id for name, r in records.items() if r.launcher == "slurm" and r.job_id and name not in done]
     states = slurm.job_states(asked)
-    return [_status(r, states) for r in records.values()]
+    return [_status(r, states, name in done) for name, r in records.items()]
 
 
-def _status(record: JobRecord, states: dict[str, tuple[str, str]]) -> JobStatus:
+def _status(record: JobRecord, states: dict[str, tuple[str, str]], done: bool) -> JobStatus:
     reason = ""
-    if artifact_done(record.path):
+    if done:
         state = "done"
     elif record.launcher == "slurm":
         state, reason = states.get(record.job_id or "", ("unknown", ""))
