@@ -117,18 +117,22 @@ def _training_points(x: torch.Tensor, num_clusters, sample_size, max_points_per_
     points = x.detach().to("cpu", torch.float32).contiguous().numpy()
     used = points.shape[0]
     if sample_size is not None and sample_size < used:
-        chosen = np.random.default_rng(seed).choice(used, size=sample_size, replace=False)
-        # Sorted indices read memory in order: a faster gather from a large matrix.
-        points = np.ascontiguousarray(points[np.sort(chosen)])
+        points = _sample_rows(points, sample_size, seed)
         used = sample_size
     cap = None if max_points_per_centroid is None else num_clusters * max_points_per_centroid
     if cap is not None and cap < used:
         if backend != "faiss":
             # scikit-learn has no such cap: draw the same number of points faiss would train on
-            chosen = np.random.default_rng(seed).choice(used, size=cap, replace=False)
-            points = np.ascontiguousarray(points[np.sort(chosen)])
+            points = _sample_rows(points, cap, seed)
         used = cap
     return points, used
+
+
+def _sample_rows(points: np.ndarray, size: int, seed) -> np.ndarray:
+    """``size`` rows drawn at random without replacement (seeded), in their original order."""
+    chosen = np.random.default_rng(seed).choice(points.shape[0], size=size, replace=False)
+    # Sorted indices read memory in order: a faster gather from a large matrix.
+    return np.ascontiguousarray(points[np.sort(chosen)])
 
 
 def _check_settings(num_points, num_clusters, iterations, restarts, sample_size, threads, backend) -> None:
