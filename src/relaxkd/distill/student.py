@@ -33,7 +33,7 @@ from relaxkd.methods import (
     Outputs,
     Step,
     check_method_inputs,
-    method_params,
+    resolved_params,
 )
 from relaxkd.models import build_backbone
 
@@ -73,9 +73,7 @@ def _resolve_method(
     inputs a method cannot use fail here, not at the first training step."""
     method_cls = METHODS.get(loss)
     AGGREGATORS.get(aggregate)
-    resolved = params if isinstance(params, MethodParams) else method_params(loss, params)
-    if not isinstance(resolved, method_cls.Params):
-        raise TypeError(f"KD method {loss!r} takes {method_cls.Params.__name__}, got {type(resolved).__name__}")
+    resolved = resolved_params(loss, params)
     teacher_set = teachers or TeacherSet(names=[])
     if not method_cls.needs_teachers:
         teacher_set = TeacherSet(names=[])

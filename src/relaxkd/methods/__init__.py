@@ -29,6 +29,7 @@ from relaxkd.methods.base import (
     check_method_inputs,
     method_params,
     register_method,
+    resolved_params,
 )
 from relaxkd.methods.features import FeatureTap
 
@@ -47,4 +48,5 @@ __all__ = [
     "check_method_inputs",
     "method_params",
     "register_method",
+    "resolved_params",
 ]

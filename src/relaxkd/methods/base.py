@@ -223,10 +223,20 @@ def method_params(
         raise UserError(f"distill.params.{key} of KD method {name!r}: {msg} (got {first.get('input')!r})") from None
 
 
+def resolved_params(name: str, params: MethodParams | dict[str, Any] | None) -> MethodParams:
+    """The method ``name``'s parameters: an already resolved object as it is, a mapping validated
+    by :func:`method_params`."""
+    if not isinstance(params, MethodParams):
+        return method_params(name, params)
+    expected = METHODS.get(name).Params
+    if not isinstance(params, expected):
+        raise TypeError(f"KD method {name!r} takes {expected.__name__}, got {type(params).__name__}")
+    return params
+
+
 def build_method(name: str, context: MethodContext, params: MethodParams | dict[str, Any] | None = None) -> KDMethod:
     """The method ``name`` with its parameters (resolved, or a mapping validated here), ready to compute losses."""
-    cls = METHODS.get(name)
-    return cls(params if isinstance(params, MethodParams) else method_params(name, params), context)
+    return METHODS.get(name)(resolved_params(name, params), context)
 
 
 def check_method_inputs(method: type[KDMethod], *, teachers: list[str], cached: bool, class_counts: list[int] | None,
