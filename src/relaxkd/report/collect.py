@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relaxkd.console import say
 from relaxkd.names import TX
 from relaxkd.records import Metrics, ModelInfo, Provenance
 
@@ -69,7 +69,7 @@ def typed(model: type[R], data: dict[str, Any], path: Path) -> R | None:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(the file)"
-        print(f"[relaxkd] report: {path} left out: {where}: {first['msg']}", file=sys.stderr)
+        say(f"report: {path} left out: {where}: {first['msg']}")
         return None
 
 
